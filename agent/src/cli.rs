@@ -1,0 +1,74 @@
+//! Command-line interface of `anklume`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::sync::{self, SyncOptions};
+
+/// anklume: compartmentalize a workstation into Incus domains described in infra.yml.
+#[derive(Debug, Parser)]
+#[command(name = "anklume", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate the Ansible tree (inventory/, group_vars/, host_vars/) from infra.yml.
+    ///
+    /// Every error is listed before anything is written. Only the
+    /// `=== MANAGED BY infra.yml ===` section of each file is replaced;
+    /// content outside it is kept byte for byte.
+    Sync {
+        /// infra.yml, or an infra/ directory (base.yml + domains/*.yml + policies.yml).
+        /// Default: infra/ when it holds base.yml, else infra.yml.
+        infra: Option<PathBuf>,
+        /// Directory the Ansible tree is written to.
+        #[arg(long, default_value = ".")]
+        base_dir: PathBuf,
+        /// Show what would be written; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete orphan files that are not protected (ephemeral: false).
+        #[arg(long)]
+        clean_orphans: bool,
+        /// Directory of the nesting context files (absolute_level, vm_nested, yolo).
+        /// Default: $ANKLUME_CONTEXT_DIR, else /etc/anklume.
+        #[arg(long)]
+        context_dir: Option<PathBuf>,
+    },
+}
+
+/// Run the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Sync {
+            infra,
+            base_dir,
+            dry_run,
+            clean_orphans,
+            context_dir,
+        } => {
+            let opts = SyncOptions {
+                infra,
+                base_dir,
+                dry_run,
+                clean_orphans,
+                context_dir,
+            };
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut err = stderr.lock();
+            let outcome = sync::run(&opts, &mut out, &mut err)?;
+            std::io::Write::flush(&mut out)?;
+            Ok(match outcome {
+                sync::Outcome::Done(_) => 0,
+                sync::Outcome::Invalid => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! anklume agent and CLI.
+//!
+//! - [`sync`]: the generator (`infra.yml` → Ansible tree);
+//! - [`yaml`]: YAML 1.1 loading and PyYAML-compatible emitting;
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod sync;
+pub mod yaml;

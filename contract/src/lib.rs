@@ -1,0 +1,15 @@
+//! The on-disk contract of anklume Live OS.
+//!
+//! Builder, updater, first-boot wizard and agent all read and write the same
+//! disks; every fact they must agree on (partition types and labels, the A/B
+//! slot model, the boot-state variables GRUB counts with, the slot manifest,
+//! the dm-verity parameters) lives here and nowhere else.
+//! See `docs/DESIGN.md` §3 for the layout this encodes.
+
+pub mod bootstate;
+pub mod manifest;
+pub mod partition;
+pub mod slot;
+pub mod verity;
+
+pub use slot::Slot;
