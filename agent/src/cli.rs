@@ -58,13 +58,17 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dry_run,
                 clean_orphans,
                 context_dir,
+                host: None,
             };
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let mut err = stderr.lock();
-            let outcome = sync::run(&opts, &mut out, &mut err)?;
+            let mut err = std::io::BufWriter::new(stderr.lock());
+            let outcome = sync::run(&opts, &mut out, &mut err);
+            // Findings first, then the report, even when the run failed.
+            std::io::Write::flush(&mut err)?;
             std::io::Write::flush(&mut out)?;
+            let outcome = outcome?;
             Ok(match outcome {
                 sync::Outcome::Done(_) => 0,
                 sync::Outcome::Invalid => 1,

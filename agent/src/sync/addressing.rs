@@ -72,7 +72,8 @@ pub fn compute(infra: &Mapping) -> IndexMap<String, ZoneAddr> {
     let mut zones: IndexMap<String, (i128, Vec<String>)> = IndexMap::new();
     for (name, d) in doms.iter() {
         let dm = map_or_empty(Some(d));
-        let trust = get(dm, "trust_level").map_or(Value::str(DEFAULT_TRUST_LEVEL), |n| n.value.clone());
+        let trust =
+            get(dm, "trust_level").map_or(Value::str(DEFAULT_TRUST_LEVEL), |n| n.value.clone());
         let zone_key = crate::yaml::pyfmt::py_repr(&trust);
         zones
             .entry(zone_key)
@@ -125,13 +126,21 @@ pub fn compute(infra: &Mapping) -> IndexMap<String, ZoneAddr> {
 /// Give machines without an `ip` the lowest free host number in `.1`–`.99`
 /// (`_auto_assign_ips`). Errors when the range is exhausted.
 pub fn auto_assign_ips(domain: &mut Mapping, prefix: &str) -> Result<(), String> {
-    let Some(machines) = domain.get_mut("machines").and_then(|n| n.value.as_map_mut()) else {
+    let Some(machines) = domain
+        .get_mut("machines")
+        .and_then(|n| n.value.as_map_mut())
+    else {
         return Ok(());
     };
     let dotted = format!("{prefix}.");
     let mut used = std::collections::HashSet::new();
     for m in machines.values() {
-        if let Some(ip) = m.value.as_map().and_then(|mm| get(mm, "ip")).and_then(|n| n.value.as_str()) {
+        if let Some(ip) = m
+            .value
+            .as_map()
+            .and_then(|mm| get(mm, "ip"))
+            .and_then(|n| n.value.as_str())
+        {
             if let Some(host) = ip.strip_prefix(&dotted) {
                 if let Some(h) = crate::yaml::pyfmt::py_int_str(host) {
                     used.insert(h);
@@ -141,7 +150,9 @@ pub fn auto_assign_ips(domain: &mut Mapping, prefix: &str) -> Result<(), String>
     }
     let mut next: i128 = 1;
     for (name, m) in machines.iter_mut() {
-        let Some(mm) = m.value.as_map_mut() else { continue };
+        let Some(mm) = m.value.as_map_mut() else {
+            continue;
+        };
         if get(mm, "ip").is_some_and(|n| n.value.truthy()) {
             continue;
         }

@@ -105,7 +105,8 @@ impl HostContext {
                 Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
             }
         };
-        let absolute_level = read("absolute_level")?.and_then(|s| crate::yaml::pyfmt::py_int_str(&s))
+        let absolute_level = read("absolute_level")?
+            .and_then(|s| crate::yaml::pyfmt::py_int_str(&s))
             .and_then(|v| i64::try_from(v).ok());
         let vm_nested = read("vm_nested")?.map(|s| s.to_lowercase() == "true");
         let yolo = read("yolo")?.is_some_and(|s| s.to_lowercase() == "true");
@@ -155,9 +156,9 @@ fn parse_subnets(spec: &str) -> Result<Vec<(String, Ipv4Net)>> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|part| {
-            let (ifname, net) = part
-                .split_once('=')
-                .with_context(|| format!("ANKLUME_HOST_SUBNETS: {part:?} is not IFNAME=A.B.C.D/N"))?;
+            let (ifname, net) = part.split_once('=').with_context(|| {
+                format!("ANKLUME_HOST_SUBNETS: {part:?} is not IFNAME=A.B.C.D/N")
+            })?;
             let net = Ipv4Net::parse(net)
                 .with_context(|| format!("ANKLUME_HOST_SUBNETS: {net:?} is not an IPv4 network"))?;
             Ok((ifname.to_string(), net))
@@ -169,7 +170,10 @@ fn parse_subnets(spec: &str) -> Result<Vec<(String, Ipv4Net)>> {
 /// on the host itself).
 fn detect_resources() -> Option<HostResources> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let cpu = cpuinfo.lines().filter(|l| l.starts_with("processor")).count() as u64;
+    let cpu = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count() as u64;
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kib: u64 = meminfo
         .lines()
@@ -228,7 +232,10 @@ mod tests {
         assert!(parse_resources("cpu=0,memory=1GiB").is_err());
         assert!(parse_resources("disk=1").is_err());
         let s = parse_subnets("eth0=192.168.1.5/24,").unwrap();
-        assert_eq!(s, vec![("eth0".into(), Ipv4Net::parse("192.168.1.0/24").unwrap())]);
+        assert_eq!(
+            s,
+            vec![("eth0".into(), Ipv4Net::parse("192.168.1.0/24").unwrap())]
+        );
         assert!(parse_subnets("eth0").is_err());
     }
 

@@ -62,7 +62,12 @@ impl Diags {
     }
 
     /// A message pointing at `path` / `node`.
-    pub fn err(&mut self, message: impl Into<String>, path: impl Into<String>, node: Option<&Node>) {
+    pub fn err(
+        &mut self,
+        message: impl Into<String>,
+        path: impl Into<String>,
+        node: Option<&Node>,
+    ) {
         self.items.push(Diag::new(message).at(path, node));
     }
 

@@ -102,7 +102,10 @@ fn enrich_firewall(infra: &mut Mapping, e: &mut Enriched) -> Result<(), String> 
         );
     };
     let fw_ip = match e.addressing.as_ref().and_then(|a| a.get("anklume")) {
-        Some(info) => format!("{}.253", info.prefix(&base_octet(map_or_empty(get(&g, "addressing"))))),
+        Some(info) => format!(
+            "{}.253",
+            info.prefix(&base_octet(map_or_empty(get(&g, "addressing"))))
+        ),
         None => {
             let bs = val(&g, "base_subnet").map_or("10.100".to_string(), py_str);
             let sid = val(map_or_empty(Some(anklume)), "subnet_id").map_or("0".to_string(), py_str);
@@ -110,12 +113,18 @@ fn enrich_firewall(infra: &mut Mapping, e: &mut Enriched) -> Result<(), String> 
         }
     };
     let fw = map(&[
-        ("description", Value::str("Centralized firewall VM (auto-created by generator)")),
+        (
+            "description",
+            Value::str("Centralized firewall VM (auto-created by generator)"),
+        ),
         ("type", Value::str("vm")),
         ("ip", Value::str(fw_ip.clone())),
         (
             "config",
-            Value::Map(map(&[("limits.cpu", Value::str("2")), ("limits.memory", Value::str("2GiB"))])),
+            Value::Map(map(&[
+                ("limits.cpu", Value::str("2")),
+                ("limits.memory", Value::str("2GiB")),
+            ])),
         ),
         (
             "roles",
@@ -130,10 +139,16 @@ fn enrich_firewall(infra: &mut Mapping, e: &mut Enriched) -> Result<(), String> 
         .and_then(|d| d.get_mut("anklume"))
         .and_then(|n| n.value.as_map_mut())
         .expect("anklume domain is a mapping after validation");
-    if !dm.get("machines").is_some_and(|n| matches!(n.value, Value::Map(_))) {
+    if !dm
+        .get("machines")
+        .is_some_and(|n| matches!(n.value, Value::Map(_)))
+    {
         dm.insert_str("machines", Value::Map(Mapping::new()));
     }
-    let ms = dm.get_mut("machines").and_then(|n| n.value.as_map_mut()).expect("just set");
+    let ms = dm
+        .get_mut("machines")
+        .and_then(|n| n.value.as_map_mut())
+        .expect("just set");
     ms.insert_str("anklume-firewall", Value::Map(fw));
     e.infos.push(format!(
         "firewall_mode is 'vm' — auto-created anklume-firewall in anklume domain (ip: {fw_ip})"
@@ -146,7 +161,10 @@ fn enrich_ai_access(infra: &mut Mapping, e: &mut Enriched) {
     if !val(g, "ai_access_policy").is_some_and(|v| v.is_str("exclusive")) {
         return;
     }
-    let Some(def) = val(g, "ai_access_default").filter(|v| v.truthy()).map(py_str) else {
+    let Some(def) = val(g, "ai_access_default")
+        .filter(|v| v.truthy())
+        .map(py_str)
+    else {
         return;
     };
     if !domains(infra).contains_key("ai-tools") {
@@ -154,18 +172,28 @@ fn enrich_ai_access(infra: &mut Mapping, e: &mut Enriched) {
     }
     let has = seq_or_empty(get(infra, "network_policies"))
         .iter()
-        .any(|p| p.value.as_map().is_some_and(|m| val(m, "to").is_some_and(|t| t.is_str("ai-tools"))));
+        .any(|p| {
+            p.value
+                .as_map()
+                .is_some_and(|m| val(m, "to").is_some_and(|t| t.is_str("ai-tools")))
+        });
     if has {
         return;
     }
     let policy = map(&[
-        ("description", Value::str(format!("AI access: {def} -> ai-tools (auto-created)"))),
+        (
+            "description",
+            Value::str(format!("AI access: {def} -> ai-tools (auto-created)")),
+        ),
         ("from", Value::str(def.clone())),
         ("to", Value::str("ai-tools")),
         ("ports", Value::str("all")),
         ("bidirectional", Value::Bool(true)),
     ]);
-    if !infra.get("network_policies").is_some_and(|n| matches!(n.value, Value::Seq(_))) {
+    if !infra
+        .get("network_policies")
+        .is_some_and(|n| matches!(n.value, Value::Seq(_)))
+    {
         infra.insert_str("network_policies", Value::Seq(Vec::new()));
     }
     if let Some(Value::Seq(items)) = infra.get_mut("network_policies").map(|n| &mut n.value) {
@@ -178,17 +206,26 @@ fn enrich_ai_access(infra: &mut Mapping, e: &mut Enriched) {
 
 fn shared_volume_devices(infra: &Mapping) -> DeviceMap {
     let mut out = DeviceMap::new();
-    let Some(svs) = get(infra, "shared_volumes").filter(|n| n.value.truthy()).and_then(|n| n.value.as_map()) else {
+    let Some(svs) = get(infra, "shared_volumes")
+        .filter(|n| n.value.truthy())
+        .and_then(|n| n.value.as_map())
+    else {
         return out;
     };
     let g = map_or_empty(get(infra, "global"));
     let base = val(g, "shared_volumes_base").map_or("/srv/anklume/shares".to_string(), py_str);
     let doms = domains(infra);
     for (vk, vn) in svs.iter() {
-        let Some(vc) = vn.value.as_map() else { continue };
+        let Some(vc) = vn.value.as_map() else {
+            continue;
+        };
         let vname = name(vk);
-        let source = val(vc, "source").filter(|v| v.truthy()).map_or(format!("{base}/{vname}"), py_str);
-        let path = val(vc, "path").filter(|v| v.truthy()).map_or(format!("/shared/{vname}"), py_str);
+        let source = val(vc, "source")
+            .filter(|v| v.truthy())
+            .map_or(format!("{base}/{vname}"), py_str);
+        let path = val(vc, "path")
+            .filter(|v| v.truthy())
+            .map_or(format!("/shared/{vname}"), py_str);
         let shift = val(vc, "shift").is_none_or(Value::truthy);
         let consumers = map_or_empty(get(vc, "consumers"));
         let mut resolved: IndexMap<String, Value> = IndexMap::new();
@@ -229,22 +266,34 @@ fn persistent_data_devices(infra: &Mapping) -> DeviceMap {
     for (dk, d) in domains(infra).iter() {
         for (mk, mn) in machines(d).iter() {
             let m = map_or_empty(Some(mn));
-            let Some(pd) = get(m, "persistent_data").filter(|n| n.value.truthy()).and_then(|n| n.value.as_map()) else {
+            let Some(pd) = get(m, "persistent_data")
+                .filter(|n| n.value.truthy())
+                .and_then(|n| n.value.as_map())
+            else {
                 continue;
             };
             for (vk, vn) in pd.iter() {
-                let Some(vc) = vn.value.as_map() else { continue };
-                let Some(path) = val(vc, "path").filter(|v| v.truthy()) else { continue };
+                let Some(vc) = vn.value.as_map() else {
+                    continue;
+                };
+                let Some(path) = val(vc, "path").filter(|v| v.truthy()) else {
+                    continue;
+                };
                 let mut dev = map(&[
                     ("type", Value::str("disk")),
-                    ("source", Value::str(format!("{base}/{}/{}/{}", name(dk), name(mk), name(vk)))),
+                    (
+                        "source",
+                        Value::str(format!("{base}/{}/{}/{}", name(dk), name(mk), name(vk))),
+                    ),
                     ("path", path.clone()),
                     ("shift", Value::str("true")),
                 ]);
                 if val(vc, "readonly").is_some_and(Value::truthy) {
                     dev.insert_str("readonly", Value::str("true"));
                 }
-                out.entry(name(mk)).or_default().insert(format!("pd-{}", name(vk)), dev);
+                out.entry(name(mk))
+                    .or_default()
+                    .insert(format!("pd-{}", name(vk)), dev);
             }
         }
     }

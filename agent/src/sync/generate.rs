@@ -66,22 +66,38 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
     let has_addressing = g.contains_key("addressing");
     let mut out = Vec::new();
     let images = all_images(infra);
-    let policies = val(infra, "network_policies").filter(|v| v.truthy()).cloned();
+    let policies = val(infra, "network_policies")
+        .filter(|v| v.truthy())
+        .cloned();
     out.push(FileContent {
         rel: "group_vars/all.yml".into(),
         data: build(vec![
             ("project_name", val(infra, "project_name").cloned()),
-            ("addressing", if has_addressing { val(g, "addressing").cloned() } else { None }),
+            (
+                "addressing",
+                if has_addressing {
+                    val(g, "addressing").cloned()
+                } else {
+                    None
+                },
+            ),
             (
                 "base_subnet",
                 if has_addressing {
                     None
                 } else {
-                    Some(val(g, "base_subnet").cloned().unwrap_or(Value::str("10.100")))
+                    Some(
+                        val(g, "base_subnet")
+                            .cloned()
+                            .unwrap_or(Value::str("10.100")),
+                    )
                 },
             ),
             ("default_os_image", val(g, "default_os_image").cloned()),
-            ("psot_default_connection", val(g, "default_connection").cloned()),
+            (
+                "psot_default_connection",
+                val(g, "default_connection").cloned(),
+            ),
             ("psot_default_user", val(g, "default_user").cloned()),
             (
                 "incus_all_images",
@@ -104,11 +120,19 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
             continue;
         }
         let dname = name(dk);
-        let zone = e.addressing.as_ref().and_then(|a| a.get(&dname)).filter(|_| has_addressing);
+        let zone = e
+            .addressing
+            .as_ref()
+            .and_then(|a| a.get(&dname))
+            .filter(|_| has_addressing);
         let (subnet, gateway, sid) = match zone {
             Some(info) => {
                 let p = info.prefix(&base_octet(map_or_empty(get(g, "addressing"))));
-                (format!("{p}.0/24"), format!("{p}.254"), Some(info.domain_seq.clone()))
+                (
+                    format!("{p}.0/24"),
+                    format!("{p}.254"),
+                    Some(info.domain_seq.clone()),
+                )
             }
             None => {
                 let sid = val(dm, "subnet_id").cloned();
@@ -120,11 +144,19 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
         let ms = machines(dn);
         let mut hosts = Mapping::new();
         for (mk, mn) in ms.iter() {
-            let ip = val(map_or_empty(Some(mn)), "ip").filter(|v| v.truthy()).cloned();
-            let h = ip.map_or(Value::Null, |ip| Value::Map(build(vec![("ansible_host", Some(ip))])));
+            let ip = val(map_or_empty(Some(mn)), "ip")
+                .filter(|v| v.truthy())
+                .cloned();
+            let h = ip.map_or(Value::Null, |ip| {
+                Value::Map(build(vec![("ansible_host", Some(ip))]))
+            });
             hosts.insert_str(&name(mk), h);
         }
-        let hosts_v = if hosts.is_empty() { Value::Null } else { Value::Map(hosts) };
+        let hosts_v = if hosts.is_empty() {
+            Value::Null
+        } else {
+            Value::Map(hosts)
+        };
         let mut group = Mapping::new();
         group.insert_str("hosts", hosts_v);
         let mut children = Mapping::new();
@@ -139,7 +171,9 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
         });
 
         let ephemeral = val(dm, "ephemeral").cloned().unwrap_or(Value::Bool(false));
-        let provider = val(dm, "ai_provider").cloned().unwrap_or(Value::str("local"));
+        let provider = val(dm, "ai_provider")
+            .cloned()
+            .unwrap_or(Value::str("local"));
         let sanitize = match val(dm, "ai_sanitize").filter(|v| !v.is_null()) {
             Some(v) => v.clone(),
             None => Value::Bool(provider.is_str("cloud") || provider.is_str("local-first")),
@@ -151,12 +185,18 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
         ]);
         let mut gvars = build(vec![
             ("domain_name", Some(Value::str(dname.clone()))),
-            ("domain_description", Some(val(dm, "description").cloned().unwrap_or(Value::str("")))),
+            (
+                "domain_description",
+                Some(val(dm, "description").cloned().unwrap_or(Value::str(""))),
+            ),
             ("domain_ephemeral", Some(ephemeral.clone())),
             ("domain_trust_level", val(dm, "trust_level").cloned()),
             ("domain_ai_provider", Some(provider)),
             ("domain_ai_sanitize", Some(sanitize)),
-            ("incus_project", Some(Value::str(format!("{prefix}{dname}")))),
+            (
+                "incus_project",
+                Some(Value::str(format!("{prefix}{dname}"))),
+            ),
             ("incus_network", Some(Value::Map(net))),
             ("subnet_id", sid),
         ]);
@@ -169,7 +209,15 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
         });
 
         for (mk, mn) in ms.iter() {
-            out.push(host_vars(&name(mk), map_or_empty(Some(mn)), &dname, &ephemeral, g, e, prefix));
+            out.push(host_vars(
+                &name(mk),
+                map_or_empty(Some(mn)),
+                &dname,
+                &ephemeral,
+                g,
+                e,
+                prefix,
+            ));
         }
     }
     out
@@ -184,12 +232,18 @@ fn host_vars(
     e: &Enriched,
     prefix: &str,
 ) -> FileContent {
-    let eph = val(m, "ephemeral").filter(|v| !v.is_null()).unwrap_or(domain_ephemeral).clone();
+    let eph = val(m, "ephemeral")
+        .filter(|v| !v.is_null())
+        .unwrap_or(domain_ephemeral)
+        .clone();
     let user = val(m, "devices").cloned();
     let mut merged = Mapping::new();
-    for map in [e.shared_volume_devices.get(mname), e.persistent_data_devices.get(mname)]
-        .into_iter()
-        .flatten()
+    for map in [
+        e.shared_volume_devices.get(mname),
+        e.persistent_data_devices.get(mname),
+    ]
+    .into_iter()
+    .flatten()
     {
         for (k, dev) in map {
             merged.insert_str(k, Value::Map(dev.clone()));
@@ -200,7 +254,11 @@ fn host_vars(
             merged.insert(k.clone(), v.clone());
         }
     }
-    let devices = if merged.is_empty() { user } else { Some(Value::Map(merged)) };
+    let devices = if merged.is_empty() {
+        user
+    } else {
+        Some(Value::Map(merged))
+    };
     let os_image = match get(m, "os_image") {
         Some(n) => Some(n.value.clone()),
         None => val(g, "default_os_image").cloned(),
@@ -208,9 +266,18 @@ fn host_vars(
     FileContent {
         rel: format!("host_vars/{mname}.yml"),
         data: build(vec![
-            ("instance_name", Some(Value::str(format!("{prefix}{mname}")))),
-            ("instance_type", Some(val(m, "type").cloned().unwrap_or(Value::str("lxc")))),
-            ("instance_description", Some(val(m, "description").cloned().unwrap_or(Value::str("")))),
+            (
+                "instance_name",
+                Some(Value::str(format!("{prefix}{mname}"))),
+            ),
+            (
+                "instance_type",
+                Some(val(m, "type").cloned().unwrap_or(Value::str("lxc"))),
+            ),
+            (
+                "instance_description",
+                Some(val(m, "description").cloned().unwrap_or(Value::str(""))),
+            ),
             ("instance_domain", Some(Value::str(dname))),
             ("instance_ephemeral", Some(eph)),
             ("instance_os_image", os_image),
@@ -219,12 +286,21 @@ fn host_vars(
             ("instance_profiles", val(m, "profiles").cloned()),
             ("instance_config", val(m, "config").cloned()),
             ("instance_devices", devices),
-            ("instance_storage_volumes", val(m, "storage_volumes").cloned()),
+            (
+                "instance_storage_volumes",
+                val(m, "storage_volumes").cloned(),
+            ),
             ("instance_roles", val(m, "roles").cloned()),
             ("instance_boot_autostart", val(m, "boot_autostart").cloned()),
             ("instance_boot_priority", val(m, "boot_priority").cloned()),
-            ("instance_snapshots_schedule", val(m, "snapshots_schedule").cloned()),
-            ("instance_snapshots_expiry", val(m, "snapshots_expiry").cloned()),
+            (
+                "instance_snapshots_schedule",
+                val(m, "snapshots_schedule").cloned(),
+            ),
+            (
+                "instance_snapshots_expiry",
+                val(m, "snapshots_expiry").cloned(),
+            ),
         ]),
     }
 }

@@ -43,7 +43,9 @@ pub fn load(path: &Path) -> Result<Input, InputError> {
     let s = path.to_string_lossy();
     let resolved = if path.exists() {
         path.to_path_buf()
-    } else if !s.ends_with(".yml") && PathBuf::from(format!("{}.yml", s.trim_end_matches('/'))).is_file() {
+    } else if !s.ends_with(".yml")
+        && PathBuf::from(format!("{}.yml", s.trim_end_matches('/'))).is_file()
+    {
         PathBuf::from(format!("{}.yml", s.trim_end_matches('/')))
     } else if let Some(dir) = s.strip_suffix(".yml").filter(|d| Path::new(d).is_dir()) {
         PathBuf::from(dir)
@@ -57,7 +59,8 @@ pub fn load(path: &Path) -> Result<Input, InputError> {
     let root = if resolved.is_dir() {
         ld.directory(&resolved)
     } else {
-        ld.file(&resolved).and_then(|n| ld.top_mapping(n, &resolved))
+        ld.file(&resolved)
+            .and_then(|n| ld.top_mapping(n, &resolved))
     };
     match root {
         Some(root) if ld.errors.is_empty() => Ok(Input {
@@ -89,7 +92,8 @@ impl Loader {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
-                self.errors.push(Diag::new(format!("{}: cannot read: {e}", path.display())));
+                self.errors
+                    .push(Diag::new(format!("{}: cannot read: {e}", path.display())));
                 return None;
             }
         };
@@ -165,12 +169,21 @@ impl Loader {
         let domains_dir = dir.join("domains");
         if domains_dir.is_dir() {
             let mut domains = match map.shift_remove_keep("domains") {
-                Some(Node { value: Value::Map(m), mark }) => (m, mark),
-                Some(Node { value: Value::Null, mark }) => (Mapping::new(), mark),
+                Some(Node {
+                    value: Value::Map(m),
+                    mark,
+                }) => (m, mark),
+                Some(Node {
+                    value: Value::Null,
+                    mark,
+                }) => (Mapping::new(), mark),
                 Some(other) => {
                     self.errors.push(
-                        Diag::new(format!("domains must be a mapping, got {}", other.value.kind()))
-                            .at("domains", Some(&other)),
+                        Diag::new(format!(
+                            "domains must be a mapping, got {}",
+                            other.value.kind()
+                        ))
+                        .at("domains", Some(&other)),
                     );
                     return None;
                 }
@@ -192,8 +205,10 @@ impl Loader {
                     }
                 }
                 Err(e) => {
-                    self.errors
-                        .push(Diag::new(format!("{}: cannot list: {e}", domains_dir.display())));
+                    self.errors.push(Diag::new(format!(
+                        "{}: cannot list: {e}",
+                        domains_dir.display()
+                    )));
                     return None;
                 }
             }
@@ -202,7 +217,10 @@ impl Loader {
                 let Some(node) = self.optional_mapping(&f) else {
                     continue;
                 };
-                let fname = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let fname = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let Value::Map(m) = node.value else { continue };
                 for (k, v) in m.iter() {
                     if let Some(name) = k.value.as_str() {

@@ -62,13 +62,18 @@ mod tests {
         let new = merge(Some(&old), &block("new: '\\t\\\\'"));
         assert_eq!(
             new,
-            format!("---\n{BEGIN}\n{NOTICE}\nnew: '\\t\\\\'\n{END}\n\nmine: 2\n{BEGIN}\nx\n{END}\n")
+            format!(
+                "---\n{BEGIN}\n{NOTICE}\nnew: '\\t\\\\'\n{END}\n\nmine: 2\n{BEGIN}\nx\n{END}\n"
+            )
         );
     }
 
     #[test]
     fn prepends_to_a_hand_written_file() {
         assert_eq!(merge(Some("k: v\n"), "B"), "---\nB\n\nk: v\n");
-        assert_eq!(merge(Some("--- # doc\nk: v\n"), "B"), "B\n\n--- # doc\nk: v\n");
+        assert_eq!(
+            merge(Some("--- # doc\nk: v\n"), "B"),
+            "B\n\n--- # doc\nk: v\n"
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct SyncOptions {
     pub dry_run: bool,
     pub clean_orphans: bool,
     pub context_dir: Option<PathBuf>,
+    /// Use this host context instead of reading the host (tests).
+    pub host: Option<HostContext>,
 }
 
 /// Counts of a finished run.
@@ -66,11 +68,53 @@ fn print_diags(err: &mut dyn Write, header: &str, d: &Diags, sources: &Sources) 
     Ok(())
 }
 
+/// Emit every file and read what exists, spread over the available cores
+/// (both are independent per file).
+fn render_and_plan(
+    base: &std::path::Path,
+    files: Vec<generate::FileContent>,
+) -> Result<Vec<write::Planned>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = files.len().div_ceil(workers).max(1);
+    let mut chunks: Vec<Vec<generate::FileContent>> = Vec::new();
+    let mut it = files.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(chunk).collect());
+    }
+    let results: Vec<Result<Vec<write::Planned>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let rendered = c
+                        .into_iter()
+                        .map(|f| (f.rel, managed::block(&to_yaml(&Value::Map(f.data)))))
+                        .collect();
+                    write::plan(base, rendered)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut plans = Vec::new();
+    for r in results {
+        plans.extend(r?);
+    }
+    Ok(plans)
+}
+
 /// Run `anklume sync`, printing progress to `out` and findings to `err`.
 pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome> {
     let infra_path = match &opts.infra {
         Some(p) => p.clone(),
-        None => input::default_path(&std::env::current_dir().context("reading the current directory")?),
+        None => {
+            input::default_path(&std::env::current_dir().context("reading the current directory")?)
+        }
     };
     let loaded = match input::load(&infra_path) {
         Ok(l) => l,
@@ -88,7 +132,10 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     let Value::Map(mut infra) = loaded.root.value else {
         unreachable!("input::load returns a mapping")
     };
-    let ctx = HostContext::detect(opts.context_dir.as_deref())?;
+    let ctx = match &opts.host {
+        Some(h) => h.clone(),
+        None => HostContext::detect(opts.context_dir.as_deref())?,
+    };
 
     let errors = validate::validate(&infra, &ctx, true);
     if !errors.is_empty() {
@@ -124,21 +171,22 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     }
     let enabled = doms
         .values()
-        .filter(|d| !access::val(access::map_or_empty(Some(d)), "enabled").is_some_and(|v| matches!(v, Value::Bool(false))))
+        .filter(|d| {
+            !access::val(access::map_or_empty(Some(d)), "enabled")
+                .is_some_and(|v| matches!(v, Value::Bool(false)))
+        })
         .count();
 
     let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
-    let files: Vec<(String, String)> = generate::files(&infra, &enriched, &prefix)
-        .into_iter()
-        .map(|f| (f.rel, managed::block(&to_yaml(&Value::Map(f.data)))))
-        .collect();
-    let plans = write::plan(&opts.base_dir, files)?;
+    let files = generate::files(&infra, &enriched, &prefix);
+    let plans = render_and_plan(&opts.base_dir, files)?;
     let orphans = orphans::detect(&infra, &opts.base_dir)?;
 
     let dry = if opts.dry_run { "[DRY-RUN] " } else { "" };
     writeln!(out, "{dry}Generating files for {enabled} domain(s)...")?;
     if !opts.dry_run {
-        write::commit(&plans).with_context(|| format!("writing into {}", opts.base_dir.display()))?;
+        write::commit(&plans)
+            .with_context(|| format!("writing into {}", opts.base_dir.display()))?;
     }
     let mut summary = Summary::default();
     for p in &plans {
@@ -160,7 +208,11 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         writeln!(out, "\nOrphan files ({}):", orphans.len())?;
         for o in &orphans {
             if o.protected {
-                writeln!(out, "  PROTECTED (ephemeral=false): {} — manual removal required", o.rel)?;
+                writeln!(
+                    out,
+                    "  PROTECTED (ephemeral=false): {} — manual removal required",
+                    o.rel
+                )?;
             } else {
                 writeln!(out, "  ORPHAN: {}", o.rel)?;
             }
@@ -171,7 +223,8 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
                     writeln!(out, "  Skipped (protected): {}", o.rel)?;
                 } else {
                     let p = opts.base_dir.join(&o.rel);
-                    std::fs::remove_file(&p).with_context(|| format!("deleting orphan {}", p.display()))?;
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("deleting orphan {}", p.display()))?;
                     summary.deleted += 1;
                     writeln!(out, "  Deleted: {}", o.rel)?;
                 }

@@ -20,7 +20,10 @@ pub struct Orphan {
 pub fn detect(infra: &Mapping, base: &Path) -> Result<Vec<Orphan>> {
     let doms = domains(infra);
     let domain_names: HashSet<String> = doms.keys().map(name).collect();
-    let machine_names: HashSet<String> = doms.values().flat_map(|d| machines(d).keys().map(name)).collect();
+    let machine_names: HashSet<String> = doms
+        .values()
+        .flat_map(|d| machines(d).keys().map(name))
+        .collect();
     let mut out = Vec::new();
     for (sub, valid) in [
         ("inventory", &domain_names),
@@ -37,7 +40,9 @@ pub fn detect(infra: &Mapping, base: &Path) -> Result<Vec<Orphan>> {
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
             let fname = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = fname.strip_suffix(".yml") else { continue };
+            let Some(stem) = fname.strip_suffix(".yml") else {
+                continue;
+            };
             if stem.is_empty() || valid.contains(stem) || (sub == "group_vars" && stem == "all") {
                 continue;
             }
@@ -54,11 +59,15 @@ pub fn detect(infra: &Mapping, base: &Path) -> Result<Vec<Orphan>> {
 
 /// A file is protected when its first ephemeral key is falsy.
 fn is_protected(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
+    let Ok(bytes) = std::fs::read(path) else {
+        return false;
+    };
     let Ok(loaded) = crate::yaml::load::load_bytes(&bytes, 0) else {
         return false;
     };
-    let Value::Map(m) = loaded.root.value else { return false };
+    let Value::Map(m) = loaded.root.value else {
+        return false;
+    };
     for key in ["domain_ephemeral", "instance_ephemeral"] {
         if let Some(n) = m.get(key) {
             return !n.value.truthy();

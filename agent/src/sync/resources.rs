@@ -68,7 +68,10 @@ fn machines_mut(infra: &mut Mapping) -> Vec<&mut Node> {
 /// The machine's `config` mapping, created when absent or null.
 fn config_mut(m: &mut Node) -> Option<&mut Mapping> {
     let mm = m.value.as_map_mut()?;
-    if !mm.get("config").is_some_and(|n| matches!(n.value, Value::Map(_))) {
+    if !mm
+        .get("config")
+        .is_some_and(|n| matches!(n.value, Value::Map(_)))
+    {
         mm.insert_str("config", Value::Map(Mapping::new()));
     }
     mm.get_mut("config").and_then(|n| n.value.as_map_mut())
@@ -90,7 +93,9 @@ pub fn allocate(infra: &mut Mapping, host: Option<HostResources>) -> Result<Outc
         return Ok(out);
     };
     let empty = Mapping::new();
-    let hr = val(&policy, "host_reserve").and_then(Value::as_map).unwrap_or(&empty);
+    let hr = val(&policy, "host_reserve")
+        .and_then(Value::as_map)
+        .unwrap_or(&empty);
     let mode_equal = val(&policy, "mode").is_some_and(|v| v.is_str("equal"));
     let cpu_count_mode = val(&policy, "cpu_mode").is_some_and(|v| v.is_str("count"));
     let soft = val(&policy, "memory_enforce").is_none_or(|v| v.is_str("soft"));
@@ -136,7 +141,8 @@ pub fn allocate(infra: &mut Mapping, host: Option<HostResources>) -> Result<Outc
         for (i, m) in ms.into_iter().enumerate() {
             let Some(mm) = m.value.as_map() else { continue };
             let cfg = super::access::map_or_empty(get(mm, "config"));
-            let needs_cpu = !cfg.contains_key("limits.cpu") && !cfg.contains_key("limits.cpu.allowance");
+            let needs_cpu =
+                !cfg.contains_key("limits.cpu") && !cfg.contains_key("limits.cpu.allowance");
             let needs_mem = !cfg.contains_key("limits.memory");
             if needs_cpu || needs_mem {
                 let w = val(mm, "weight").and_then(Value::as_int).unwrap_or(1);
@@ -148,7 +154,11 @@ pub fn allocate(infra: &mut Mapping, host: Option<HostResources>) -> Result<Outc
         let mut ms = machines_mut(infra);
         let cpu_e: Vec<_> = entries.iter().filter(|e| e.2).collect();
         if !cpu_e.is_empty() {
-            let total = if mode_equal { cpu_e.len() as i128 } else { cpu_e.iter().map(|e| e.1).sum() };
+            let total = if mode_equal {
+                cpu_e.len() as i128
+            } else {
+                cpu_e.iter().map(|e| e.1).sum()
+            };
             for e in cpu_e {
                 let w = if mode_equal { 1 } else { e.1 };
                 let share = avail_cpu * w as f64 / total as f64;
@@ -163,7 +173,11 @@ pub fn allocate(infra: &mut Mapping, host: Option<HostResources>) -> Result<Outc
         }
         let mem_e: Vec<_> = entries.iter().filter(|e| e.3).collect();
         if !mem_e.is_empty() {
-            let total = if mode_equal { mem_e.len() as i128 } else { mem_e.iter().map(|e| e.1).sum() };
+            let total = if mode_equal {
+                mem_e.len() as i128
+            } else {
+                mem_e.iter().map(|e| e.1).sum()
+            };
             for e in mem_e {
                 let w = if mode_equal { 1 } else { e.1 };
                 let share = ((avail_mem as f64 * w as f64 / total as f64) as i128).max(128 << 20);
@@ -208,7 +222,10 @@ fn check_overcommit(
         if let Some(c) = val(cfg, "limits.cpu") {
             cpu_count += py_int(c).unwrap_or(0) as f64;
         } else if let Some(a) = val(cfg, "limits.cpu.allowance") {
-            if let Some(p) = py_str(a).strip_suffix('%').and_then(|s| py_int_str(s.trim_end_matches('%'))) {
+            if let Some(p) = py_str(a)
+                .strip_suffix('%')
+                .and_then(|s| py_int_str(s.trim_end_matches('%')))
+            {
                 cpu_pct += p as f64;
             }
         }
@@ -219,13 +236,21 @@ fn check_overcommit(
     let max_pct = avail_cpu / host_cpu * 100.0;
     let mut parts = Vec::new();
     if cpu_count > avail_cpu * 1.001 {
-        parts.push(format!("CPU: {cpu_count:.0} cores > {avail_cpu:.0} available"));
+        parts.push(format!(
+            "CPU: {cpu_count:.0} cores > {avail_cpu:.0} available"
+        ));
     }
     if cpu_pct > max_pct * 1.001 {
-        parts.push(format!("CPU allowance: {cpu_pct:.0}% > {max_pct:.0}% available"));
+        parts.push(format!(
+            "CPU allowance: {cpu_pct:.0}% > {max_pct:.0}% available"
+        ));
     }
     if mem > avail_mem {
-        parts.push(format!("Memory: {} > {}", format_memory(mem), format_memory(avail_mem)));
+        parts.push(format!(
+            "Memory: {} > {}",
+            format_memory(mem),
+            format_memory(avail_mem)
+        ));
     }
     if parts.is_empty() {
         return Ok(());
@@ -235,7 +260,9 @@ fn check_overcommit(
         out.warnings.push(msg);
         Ok(())
     } else {
-        Err(format!("{msg}. Set resource_policy.overcommit: true to allow."))
+        Err(format!(
+            "{msg}. Set resource_policy.overcommit: true to allow."
+        ))
     }
 }
 

@@ -25,7 +25,9 @@ pub fn warnings(infra: &Mapping, ctx: &HostContext) -> Vec<String> {
         }
     }
     for (dk, d) in doms.iter() {
-        let trust = val(map_or_empty(Some(d)), "trust_level").map(py_str).unwrap_or_default();
+        let trust = val(map_or_empty(Some(d)), "trust_level")
+            .map(py_str)
+            .unwrap_or_default();
         if trust != "untrusted" && trust != "disposable" {
             continue;
         }
@@ -49,7 +51,9 @@ pub fn warnings(infra: &Mapping, ctx: &HostContext) -> Vec<String> {
     }
     let disabled: Vec<String> = doms
         .iter()
-        .filter(|(_, d)| val(map_or_empty(Some(d)), "enabled").is_some_and(|v| matches!(v, Value::Bool(false))))
+        .filter(|(_, d)| {
+            val(map_or_empty(Some(d)), "enabled").is_some_and(|v| matches!(v, Value::Bool(false)))
+        })
         .map(|(k, _)| name(k))
         .collect();
     let policies = seq_or_empty(get(infra, "network_policies"));

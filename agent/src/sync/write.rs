@@ -49,7 +49,10 @@ pub fn plan(base: &Path, files: Vec<(String, String)>) -> Result<Vec<Planned>> {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-anklume-{}", std::process::id()))
 }
 
@@ -84,7 +87,8 @@ pub fn commit(plans: &[Planned]) -> Result<()> {
         return Err(e.context("nothing was changed in the output directory"));
     }
     for (tmp, dest) in &temps {
-        fs::rename(tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+        fs::rename(tmp, dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     }
     Ok(())
 }

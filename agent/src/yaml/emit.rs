@@ -7,6 +7,8 @@
 //! decision (scalar style, folding at 80 columns, simple keys) follow
 //! PyYAML's `emitter.py`, so that the bytes match.
 
+use std::borrow::Cow;
+
 use super::pyfmt::yaml_float;
 use super::resolve::{resolve_plain, Implicit};
 use super::Value;
@@ -53,7 +55,10 @@ fn is_break(c: char) -> bool {
 }
 
 fn is_ws_or_break(c: char) -> bool {
-    matches!(c, '\0' | ' ' | '\t' | '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
+    matches!(
+        c,
+        '\0' | ' ' | '\t' | '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
 }
 
 /// PyYAML's `analyze_scalar` (allow_unicode=True).
@@ -195,14 +200,17 @@ fn analyze(s: &[char]) -> Analysis {
 
 /// The scalar text PyYAML's representer produces, and whether a plain
 /// scalar with that text would resolve back to the same type.
-fn scalar_text(v: &Value) -> (String, bool) {
+fn scalar_text(v: &Value) -> (Cow<'_, str>, bool) {
     match v {
-        Value::Null => (String::new(), true),
-        Value::Bool(b) => (if *b { "true" } else { "false" }.to_string(), true),
-        Value::Int(i) => (i.to_string(), true),
-        Value::Float(f) => (yaml_float(*f), true),
-        Value::Timestamp(t) => (t.clone(), resolve_plain(t) == Implicit::Timestamp),
-        Value::Str(s) => (s.clone(), resolve_plain(s) == Implicit::Str),
+        Value::Null => (Cow::Borrowed(""), true),
+        Value::Bool(b) => (Cow::Borrowed(if *b { "true" } else { "false" }), true),
+        Value::Int(i) => (Cow::Owned(i.to_string()), true),
+        Value::Float(f) => (Cow::Owned(yaml_float(*f)), true),
+        Value::Timestamp(t) => (
+            Cow::Borrowed(t.as_str()),
+            resolve_plain(t) == Implicit::Timestamp,
+        ),
+        Value::Str(s) => (Cow::Borrowed(s.as_str()), resolve_plain(s) == Implicit::Str),
         Value::Seq(_) | Value::Map(_) => unreachable!("collections are not scalars"),
     }
 }
@@ -354,8 +362,8 @@ impl Emitter {
     }
 
     fn write_chars(&mut self, s: &[char]) {
-        let text: String = s.iter().collect();
-        self.push(&text);
+        self.column += s.len();
+        self.out.extend(s.iter());
     }
 
     fn write_breaks(&mut self, text: &[char], start: usize, end: usize) {

@@ -126,9 +126,7 @@ fn line_col(prefix: &[u8]) -> (u32, u32) {
 
 /// PyYAML's reader refuses characters outside the YAML printable set.
 fn check_printable(text: &str, file: u32) -> Result<(), LoadError> {
-    let printable = |c: char| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-    };
+    let printable = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}');
     if let Some((off, c)) = text.char_indices().find(|&(_, c)| !printable(c)) {
         let (line, col) = line_col(&text.as_bytes()[..off]);
         return Err(LoadError {
@@ -198,7 +196,10 @@ impl Builder {
             Some((ev, m)) => (ev.clone(), self.mark(m)),
             None => (
                 Event::StreamEnd,
-                self.events.last().map(|e| self.mark(&e.1)).unwrap_or_default(),
+                self.events
+                    .last()
+                    .map(|e| self.mark(&e.1))
+                    .unwrap_or_default(),
             ),
         };
         self.pos += 1;
@@ -242,7 +243,9 @@ impl Builder {
         if self.nodes > MAX_NODES {
             return Err(self.err(
                 mark,
-                format!("document expands to more than {MAX_NODES} nodes (aliases nested too deep?)"),
+                format!(
+                    "document expands to more than {MAX_NODES} nodes (aliases nested too deep?)"
+                ),
             ));
         }
         Ok(())
@@ -314,7 +317,12 @@ impl Builder {
         Ok(built)
     }
 
-    fn check_collection_tag(&self, tag: Option<&Tag>, kind: &str, mark: Mark) -> Result<(), LoadError> {
+    fn check_collection_tag(
+        &self,
+        tag: Option<&Tag>,
+        kind: &str,
+        mark: Mark,
+    ) -> Result<(), LoadError> {
         match tag.map(full_tag) {
             None => Ok(()),
             Some(t) if t == "!" || t == format!("tag:yaml.org,2002:{kind}") => Ok(()),
@@ -349,7 +357,10 @@ impl Builder {
                 continue;
             }
             if Key::of(&key.node.value).is_none() {
-                return Err(self.err(key.node.mark, "found unhashable key (a list or mapping used as a key)"));
+                return Err(self.err(
+                    key.node.mark,
+                    "found unhashable key (a list or mapping used as a key)",
+                ));
             }
             own.push((key.node, value));
         }
@@ -407,7 +418,13 @@ impl Builder {
         }
     }
 
-    fn scalar(&self, text: String, style: TScalarStyle, tag: Option<&Tag>, mark: Mark) -> Result<Built, LoadError> {
+    fn scalar(
+        &self,
+        text: String,
+        style: TScalarStyle,
+        tag: Option<&Tag>,
+        mark: Mark,
+    ) -> Result<Built, LoadError> {
         let plain = matches!(style, TScalarStyle::Plain);
         let tag = tag.map(full_tag);
         let value = match tag.as_deref() {
@@ -425,7 +442,9 @@ impl Builder {
             Some("tag:yaml.org,2002:bool") => self.construct(Implicit::Bool, text, mark)?,
             Some("tag:yaml.org,2002:int") => self.construct(Implicit::Int, text, mark)?,
             Some("tag:yaml.org,2002:float") => self.construct(Implicit::Float, text, mark)?,
-            Some("tag:yaml.org,2002:timestamp") => self.construct(Implicit::Timestamp, text, mark)?,
+            Some("tag:yaml.org,2002:timestamp") => {
+                self.construct(Implicit::Timestamp, text, mark)?
+            }
             Some(t) => {
                 return Err(self.err(
                     mark,
@@ -503,7 +522,9 @@ mod tests {
 
     #[test]
     fn merge_keys_and_aliases() {
-        let n = load("base: &b {x: 1, y: 2}\nother: &o {y: 9, z: 3}\nm:\n  <<: [*b, *o]\n  x: 5\nc: *b\n");
+        let n = load(
+            "base: &b {x: 1, y: 2}\nother: &o {y: 9, z: 3}\nm:\n  <<: [*b, *o]\n  x: 5\nc: *b\n",
+        );
         let m = n.value.as_map().unwrap();
         let merged = m.get("m").unwrap().value.as_map().unwrap();
         let keys: Vec<String> = merged
@@ -541,7 +562,11 @@ mod tests {
         let e = load_bytes(b"a: !foo x\n", 0).unwrap_err();
         assert!(e.message.contains("constructor"), "{}", e.message);
         let e = load_bytes(b"a: \x01\n", 0).unwrap_err();
-        assert!(e.message.contains("unacceptable character"), "{}", e.message);
+        assert!(
+            e.message.contains("unacceptable character"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -138,8 +138,15 @@ impl Mapping {
 
     /// Insert with a string key (enrichment adds keys this way).
     pub fn insert_str(&mut self, key: &str, value: Value) {
-        let mark = self.entries.get(key).map(|(_, v)| v.mark).unwrap_or_default();
-        self.insert(Node::new(Value::Str(key.to_string()), mark), Node::new(value, mark));
+        let mark = self
+            .entries
+            .get(key)
+            .map(|(_, v)| v.mark)
+            .unwrap_or_default();
+        self.insert(
+            Node::new(Value::Str(key.to_string()), mark),
+            Node::new(value, mark),
+        );
     }
 
     pub fn get(&self, key: &str) -> Option<&Node> {

@@ -24,8 +24,10 @@ pub enum Implicit {
 }
 
 static BOOL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)\n?$")
-        .expect("static regex")
+    Regex::new(
+        r"^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)\n?$",
+    )
+    .expect("static regex")
 });
 static FLOAT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
@@ -95,7 +97,11 @@ pub fn resolve_plain(s: &str) -> Implicit {
 
 /// Construct an integer from text that matched the int pattern.
 pub fn construct_int(text: &str) -> Option<i128> {
-    let t: String = text.trim_end_matches('\n').chars().filter(|&c| c != '_').collect();
+    let t: String = text
+        .trim_end_matches('\n')
+        .chars()
+        .filter(|&c| c != '_')
+        .collect();
     let (neg, body) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),
         b'+' => (false, &t[1..]),

@@ -11,7 +11,8 @@ use super::{check_bool, is_int, is_valid_name, State};
 use crate::yaml::pyfmt::py_str;
 use crate::yaml::{Mapping, Node, Value};
 
-static CRON: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^(\S+\s+){4}\S+$").expect("static regex"));
+static CRON: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(\S+\s+){4}\S+$").expect("static regex"));
 static EXPIRY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\d+[dhm]$").expect("static regex"));
 
 pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
@@ -38,7 +39,10 @@ pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
             if let Some(sv) = sid {
                 match sid_ok {
                     None => d.err(
-                        format!("Domain '{dname}': subnet_id must be 0-254, got {}", py_str(sv)),
+                        format!(
+                            "Domain '{dname}': subnet_id must be 0-254, got {}",
+                            py_str(sv)
+                        ),
                         &sid_path,
                         sid_node,
                     ),
@@ -62,9 +66,16 @@ pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
             }
         } else {
             match (sid, sid_ok) {
-                (None, _) => d.err(format!("Domain '{dname}': missing subnet_id"), &dpath, Some(dk)),
+                (None, _) => d.err(
+                    format!("Domain '{dname}': missing subnet_id"),
+                    &dpath,
+                    Some(dk),
+                ),
                 (Some(sv), None) => d.err(
-                    format!("Domain '{dname}': subnet_id must be 0-254, got {}", py_str(sv)),
+                    format!(
+                        "Domain '{dname}': subnet_id must be 0-254, got {}",
+                        py_str(sv)
+                    ),
                     &sid_path,
                     sid_node,
                 ),
@@ -84,7 +95,11 @@ pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
 
         check_bool(d, dm, "ephemeral", &format!("Domain '{dname}': "), &dpath);
         if let Some(n) = non_null(dm, "trust_level") {
-            if !n.value.as_str().is_some_and(|t| ZONE_OFFSETS.iter().any(|(z, _)| *z == t)) {
+            if !n
+                .value
+                .as_str()
+                .is_some_and(|t| ZONE_OFFSETS.iter().any(|(z, _)| *z == t))
+            {
                 d.err(
                     format!(
                         "Domain '{dname}': trust_level must be one of ('admin', 'trusted', 'semi-trusted', 'untrusted', 'disposable'), got '{}'",
@@ -96,7 +111,11 @@ pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
             }
         }
         if let Some(n) = non_null(dm, "ai_provider") {
-            if !n.value.as_str().is_some_and(|t| ["local", "cloud", "local-first"].contains(&t)) {
+            if !n
+                .value
+                .as_str()
+                .is_some_and(|t| ["local", "cloud", "local-first"].contains(&t))
+            {
                 d.err(
                     format!(
                         "Domain '{dname}': ai_provider must be one of ('local', 'cloud', 'local-first'), got '{}'",
@@ -120,7 +139,8 @@ pub(super) fn validate_domains(st: &mut State, d: &mut Diags) {
             }
         }
 
-        let profile_names: Vec<String> = map_or_empty(get(dm, "profiles")).keys().map(name).collect();
+        let profile_names: Vec<String> =
+            map_or_empty(get(dm, "profiles")).keys().map(name).collect();
         for (mk, mn) in map_or_empty(get(dm, "machines")).iter() {
             validate_machine(st, d, mk, mn, &dname, sid, &profile_names);
         }
@@ -148,7 +168,11 @@ fn validate_machine(
         );
     }
     if let Some(other) = st.all_machines.get(&mname) {
-        d.err(format!("{who}duplicate (already in '{other}')"), &mpath, Some(mk));
+        d.err(
+            format!("{who}duplicate (already in '{other}')"),
+            &mpath,
+            Some(mk),
+        );
     } else {
         st.all_machines.insert(mname.clone(), dname.to_string());
     }
@@ -184,7 +208,10 @@ fn validate_machine(
     if let Some(n) = non_null(m, "boot_priority") {
         if !is_int(&n.value).is_some_and(|p| (0..=100).contains(&p)) {
             d.err(
-                format!("{who}boot_priority must be an integer 0-100, got {}", py_str(&n.value)),
+                format!(
+                    "{who}boot_priority must be an integer 0-100, got {}",
+                    py_str(&n.value)
+                ),
                 format!("{mpath}.boot_priority"),
                 Some(n),
             );
@@ -193,7 +220,10 @@ fn validate_machine(
     if let Some(n) = non_null(m, "snapshots_schedule") {
         if !n.value.as_str().is_some_and(|s| CRON.is_match(s)) {
             d.err(
-                format!("{who}snapshots_schedule must be a cron expression (5 fields), got '{}'", py_str(&n.value)),
+                format!(
+                    "{who}snapshots_schedule must be a cron expression (5 fields), got '{}'",
+                    py_str(&n.value)
+                ),
                 format!("{mpath}.snapshots_schedule"),
                 Some(n),
             );
@@ -212,9 +242,12 @@ fn validate_machine(
         }
     }
     if let Some(n) = non_null(m, "weight") {
-        if !is_int(&n.value).is_some_and(|w| w >= 1) {
+        if is_int(&n.value).is_none_or(|w| w < 1) {
             d.err(
-                format!("{who}weight must be a positive integer, got {}", py_str(&n.value)),
+                format!(
+                    "{who}weight must be a positive integer, got {}",
+                    py_str(&n.value)
+                ),
                 format!("{mpath}.weight"),
                 Some(n),
             );
@@ -233,7 +266,10 @@ fn validate_machine(
     if let Some(n) = non_null(m, "storage_volumes") {
         if n.value.as_map().is_none() {
             d.err(
-                format!("{who}storage_volumes must be a mapping, got {}", n.value.py_type()),
+                format!(
+                    "{who}storage_volumes must be a mapping, got {}",
+                    n.value.py_type()
+                ),
                 format!("{mpath}.storage_volumes"),
                 Some(n),
             );
@@ -248,7 +284,15 @@ pub(crate) fn is_privileged(m: &Mapping) -> bool {
     val(cfg, "security.privileged").is_some_and(|v| py_str(v).to_lowercase() == "true")
 }
 
-fn validate_ip(st: &mut State, d: &mut Diags, m: &Mapping, mname: &str, mpath: &str, dname: &str, sid: Option<&Value>) {
+fn validate_ip(
+    st: &mut State,
+    d: &mut Diags,
+    m: &Mapping,
+    mname: &str,
+    mpath: &str,
+    dname: &str,
+    sid: Option<&Value>,
+) {
     let Some(ipn) = get(m, "ip").filter(|n| n.value.truthy()) else {
         return;
     };
@@ -256,7 +300,11 @@ fn validate_ip(st: &mut State, d: &mut Diags, m: &Mapping, mname: &str, mpath: &
     let Some(ip) = ipn.value.as_str() else { return };
     let path = format!("{mpath}.ip");
     if let Some(other) = st.all_ips.get(ip) {
-        d.err(format!("Machine '{mname}': IP {ip} already used by '{other}'"), &path, Some(ipn));
+        d.err(
+            format!("Machine '{mname}': IP {ip} already used by '{other}'"),
+            &path,
+            Some(ipn),
+        );
     } else {
         st.all_ips.insert(ip.to_string(), mname.to_string());
     }
@@ -265,22 +313,36 @@ fn validate_ip(st: &mut State, d: &mut Diags, m: &Mapping, mname: &str, mpath: &
             let addr = map_or_empty(get(st.g, "addressing"));
             let prefix = format!("{}.", info.prefix(&base_octet(addr)));
             if !ip.starts_with(&prefix) {
-                d.err(format!("Machine '{mname}': IP {ip} not in subnet {prefix}0/24"), &path, Some(ipn));
+                d.err(
+                    format!("Machine '{mname}': IP {ip} not in subnet {prefix}0/24"),
+                    &path,
+                    Some(ipn),
+                );
             }
         }
     } else if let Some(s) = sid {
         let prefix = format!("{}.{}.", py_str(&st.base_subnet), py_str(s));
         if !ip.starts_with(&prefix) {
-            d.err(format!("Machine '{mname}': IP {ip} not in subnet {prefix}0/24"), &path, Some(ipn));
+            d.err(
+                format!("Machine '{mname}': IP {ip} not in subnet {prefix}0/24"),
+                &path,
+                Some(ipn),
+            );
         }
     }
 }
 
 fn validate_persistent_data(d: &mut Diags, m: &Mapping, who: &str, mpath: &str) {
-    let Some(pdn) = non_null(m, "persistent_data") else { return };
+    let Some(pdn) = non_null(m, "persistent_data") else {
+        return;
+    };
     let path = format!("{mpath}.persistent_data");
     let Some(pd) = pdn.value.as_map() else {
-        d.err(format!("{who}persistent_data must be a mapping"), &path, Some(pdn));
+        d.err(
+            format!("{who}persistent_data must be a mapping"),
+            &path,
+            Some(pdn),
+        );
         return;
     };
     let user_devices = map_or_empty(get(m, "devices"));
@@ -288,18 +350,28 @@ fn validate_persistent_data(d: &mut Diags, m: &Mapping, who: &str, mpath: &str) 
         let vname = name(vk);
         let vpath = format!("{path}.{vname}");
         let Some(vc) = vn.value.as_map() else {
-            d.err(format!("{who}persistent_data.{vname} must be a mapping"), &vpath, Some(vn));
+            d.err(
+                format!("{who}persistent_data.{vname} must be a mapping"),
+                &vpath,
+                Some(vn),
+            );
             continue;
         };
         if !vk.value.as_str().is_some_and(is_valid_name) {
             d.err(
-                format!("{who}persistent_data.{vname}: invalid name (lowercase alphanumeric + hyphen)"),
+                format!(
+                    "{who}persistent_data.{vname}: invalid name (lowercase alphanumeric + hyphen)"
+                ),
                 &vpath,
                 Some(vk),
             );
         }
         match non_null(vc, "path") {
-            None => d.err(format!("{who}persistent_data.{vname}: path is required"), &vpath, Some(vn)),
+            None => d.err(
+                format!("{who}persistent_data.{vname}: path is required"),
+                &vpath,
+                Some(vn),
+            ),
             Some(p) if !p.value.as_str().is_some_and(|s| s.starts_with('/')) => d.err(
                 format!("{who}persistent_data.{vname}: path must be an absolute path"),
                 format!("{vpath}.path"),

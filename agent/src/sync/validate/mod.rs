@@ -70,17 +70,26 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
             d.err(format!("Missing required key: {key}"), key, None);
         }
     }
-    if ["project_name", "global", "domains"].iter().any(|k| !infra.contains_key(k)) {
+    if ["project_name", "global", "domains"]
+        .iter()
+        .any(|k| !infra.contains_key(k))
+    {
         return d;
     }
     let g = map_or_empty(get(infra, "global"));
-    let base_subnet = val(g, "base_subnet").cloned().unwrap_or(Value::str("10.100"));
+    let base_subnet = val(g, "base_subnet")
+        .cloned()
+        .unwrap_or(Value::str("10.100"));
     let has_addressing = g.contains_key("addressing");
     let mut computed = indexmap::IndexMap::new();
     if has_addressing {
         let an = get(g, "addressing").expect("present");
         match an.value.as_map() {
-            None => d.err("global.addressing must be a mapping", "global.addressing", Some(an)),
+            None => d.err(
+                "global.addressing must be a mapping",
+                "global.addressing",
+                Some(an),
+            ),
             Some(addr) => {
                 let bo = get(addr, "base_octet");
                 if bo.is_some_and(|n| is_int(&n.value) != Some(10)) {
@@ -97,14 +106,17 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
                 if let Some(n) = get(addr, "zone_base") {
                     if !is_int(&n.value).is_some_and(|z| (0..=245).contains(&z)) {
                         d.err(
-                            format!("global.addressing.zone_base must be 0-245, got {}", py_str(&n.value)),
+                            format!(
+                                "global.addressing.zone_base must be 0-245, got {}",
+                                py_str(&n.value)
+                            ),
                             "global.addressing.zone_base",
                             Some(n),
                         );
                     }
                 }
                 if let Some(n) = get(addr, "zone_step") {
-                    if !is_int(&n.value).is_some_and(|z| z >= 1) {
+                    if is_int(&n.value).is_none_or(|z| z < 1) {
                         d.err(
                             format!(
                                 "global.addressing.zone_step must be a positive integer, got {}",
@@ -144,9 +156,27 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
             );
         }
     };
-    enum_check(&mut d, "gpu_policy", "exclusive", &["exclusive", "shared"], "'exclusive' or 'shared'");
-    enum_check(&mut d, "firewall_mode", "host", &["host", "vm"], "'host' or 'vm'");
-    enum_check(&mut d, "ai_access_policy", "open", &["exclusive", "open"], "'exclusive' or 'open'");
+    enum_check(
+        &mut d,
+        "gpu_policy",
+        "exclusive",
+        &["exclusive", "shared"],
+        "'exclusive' or 'shared'",
+    );
+    enum_check(
+        &mut d,
+        "firewall_mode",
+        "host",
+        &["host", "vm"],
+        "'host' or 'vm'",
+    );
+    enum_check(
+        &mut d,
+        "ai_access_policy",
+        "open",
+        &["exclusive", "open"],
+        "'exclusive' or 'open'",
+    );
 
     let mut st = State {
         infra,
@@ -162,7 +192,9 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
     };
     domains::validate_domains(&mut st, &mut d);
 
-    let gpu_policy = val(g, "gpu_policy").cloned().unwrap_or(Value::str("exclusive"));
+    let gpu_policy = val(g, "gpu_policy")
+        .cloned()
+        .unwrap_or(Value::str("exclusive"));
     let gpu = collect_gpu_instances(infra);
     if gpu.len() > 1 && gpu_policy.is_str("exclusive") {
         d.err(
@@ -184,7 +216,11 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
     ] {
         if let Some(n) = get(g, key).filter(|n| !n.value.is_null()) {
             if !n.value.as_str().is_some_and(|s| s.starts_with('/')) {
-                d.err(format!("global.{what} must be an absolute path"), format!("global.{key}"), Some(n));
+                d.err(
+                    format!("global.{what} must be an absolute path"),
+                    format!("global.{key}"),
+                    Some(n),
+                );
             }
         }
     }
@@ -208,13 +244,14 @@ pub fn collect_gpu_instances(infra: &Mapping) -> Vec<String> {
             let mut has_gpu = val(m, "gpu").is_some_and(Value::truthy);
             if !has_gpu {
                 for p in super::access::seq_or_empty(get(m, "profiles")) {
-                    let Some(pname) = p.value.as_str() else { continue };
+                    let Some(pname) = p.value.as_str() else {
+                        continue;
+                    };
                     if let Some(pn) = get(profiles, pname) {
                         let devs = map_or_empty(get(map_or_empty(Some(pn)), "devices"));
-                        if devs
-                            .values()
-                            .any(|dv| val(map_or_empty(Some(dv)), "type").is_some_and(|t| t.is_str("gpu")))
-                        {
+                        if devs.values().any(|dv| {
+                            val(map_or_empty(Some(dv)), "type").is_some_and(|t| t.is_str("gpu"))
+                        }) {
                             has_gpu = true;
                             break;
                         }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use super::super::access::{domains, get, machines, map_or_empty, name, non_null, seq_or_empty, val};
+use super::super::access::{
+    domains, get, machines, map_or_empty, name, non_null, seq_or_empty, val,
+};
 use super::super::diag::Diags;
 use super::{is_int, is_valid_name, State};
 use crate::yaml::pyfmt::py_str;
@@ -12,13 +14,18 @@ use crate::yaml::{Node, Value};
 /// Is `v` a known domain, machine or `host`?
 fn known(st: &State, v: &Value) -> bool {
     match v.as_str() {
-        Some(s) => s == "host" || domains(st.infra).contains_key(s) || st.all_machines.contains_key(s),
+        Some(s) => {
+            s == "host" || domains(st.infra).contains_key(s) || st.all_machines.contains_key(s)
+        }
         None => false,
     }
 }
 
 pub(super) fn validate_network_policies(st: &State, d: &mut Diags) {
-    for (i, pn) in seq_or_empty(get(st.infra, "network_policies")).iter().enumerate() {
+    for (i, pn) in seq_or_empty(get(st.infra, "network_policies"))
+        .iter()
+        .enumerate()
+    {
         let path = format!("network_policies[{i}]");
         let Some(p) = pn.value.as_map() else {
             d.err(format!("{path}: must be a mapping"), &path, Some(pn));
@@ -28,7 +35,10 @@ pub(super) fn validate_network_policies(st: &State, d: &mut Diags) {
             match non_null(p, field) {
                 None => d.err(format!("{path}: missing '{field}'"), &path, Some(pn)),
                 Some(r) if !known(st, &r.value) => d.err(
-                    format!("{path}: '{field}: {}' is not a known domain, machine, or 'host'", py_str(&r.value)),
+                    format!(
+                        "{path}: '{field}: {}' is not a known domain, machine, or 'host'",
+                        py_str(&r.value)
+                    ),
                     format!("{path}.{field}"),
                     Some(r),
                 ),
@@ -42,21 +52,35 @@ pub(super) fn validate_network_policies(st: &State, d: &mut Diags) {
                         for port in items {
                             if !is_int(&port.value).is_some_and(|v| (1..=65535).contains(&v)) {
                                 d.err(
-                                    format!("{path}: invalid port {} (must be 1-65535)", py_str(&port.value)),
+                                    format!(
+                                        "{path}: invalid port {} (must be 1-65535)",
+                                        py_str(&port.value)
+                                    ),
                                     format!("{path}.ports"),
                                     Some(port),
                                 );
                             }
                         }
                     }
-                    _ => d.err(format!("{path}: ports must be a list or 'all'"), format!("{path}.ports"), Some(ports)),
+                    _ => d.err(
+                        format!("{path}: ports must be a list or 'all'"),
+                        format!("{path}.ports"),
+                        Some(ports),
+                    ),
                 }
             }
         }
         if let Some(proto) = non_null(p, "protocol") {
-            if !proto.value.as_str().is_some_and(|s| s == "tcp" || s == "udp") {
+            if !proto
+                .value
+                .as_str()
+                .is_some_and(|s| s == "tcp" || s == "udp")
+            {
                 d.err(
-                    format!("{path}: protocol must be 'tcp' or 'udp', got '{}'", py_str(&proto.value)),
+                    format!(
+                        "{path}: protocol must be 'tcp' or 'udp', got '{}'",
+                        py_str(&proto.value)
+                    ),
                     format!("{path}.protocol"),
                     Some(proto),
                 );
@@ -65,7 +89,10 @@ pub(super) fn validate_network_policies(st: &State, d: &mut Diags) {
         if let Some(b) = non_null(p, "bidirectional") {
             if !matches!(b.value, Value::Bool(_)) {
                 d.err(
-                    format!("{path}: bidirectional must be a boolean, got {}", b.value.py_type()),
+                    format!(
+                        "{path}: bidirectional must be a boolean, got {}",
+                        b.value.py_type()
+                    ),
                     format!("{path}.bidirectional"),
                     Some(b),
                 );
@@ -92,18 +119,29 @@ pub(super) fn validate_ai_access(st: &State, d: &mut Diags) {
             Some(n),
         ),
         Some(n) if !n.value.as_str().is_some_and(|s| doms.contains_key(s)) => d.err(
-            format!("global.ai_access_default '{}' is not a known domain", py_str(&n.value)),
+            format!(
+                "global.ai_access_default '{}' is not a known domain",
+                py_str(&n.value)
+            ),
             "global.ai_access_default",
             Some(n),
         ),
         Some(_) => {}
     }
     if !doms.contains_key("ai-tools") {
-        d.err("ai_access_policy is 'exclusive' but no 'ai-tools' domain exists", "domains", None);
+        d.err(
+            "ai_access_policy is 'exclusive' but no 'ai-tools' domain exists",
+            "domains",
+            None,
+        );
     }
     let n = seq_or_empty(get(st.infra, "network_policies"))
         .iter()
-        .filter(|p| p.value.as_map().is_some_and(|m| val(m, "to").is_some_and(|t| t.is_str("ai-tools"))))
+        .filter(|p| {
+            p.value
+                .as_map()
+                .is_some_and(|m| val(m, "to").is_some_and(|t| t.is_str("ai-tools")))
+        })
         .count();
     if n > 1 {
         d.err(
@@ -123,7 +161,11 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
         return paths;
     };
     let Some(svs) = svn.value.as_map() else {
-        d.err("shared_volumes must be a mapping", "shared_volumes", Some(svn));
+        d.err(
+            "shared_volumes must be a mapping",
+            "shared_volumes",
+            Some(svn),
+        );
         return paths;
     };
     let doms = domains(st.infra);
@@ -138,7 +180,11 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
         let vname = name(vk);
         let vpath = format!("shared_volumes.{vname}");
         let Some(vc) = vn.value.as_map() else {
-            d.err(format!("shared_volumes.{vname}: must be a mapping"), &vpath, Some(vn));
+            d.err(
+                format!("shared_volumes.{vname}: must be a mapping"),
+                &vpath,
+                Some(vn),
+            );
             continue;
         };
         if !vk.value.as_str().is_some_and(is_valid_name) {
@@ -163,7 +209,10 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
             if let Some(n) = non_null(vc, key) {
                 if !matches!(n.value, Value::Bool(_)) {
                     d.err(
-                        format!("shared_volumes.{vname}: {key} must be a boolean, got {}", n.value.py_type()),
+                        format!(
+                            "shared_volumes.{vname}: {key} must be a boolean, got {}",
+                            n.value.py_type()
+                        ),
                         format!("{vpath}.{key}"),
                         Some(n),
                     );
@@ -200,7 +249,10 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
                 );
             }
             let is_domain = ck.value.as_str().is_some_and(|s| doms.contains_key(s));
-            let is_machine = ck.value.as_str().is_some_and(|s| st.all_machines.contains_key(s));
+            let is_machine = ck
+                .value
+                .as_str()
+                .is_some_and(|s| st.all_machines.contains_key(s));
             if !is_domain && !is_machine {
                 d.err(
                     format!("shared_volumes.{vname}: consumer '{cname}' is not a known domain or machine"),
@@ -209,7 +261,10 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
                 );
             }
             let resolved: Vec<String> = if is_domain {
-                machines(doms.get(&cname).expect("known domain")).keys().map(name).collect()
+                machines(doms.get(&cname).expect("known domain"))
+                    .keys()
+                    .map(name)
+                    .collect()
             } else if is_machine {
                 vec![cname.clone()]
             } else {
@@ -218,7 +273,8 @@ pub(super) fn validate_shared_volumes(st: &State, d: &mut Diags) -> MountPaths {
             for m in resolved {
                 if let Some(dn) = machine_domain.get(&m) {
                     let mnode = machines(dn).get(&m);
-                    let devs = map_or_empty(mnode.and_then(|n| get(map_or_empty(Some(n)), "devices")));
+                    let devs =
+                        map_or_empty(mnode.and_then(|n| get(map_or_empty(Some(n)), "devices")));
                     if devs.contains_key(&device) {
                         d.err(
                             format!(
@@ -255,8 +311,12 @@ pub(super) fn validate_persistent_data_collisions(st: &State, d: &mut Diags, sv:
                 continue;
             };
             for (vk, vn) in pd.iter() {
-                let Some(vc) = vn.value.as_map() else { continue };
-                let Some(p) = val(vc, "path").filter(|v| v.truthy()) else { continue };
+                let Some(vc) = vn.value.as_map() else {
+                    continue;
+                };
+                let Some(p) = val(vc, "path").filter(|v| v.truthy()) else {
+                    continue;
+                };
                 let pstr = py_str(p);
                 if let Some(vol) = sv.get(&(name(mk), pstr.clone())) {
                     d.err(

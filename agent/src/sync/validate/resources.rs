@@ -9,13 +9,19 @@ use crate::yaml::pyfmt::{py_int_str, py_str};
 use crate::yaml::{Mapping, Value};
 
 pub(super) fn validate_resource_policy(g: &Mapping, d: &mut Diags) {
-    let Some(rn) = get(g, "resource_policy") else { return };
+    let Some(rn) = get(g, "resource_policy") else {
+        return;
+    };
     let path = "global.resource_policy";
     let rp = match &rn.value {
         Value::Null | Value::Bool(true) => return,
         Value::Map(m) => m,
         _ => {
-            d.err("global.resource_policy must be a mapping or true", path, Some(rn));
+            d.err(
+                "global.resource_policy must be a mapping or true",
+                path,
+                Some(rn),
+            );
             return;
         }
     };
@@ -23,7 +29,10 @@ pub(super) fn validate_resource_policy(g: &Mapping, d: &mut Diags) {
         let v = get(rp, key).map_or(Value::str(default), |n| n.value.clone());
         if !(v.is_str(a) || v.is_str(b)) {
             d.err(
-                format!("resource_policy.{key} must be '{a}' or '{b}', got '{}'", py_str(&v)),
+                format!(
+                    "resource_policy.{key} must be '{a}' or '{b}', got '{}'",
+                    py_str(&v)
+                ),
                 format!("{path}.{key}"),
                 get(rp, key),
             );
@@ -34,23 +43,39 @@ pub(super) fn validate_resource_policy(g: &Mapping, d: &mut Diags) {
     enum_check(d, "memory_enforce", "soft", "soft", "hard");
     if let Some(n) = get(rp, "overcommit") {
         if !matches!(n.value, Value::Bool(_)) {
-            d.err("resource_policy.overcommit must be a boolean", format!("{path}.overcommit"), Some(n));
+            d.err(
+                "resource_policy.overcommit must be a boolean",
+                format!("{path}.overcommit"),
+                Some(n),
+            );
         }
     }
-    let Some(hrn) = non_null(rp, "host_reserve") else { return };
+    let Some(hrn) = non_null(rp, "host_reserve") else {
+        return;
+    };
     let hpath = format!("{path}.host_reserve");
     let Some(hr) = hrn.value.as_map() else {
-        d.err("resource_policy.host_reserve must be a mapping", &hpath, Some(hrn));
+        d.err(
+            "resource_policy.host_reserve must be a mapping",
+            &hpath,
+            Some(hrn),
+        );
         return;
     };
     for field in ["cpu", "memory"] {
-        let Some(n) = non_null(hr, field) else { continue };
+        let Some(n) = non_null(hr, field) else {
+            continue;
+        };
         let fpath = format!("{hpath}.{field}");
         let pre = format!("resource_policy.host_reserve.{field}");
         match &n.value {
             Value::Str(s) if s.ends_with('%') => match py_int_str(s.trim_end_matches('%')) {
                 Some(pct) if 0 < pct && pct < 100 => {}
-                Some(pct) => d.err(format!("{pre}: percentage must be 1-99, got {pct}"), &fpath, Some(n)),
+                Some(pct) => d.err(
+                    format!("{pre}: percentage must be 1-99, got {pct}"),
+                    &fpath,
+                    Some(n),
+                ),
                 None => d.err(format!("{pre}: invalid format '{s}'"), &fpath, Some(n)),
             },
             Value::Int(_) | Value::Float(_) => {
@@ -60,7 +85,11 @@ pub(super) fn validate_resource_policy(g: &Mapping, d: &mut Diags) {
                     _ => unreachable!(),
                 };
                 if !positive {
-                    d.err(format!("{pre}: must be positive, got {}", py_str(&n.value)), &fpath, Some(n));
+                    d.err(
+                        format!("{pre}: must be positive, got {}", py_str(&n.value)),
+                        &fpath,
+                        Some(n),
+                    );
                 }
             }
             Value::Str(s) if field == "memory" => {
@@ -69,7 +98,10 @@ pub(super) fn validate_resource_policy(g: &Mapping, d: &mut Diags) {
                 }
             }
             other => d.err(
-                format!("{pre}: must be 'N%' or a positive number, got '{}'", py_str(other)),
+                format!(
+                    "{pre}: must be 'N%' or a positive number, got '{}'",
+                    py_str(other)
+                ),
                 &fpath,
                 Some(n),
             ),
@@ -103,7 +135,11 @@ pub(super) fn validate_host_subnets(st: &State, d: &mut Diags) {
                 let hint = if st.has_addressing {
                     "Adjust global.addressing.zone_base or use a different subnet_id.".to_string()
                 } else {
-                    let alt = if st.base_subnet.is_str("10.100") { "10.200" } else { "10.100" };
+                    let alt = if st.base_subnet.is_str("10.100") {
+                        "10.200"
+                    } else {
+                        "10.100"
+                    };
                     format!("Change global.base_subnet to '{alt}' or use a different subnet_id for this domain.")
                 };
                 d.err(

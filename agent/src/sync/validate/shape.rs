@@ -11,21 +11,33 @@ use crate::yaml::{Mapping, Node, Value};
 fn expect_map_or_null(d: &mut Diags, n: Option<&Node>, path: &str) {
     if let Some(n) = n {
         if !matches!(n.value, Value::Map(_) | Value::Null) {
-            d.err(format!("{path} must be a mapping, got {}", n.value.kind()), path, Some(n));
+            d.err(
+                format!("{path} must be a mapping, got {}", n.value.kind()),
+                path,
+                Some(n),
+            );
         }
     }
 }
 
 fn expect_map(d: &mut Diags, n: &Node, path: &str, hint: &str) {
     if !matches!(n.value, Value::Map(_)) {
-        d.err(format!("{path} must be a mapping{hint}, got {}", n.value.kind()), path, Some(n));
+        d.err(
+            format!("{path} must be a mapping{hint}, got {}", n.value.kind()),
+            path,
+            Some(n),
+        );
     }
 }
 
 fn expect_scalar(d: &mut Diags, n: Option<&Node>, path: &str) {
     if let Some(n) = n {
         if matches!(n.value, Value::Seq(_) | Value::Map(_)) {
-            d.err(format!("{path} must be a single value, got {}", n.value.kind()), path, Some(n));
+            d.err(
+                format!("{path} must be a single value, got {}", n.value.kind()),
+                path,
+                Some(n),
+            );
         }
     }
 }
@@ -33,7 +45,11 @@ fn expect_scalar(d: &mut Diags, n: Option<&Node>, path: &str) {
 fn expect_str_or_null(d: &mut Diags, n: Option<&Node>, path: &str) {
     if let Some(n) = n {
         if !matches!(n.value, Value::Str(_) | Value::Null) {
-            d.err(format!("{path} must be a string, got {}", n.value.kind()), path, Some(n));
+            d.err(
+                format!("{path} must be a string, got {}", n.value.kind()),
+                path,
+                Some(n),
+            );
         }
     }
 }
@@ -43,7 +59,11 @@ fn string_keys(d: &mut Diags, m: &Mapping, path: &str, what: &str) {
     for k in m.keys() {
         if !matches!(k.value, Value::Str(_)) {
             d.err(
-                format!("{what} names must be strings, got {} {}", k.value.kind(), name(k)),
+                format!(
+                    "{what} names must be strings, got {} {}",
+                    k.value.kind(),
+                    name(k)
+                ),
                 format!("{path}.{}", name(k)),
                 Some(k),
             );
@@ -106,7 +126,9 @@ pub fn check(infra: &Mapping, d: &mut Diags) {
     for (dk, dn) in doms.iter() {
         let dpath = format!("domains.{}", name(dk));
         expect_map(d, dn, &dpath, " (write {} for a domain with defaults)");
-        let Some(dm) = dn.value.as_map() else { continue };
+        let Some(dm) = dn.value.as_map() else {
+            continue;
+        };
         expect_scalar(d, get(dm, "trust_level"), &format!("{dpath}.trust_level"));
         expect_scalar(d, get(dm, "subnet_id"), &format!("{dpath}.subnet_id"));
         let ppath = format!("{dpath}.profiles");
@@ -152,7 +174,12 @@ fn check_machine(d: &mut Diags, m: &Mapping, path: &str) {
     expect_str_or_null(d, get(m, "os_image"), &format!("{path}.os_image"));
     expect_scalar(d, get(m, "type"), &format!("{path}.type"));
     if let Some(pd) = get(m, "persistent_data").and_then(|n| n.value.as_map()) {
-        string_keys(d, pd, &format!("{path}.persistent_data"), "persistent_data volume");
+        string_keys(
+            d,
+            pd,
+            &format!("{path}.persistent_data"),
+            "persistent_data volume",
+        );
     }
     if let Some(p) = get(m, "profiles") {
         match &p.value {
@@ -160,7 +187,10 @@ fn check_machine(d: &mut Diags, m: &Mapping, path: &str) {
                 for (i, it) in items.iter().enumerate() {
                     if !matches!(it.value, Value::Str(_)) {
                         d.err(
-                            format!("{path}.profiles[{i}] must be a profile name, got {}", it.value.kind()),
+                            format!(
+                                "{path}.profiles[{i}] must be a profile name, got {}",
+                                it.value.kind()
+                            ),
                             format!("{path}.profiles[{i}]"),
                             Some(it),
                         );
@@ -176,7 +206,10 @@ fn check_machine(d: &mut Diags, m: &Mapping, path: &str) {
         }
     }
     if let Some(ip) = get(m, "ip").filter(|n| n.value.truthy()) {
-        let ok = ip.value.as_str().is_some_and(|s| s.parse::<Ipv4Addr>().is_ok());
+        let ok = ip
+            .value
+            .as_str()
+            .is_some_and(|s| s.parse::<Ipv4Addr>().is_ok());
         if !ok {
             d.err(
                 format!(
