@@ -87,6 +87,8 @@ pub struct HostContext {
     pub resources: Option<HostResources>,
     /// Interface subnets; empty when the check is skipped.
     pub subnets: Vec<(String, Ipv4Net)>,
+    /// What could not be read from the host (printed as warnings).
+    pub warnings: Vec<String>,
 }
 
 impl HostContext {
@@ -115,12 +117,18 @@ impl HostContext {
             Ok(spec) => Some(parse_resources(&spec)?),
             Err(_) => detect_resources(),
         };
+        let mut warnings = Vec::new();
         let subnets = if std::env::var("ANKLUME_SKIP_HOST_SUBNET_CHECK").as_deref() == Ok("1") {
             Vec::new()
         } else {
             match std::env::var("ANKLUME_HOST_SUBNETS") {
                 Ok(spec) => parse_subnets(&spec)?,
-                Err(_) => detect_subnets(),
+                Err(_) => detect_subnets().unwrap_or_else(|e| {
+                    warnings.push(format!(
+                        "cannot list host interfaces ({e}); host subnet conflicts are not checked"
+                    ));
+                    Vec::new()
+                }),
             }
         };
         Ok(HostContext {
@@ -129,6 +137,7 @@ impl HostContext {
             yolo,
             resources,
             subnets,
+            warnings,
         })
     }
 }
@@ -190,10 +199,8 @@ fn detect_resources() -> Option<HostResources> {
 
 /// IPv4 subnets of the host's interfaces, skipping loopback and Incus
 /// bridges (`net-*`), as the reference does.
-fn detect_subnets() -> Vec<(String, Ipv4Net)> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
+fn detect_subnets() -> nix::Result<Vec<(String, Ipv4Net)>> {
+    let addrs = nix::ifaddrs::getifaddrs()?;
     let mut out = Vec::new();
     for ifa in addrs {
         if ifa.interface_name == "lo" || ifa.interface_name.starts_with("net-") {
@@ -208,7 +215,7 @@ fn detect_subnets() -> Vec<(String, Ipv4Net)> {
         let prefix = u32::from(m.ip()).leading_ones() as u8;
         out.push((ifa.interface_name.clone(), Ipv4Net::new(a.ip(), prefix)));
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -136,6 +136,9 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         Some(h) => h.clone(),
         None => HostContext::detect(opts.context_dir.as_deref())?,
     };
+    for w in &ctx.warnings {
+        writeln!(err, "WARNING: {w}")?;
+    }
 
     let errors = validate::validate(&infra, &ctx, true);
     if !errors.is_empty() {

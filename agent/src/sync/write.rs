@@ -92,3 +92,65 @@ pub fn commit(plans: &[Planned]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("ok")).unwrap();
+        std::fs::write(d.path().join("ok/old.yml"), "old\n").unwrap();
+        // A file where a directory must be created makes the second write fail.
+        std::fs::write(d.path().join("blocker"), "not a directory").unwrap();
+        let plans = vec![
+            Planned {
+                rel: "ok/old.yml".into(),
+                path: d.path().join("ok/old.yml"),
+                content: "new\n".into(),
+                changed: true,
+            },
+            Planned {
+                rel: "blocker/b.yml".into(),
+                path: d.path().join("blocker/b.yml"),
+                content: "b\n".into(),
+                changed: true,
+            },
+        ];
+        let err = commit(&plans).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("nothing was changed"),
+            "{err:#}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("ok/old.yml")).unwrap(),
+            "old\n"
+        );
+        let left: Vec<_> = std::fs::read_dir(d.path().join("ok"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("old.yml")],
+            "temporaries left behind"
+        );
+    }
+
+    #[test]
+    fn unchanged_files_are_not_touched_and_changed_ones_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let block = super::super::managed::block("a: 1\n");
+        let plans = plan(d.path(), vec![("x/a.yml".into(), block.clone())]).unwrap();
+        assert!(plans[0].changed);
+        commit(&plans).unwrap();
+        let again = plan(d.path(), vec![("x/a.yml".into(), block)]).unwrap();
+        assert!(!again[0].changed);
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("x/a.yml")).unwrap(),
+            plans[0].content
+        );
+    }
+}
