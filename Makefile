@@ -1,21 +1,58 @@
 # anklume Live OS — top-level commands. See README.md.
 
-.PHONY: all build test bench sync-bench clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+# Reproducible builds: every date in the image is this one.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+ISO := out/anklume-$(VERSION).iso
+# VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
+SCENARIOS ?= all
 
-all: build
+.PHONY: all build iso test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench clean
+
+all: iso
+
+## The main job: the hybrid BIOS/UEFI ISO in out/ (+ SHA256SUMS).
+iso:
+	bash ci/setup
+	bash ci/setup-image
+	cargo build --workspace --release --locked
+	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION)
 
 ## Build every crate (release).
 build:
 	bash ci/setup
 	cargo build --workspace --release --locked
 
-## The test command: set-up, fmt, clippy -D warnings, all tests.
+## The test command: fmt, clippy -D warnings, all cargo tests, then the
+## image and its CI boot scenarios (BIOS disk, UEFI CD, tampered image).
 test:
 	bash ci/test
+	$(MAKE) iso
+	$(MAKE) live-os-test-vm SCENARIOS=ci
+
+## Only the cargo-level checks (no image, no VM).
+test-unit:
+	bash ci/test
+
+## Boot the built image in QEMU and check it from inside the guest.
+live-os-test-vm:
+	bash ci/setup-image
+	cargo build --release --locked -p anklume-vmtest
+	./target/release/anklume-vmtest --image $(ISO) --work-dir build/vmtest $(SCENARIOS)
+
+live-os-test-vm-clean:
+	rm -rf build/vmtest
 
 ## Benchmarks (figures printed; nothing asserted).
-bench:
+bench: sync-bench verity-bench
+
+sync-bench:
 	cargo bench -p anklume --bench sync
+
+verity-bench:
+	bash ci/setup-image
+	bench/verity.sh
 
 clean:
 	cargo clean
+	rm -rf build out

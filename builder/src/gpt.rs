@@ -1,0 +1,226 @@
+//! GPT reading and in-place editing (names, type and unique GUIDs, disk GUID).
+//!
+//! xorriso masters the hybrid ISO (El Torito + MBR + GPT), but names its
+//! appended partitions `AppendedN` and invents GUIDs; DESIGN.md §3 wants our
+//! labels, types and stable PARTUUIDs. We patch the entries of both the
+//! primary and the backup GPT and recompute their CRCs, leaving the MBR (with
+//! its boot code and bootable entry) untouched — which rewriting the table
+//! with a general-purpose crate or `sfdisk` does not guarantee.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{bail, ensure, Context, Result};
+
+const SECTOR: u64 = 512;
+const SIGNATURE: &[u8; 8] = b"EFI PART";
+
+/// One partition entry as read from the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// 1-based partition number.
+    pub number: u32,
+    pub type_guid: String,
+    pub unique_guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub name: String,
+}
+
+impl Entry {
+    pub fn offset(&self) -> u64 {
+        self.first_lba * SECTOR
+    }
+    pub fn size(&self) -> u64 {
+        (self.last_lba + 1 - self.first_lba) * SECTOR
+    }
+}
+
+/// Change to apply to one entry.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    pub type_guid: Option<String>,
+    pub unique_guid: Option<String>,
+    pub name: Option<String>,
+}
+
+/// GUID text (`C12A7328-F81F-11D2-BA4B-00A0C93EC93B`) → on-disk bytes
+/// (first three fields little-endian).
+pub fn guid_to_bytes(s: &str) -> Result<[u8; 16]> {
+    let hex: String = s.chars().filter(|&c| c != '-').collect();
+    ensure!(hex.len() == 32 && s.len() == 36, "{s:?} is not a GUID");
+    let mut b = [0u8; 16];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("{s:?} is not a GUID"))?;
+    }
+    b[0..4].reverse();
+    b[4..6].reverse();
+    b[6..8].reverse();
+    Ok(b)
+}
+
+pub fn guid_from_bytes(b: &[u8]) -> String {
+    let mut x = [0u8; 16];
+    x.copy_from_slice(&b[..16]);
+    x[0..4].reverse();
+    x[4..6].reverse();
+    x[6..8].reverse();
+    let h = crate::verity::hex(&x).to_uppercase();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// A GUID derived from a seed (RFC 4122 version 4 layout, stable across builds).
+pub fn derived_guid(seed: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(seed);
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&d[..16]);
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    crate::verity::format_uuid(&u).to_uppercase()
+}
+
+struct Header {
+    raw: Vec<u8>,
+    entries_lba: u64,
+    count: u32,
+    entry_size: u32,
+}
+
+fn read_header(f: &File, lba: u64) -> Result<Header> {
+    let mut raw = vec![0u8; SECTOR as usize];
+    f.read_exact_at(&mut raw, lba * SECTOR)
+        .with_context(|| format!("reading the GPT header at LBA {lba}"))?;
+    ensure!(&raw[0..8] == SIGNATURE, "no GPT header at LBA {lba}");
+    let size = u32::from_le_bytes(raw[12..16].try_into()?) as usize;
+    ensure!(
+        (92..=512).contains(&size),
+        "GPT header at LBA {lba} has size {size}"
+    );
+    let mut check = raw[..size].to_vec();
+    check[16..20].fill(0);
+    let crc = u32::from_le_bytes(raw[16..20].try_into()?);
+    ensure!(
+        crc32fast::hash(&check) == crc,
+        "GPT header at LBA {lba} has a bad CRC"
+    );
+    raw.truncate(size);
+    Ok(Header {
+        entries_lba: u64::from_le_bytes(raw[72..80].try_into()?),
+        count: u32::from_le_bytes(raw[80..84].try_into()?),
+        entry_size: u32::from_le_bytes(raw[84..88].try_into()?),
+        raw,
+    })
+}
+
+fn read_entries(f: &File, h: &Header) -> Result<Vec<u8>> {
+    let mut e = vec![0u8; h.count as usize * h.entry_size as usize];
+    f.read_exact_at(&mut e, h.entries_lba * SECTOR)
+        .context("reading the GPT entries")?;
+    let crc = u32::from_le_bytes(h.raw[88..92].try_into()?);
+    ensure!(crc32fast::hash(&e) == crc, "GPT entries have a bad CRC");
+    Ok(e)
+}
+
+fn parse(entries: &[u8], entry_size: usize) -> Vec<Entry> {
+    entries
+        .chunks(entry_size)
+        .enumerate()
+        .filter(|(_, e)| e[0..16] != [0u8; 16])
+        .map(|(i, e)| {
+            let name_u16: Vec<u16> = e[56..128]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|&c| c != 0)
+                .collect();
+            Entry {
+                number: i as u32 + 1,
+                type_guid: guid_from_bytes(&e[0..16]),
+                unique_guid: guid_from_bytes(&e[16..32]),
+                first_lba: u64::from_le_bytes(e[32..40].try_into().expect("8")),
+                last_lba: u64::from_le_bytes(e[40..48].try_into().expect("8")),
+                name: String::from_utf16_lossy(&name_u16),
+            }
+        })
+        .collect()
+}
+
+/// The partitions of the disk image `f` (from the primary GPT).
+pub fn read(f: &File) -> Result<Vec<Entry>> {
+    let h = read_header(f, 1)?;
+    let e = read_entries(f, &h)?;
+    Ok(parse(&e, h.entry_size as usize))
+}
+
+/// Apply `edits` (by 1-based partition number) and a new disk GUID to both
+/// GPTs of `f`, recomputing the CRCs.
+pub fn edit(f: &File, disk_guid: Option<&str>, edits: &[(u32, Edit)]) -> Result<()> {
+    let primary = read_header(f, 1)?;
+    let backup_lba = u64::from_le_bytes(primary.raw[32..40].try_into()?);
+    let mut entries = read_entries(f, &primary)?;
+    let es = primary.entry_size as usize;
+    for (n, ed) in edits {
+        ensure!(*n >= 1 && *n <= primary.count, "no GPT entry {n}");
+        let e = &mut entries[(*n as usize - 1) * es..*n as usize * es];
+        if e[0..16] == [0u8; 16] {
+            bail!("GPT entry {n} is unused");
+        }
+        if let Some(t) = &ed.type_guid {
+            e[0..16].copy_from_slice(&guid_to_bytes(t)?);
+        }
+        if let Some(u) = &ed.unique_guid {
+            e[16..32].copy_from_slice(&guid_to_bytes(u)?);
+        }
+        if let Some(name) = &ed.name {
+            let units: Vec<u16> = name.encode_utf16().collect();
+            ensure!(
+                units.len() <= 36,
+                "GPT name {name:?} is longer than 36 characters"
+            );
+            e[56..128].fill(0);
+            for (i, u) in units.iter().enumerate() {
+                e[56 + 2 * i..58 + 2 * i].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+    }
+    let entries_crc = crc32fast::hash(&entries);
+    let backup = read_header(f, backup_lba)?;
+    for (mut h, lba) in [(primary, 1u64), (backup, backup_lba)] {
+        if let Some(g) = disk_guid {
+            h.raw[56..72].copy_from_slice(&guid_to_bytes(g)?);
+        }
+        h.raw[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+        h.raw[16..20].fill(0);
+        let crc = crc32fast::hash(&h.raw);
+        h.raw[16..20].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&entries, h.entries_lba * SECTOR)
+            .context("writing GPT entries")?;
+        f.write_all_at(&h.raw, lba * SECTOR)
+            .context("writing a GPT header")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_round_trip_uses_mixed_endian() {
+        let g = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+        let b = guid_to_bytes(g).unwrap();
+        assert_eq!(b[0..4], [0x28, 0x73, 0x2A, 0xC1]);
+        assert_eq!(guid_from_bytes(&b), g);
+        assert!(guid_to_bytes("nope").is_err());
+        assert_eq!(derived_guid(b"x"), derived_guid(b"x"));
+        assert_ne!(derived_guid(b"x"), derived_guid(b"y"));
+    }
+}

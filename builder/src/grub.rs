@@ -1,0 +1,250 @@
+//! GRUB: the boot-selection `grub.cfg`, the per-slot config, and the core
+//! images (BIOS El Torito/hybrid, x86_64 EFI) made with the rootfs's own
+//! `grub-mkimage`, so GRUB comes from the same packages as the OS.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+
+use anklume_contract::bootstate::MAX_TRIES;
+use anklume_contract::Slot;
+
+use crate::cmd::Cmd;
+
+/// Where files live on the ESP.
+pub const ESP_DIR: &str = "EFI/anklume";
+pub const GRUB_CFG: &str = "EFI/anklume/grub.cfg";
+pub const GRUBENV: &str = "EFI/anklume/grubenv";
+pub const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
+
+pub fn slot_cfg_path(s: Slot) -> String {
+    format!("{ESP_DIR}/slot-{s}.cfg")
+}
+
+pub fn manifest_path(s: Slot) -> String {
+    format!("{ESP_DIR}/slot-{s}.json")
+}
+
+/// What grub.cfg needs to boot one slot.
+#[derive(Debug, Clone)]
+pub struct SlotBoot {
+    pub slot: Slot,
+    /// GPT partition number of the slot on the boot disk.
+    pub partition: u32,
+    pub partuuid: String,
+    pub root_hash: String,
+    pub hash_offset: u64,
+    pub version: String,
+}
+
+/// `slot-<x>.cfg`: variables `grub.cfg` sources before booting slot x.
+/// Written by the builder and, for the inactive slot, by the updater.
+pub fn slot_cfg(b: &SlotBoot) -> String {
+    format!(
+        "# anklume slot {s}: written by anklume-build/anklume-update; do not edit.\n\
+         set anklume_version=\"{v}\"\n\
+         set anklume_part=gpt{p}\n\
+         set anklume_partuuid={u}\n\
+         set anklume_roothash={h}\n\
+         set anklume_hashoffset={o}\n",
+        s = b.slot,
+        v = b.version,
+        p = b.partition,
+        u = b.partuuid.to_lowercase(),
+        h = b.root_hash,
+        o = b.hash_offset
+    )
+}
+
+/// The config embedded in the core images: find our ESP by its FAT volume
+/// ID, remember the disk it is on, and hand over to `grub.cfg` there.
+pub fn early_cfg(esp_volume_id: &str) -> String {
+    format!(
+        "search --no-floppy --fs-uuid --set=anklume_esp {esp_volume_id}\n\
+         if [ -z \"$anklume_esp\" ]; then\n\
+         \x20 echo \"anklume: the boot partition (FAT {esp_volume_id}) was not found\"\n\
+         \x20 sleep 30\n\
+         fi\n\
+         regexp --set=1:anklume_disk '^([^,]+),' \"$anklume_esp\"\n\
+         set root=$anklume_esp\n\
+         export anklume_esp anklume_disk\n\
+         configfile ($anklume_esp)/{GRUB_CFG}\n"
+    )
+}
+
+/// One slot's try logic: counts its tries down (3 → 2 → 1 → 0) with
+/// `save_env` before it boots; exhausted and never marked good → the other
+/// slot. A failing `save_env` (read-only medium) means "no counting".
+fn try_slot(s: Slot) -> String {
+    let o = s.other();
+    let mut f = format!(
+        "function anklume_pick_{s} {{\n  set anklume_boot={s}\n  if [ \"$anklume_good_{s}\" != 1 -a \"$anklume_tries_{s}\" = 0 ]; then\n    set anklume_boot={o}\n"
+    );
+    for t in (1..=MAX_TRIES).rev() {
+        f.push_str(&format!(
+            "  elif [ \"$anklume_tries_{s}\" = {t} ]; then\n    set anklume_tries_{s}={n}\n    if ! save_env --file $anklume_env anklume_tries_{s}; then echo \"anklume: read-only boot medium, tries not counted\"; fi\n",
+            n = t - 1
+        ));
+    }
+    f.push_str("  fi\n}\n");
+    f
+}
+
+/// The main `grub.cfg` (identical on every medium of a version).
+pub fn grub_cfg() -> String {
+    let mut c = String::from(
+        "# anklume Live OS boot selection. Boot state: the environment block next\n\
+         # to this file (see anklume-contract bootstate.rs); per-slot parameters:\n\
+         # slot-a.cfg / slot-b.cfg.\n\
+         serial --unit=0 --speed=115200\n\
+         terminal_input console serial\n\
+         terminal_output console serial\n\
+         set timeout=3\n\
+         set default=0\n\
+         set anklume_env=($anklume_esp)/EFI/anklume/grubenv\n\
+         load_env --file $anklume_env anklume_primary anklume_tries_a anklume_tries_b anklume_good_a anklume_good_b\n",
+    );
+    c.push_str(&try_slot(Slot::A));
+    c.push_str(&try_slot(Slot::B));
+    c.push_str(
+        "if [ \"$anklume_primary\" = b ]; then anklume_pick_b; else anklume_pick_a; fi\n\
+         if [ ! -f ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg ]; then\n\
+         \x20 echo \"anklume: slot $anklume_boot is empty, booting slot a\"\n\
+         \x20 set anklume_boot=a\n\
+         fi\n\
+         source ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg\n\
+         export anklume_boot anklume_part anklume_partuuid anklume_roothash anklume_hashoffset anklume_version\n\
+         function anklume_linux {\n\
+         \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from ($anklume_disk,$anklume_part)\"\n\
+         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset $1\n\
+         \x20 initrd ($anklume_disk,$anklume_part)/boot/initrd.img\n\
+         }\n\
+         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {\n\
+         \x20 anklume_linux \"\"\n\
+         }\n\
+         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot), copied to RAM\" --id anklume-toram {\n\
+         \x20 anklume_linux anklume.toram=1\n\
+         }\n",
+    );
+    c
+}
+
+const COMMON_MODULES: &[&str] = &[
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "iso9660",
+    "squash4",
+    "xzio",
+    "gzio",
+    "search",
+    "search_fs_uuid",
+    "regexp",
+    "configfile",
+    "loadenv",
+    "linux",
+    "normal",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "sleep",
+    "ls",
+    "cat",
+    "halt",
+    "reboot",
+    "true",
+];
+
+/// `grub-mkimage` of the rootfs, run with the rootfs's own loader and
+/// libraries (no chroot, nothing written into the tree).
+fn mkimage(rootfs: &Path) -> Result<Cmd> {
+    let ld = rootfs.join("usr/lib64/ld-linux-x86-64.so.2");
+    ensure!(
+        ld.exists(),
+        "{} has no x86-64 dynamic loader; is it a built rootfs?",
+        rootfs.display()
+    );
+    Ok(Cmd::new(ld)
+        .arg("--library-path")
+        .arg(rootfs.join("usr/lib/x86_64-linux-gnu"))
+        .arg(rootfs.join("usr/bin/grub-mkimage")))
+}
+
+/// Core images built from the rootfs.
+#[derive(Debug)]
+pub struct CoreImages {
+    /// i386-pc El Torito image (CD, and disk through `boot_hybrid.img`).
+    pub bios_eltorito: PathBuf,
+    /// The hybrid MBR boot code.
+    pub bios_hybrid_mbr: PathBuf,
+    /// BOOTX64.EFI.
+    pub efi: PathBuf,
+}
+
+pub fn build_core_images(rootfs: &Path, work: &Path, esp_volume_id: &str) -> Result<CoreImages> {
+    let early = work.join("grub-early.cfg");
+    std::fs::write(&early, early_cfg(esp_volume_id)).context("writing grub-early.cfg")?;
+    let pc = rootfs.join("usr/lib/grub/i386-pc");
+    let efi = rootfs.join("usr/lib/grub/x86_64-efi");
+    for d in [&pc, &efi] {
+        ensure!(
+            d.is_dir(),
+            "{} is missing: the rootfs needs grub-pc-bin and grub-efi-amd64-bin",
+            d.display()
+        );
+    }
+    let out = CoreImages {
+        bios_eltorito: work.join("bios-eltorito.img"),
+        bios_hybrid_mbr: pc.join("boot_hybrid.img"),
+        efi: work.join("BOOTX64.EFI"),
+    };
+    mkimage(rootfs)?
+        .arg("-d")
+        .arg(&pc)
+        .args(["-O", "i386-pc-eltorito", "-p", "/boot/grub", "-c"])
+        .arg(&early)
+        .arg("-o")
+        .arg(&out.bios_eltorito)
+        .args(COMMON_MODULES)
+        .arg("biosdisk")
+        .run()
+        .context("building the BIOS GRUB image")?;
+    mkimage(rootfs)?
+        .arg("-d")
+        .arg(&efi)
+        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-c"])
+        .arg(&early)
+        .arg("-o")
+        .arg(&out.efi)
+        .args(COMMON_MODULES)
+        .args(["efi_gop", "efi_uga", "all_video"])
+        .run()
+        .context("building the EFI GRUB image")?;
+    ensure!(
+        out.bios_hybrid_mbr.is_file(),
+        "{} is missing",
+        out.bios_hybrid_mbr.display()
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grub_cfg_counts_every_state_and_falls_back() {
+        let c = grub_cfg();
+        for s in ["a", "b"] {
+            for t in 1..=3 {
+                assert!(c.contains(&format!(
+                    "\"$anklume_tries_{s}\" = {t} ]; then\n    set anklume_tries_{s}={}",
+                    t - 1
+                )));
+            }
+        }
+        assert!(c.contains("if [ \"$anklume_good_b\" != 1 -a \"$anklume_tries_b\" = 0 ]; then\n    set anklume_boot=a"));
+        assert!(c.contains("console=ttyS0,115200"));
+    }
+}

@@ -1,0 +1,59 @@
+#!/bin/sh
+# Reports the boot's facts to the VM test harness over the second serial
+# port (ttyS1), one `ANKLUME key=value` line per fact, then `ANKLUME end`.
+# Only active when QEMU passed `-fw_cfg name=opt/org.anklume/test,string=ACTIONS`;
+# ACTIONS is a comma-separated list:
+#   persist-write=TOKEN  write TOKEN to the persist partition
+#   wait-eject           after the first report, wait until the CD is
+#                        ejected, read the whole /usr, report again
+set -u
+modprobe -q qemu_fw_cfg
+cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/org.anklume/test/raw
+i=0
+while [ ! -r "$cfg" ] && [ $i -lt 20 ]; do sleep 0.2; i=$((i + 1)); done
+[ -r "$cfg" ] || exit 0
+actions=$(cat "$cfg")
+out=/dev/ttyS1
+r() { echo "ANKLUME $*" > "$out"; }
+
+r hello
+state=$(systemctl is-system-running --wait)
+r state="$state"
+r failed_units="$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')"
+r root_fstype="$(findmnt -no FSTYPE /)"
+r lower_source="$(findmnt -no SOURCE /run/anklume/ro)"
+r lower_fstype="$(findmnt -no FSTYPE /run/anklume/ro)"
+vs=$(veritysetup status anklume-root)
+r verity_status="$(echo "$vs" | grep -E '^ +status:' | tr -s ' ' | cut -d' ' -f3-)"
+r verity_roothash="$(echo "$vs" | grep -E '^ +root hash:' | tr -s ' ' | cut -d' ' -f4)"
+r cmdline="$(cat /proc/cmdline)"
+while IFS= read -r l; do r "boot_$l"; done < /run/anklume/boot.env
+r kernel="$(uname -r)"
+if findmnt -n /var/lib/anklume/persist > /dev/null; then
+    r persist_mounted=1
+    r persist_token="$(cat /var/lib/anklume/persist/test-token 2>/dev/null)"
+else
+    r persist_mounted=0
+fi
+for a in $(echo "$actions" | tr ',' ' '); do
+    case "$a" in
+    persist-write=*)
+        echo "${a#*=}" > /var/lib/anklume/persist/test-token.tmp \
+            && mv /var/lib/anklume/persist/test-token.tmp /var/lib/anklume/persist/test-token \
+            && sync && r persist_written="${a#*=}"
+        ;;
+    esac
+done
+r end
+case ",$actions," in *,wait-eject,*)
+    # The host ejects the medium after `end`; wait until no CD holds media.
+    while [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" != 0 ]; do sleep 0.5; done
+    r ejected=1
+    if find /usr -xdev -type f -exec cat {} + > /dev/null && [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" = 0 ]; then
+        r after_eject_read=ok
+    else
+        r after_eject_read=failed
+    fi
+    r end2
+    ;;
+esac

@@ -1,0 +1,72 @@
+//! `anklume-vmtest`: run VM boot scenarios against a built image.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use anklume_vmtest::scenario::{self, Scenario};
+
+/// Boot the built anklume image in QEMU and check it from inside the guest.
+#[derive(Debug, Parser)]
+#[command(name = "anklume-vmtest", version, about)]
+struct Cli {
+    /// The image to boot (hybrid ISO).
+    #[arg(long)]
+    image: PathBuf,
+    /// Where console logs and guest reports are kept.
+    #[arg(long, default_value = "build/vmtest")]
+    work_dir: PathBuf,
+    /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered.
+    #[arg(default_value = "all")]
+    scenarios: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut list = Vec::new();
+    for s in &cli.scenarios {
+        match Scenario::parse(s) {
+            Ok(v) => list.extend(v),
+            Err(e) => {
+                eprintln!("anklume-vmtest: error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut failed = 0;
+    for s in &list {
+        eprintln!("== {} ({})", s.name(), cli.image.display());
+        let t = std::time::Instant::now();
+        match scenario::run(*s, &cli.image, &cli.work_dir) {
+            Ok(o) => {
+                let stages: Vec<String> = o
+                    .stage_times
+                    .iter()
+                    .map(|(n, t)| format!("{n} {t:.0}s"))
+                    .collect();
+                eprintln!(
+                    "PASS {} in {:.0} s [{}]",
+                    s.name(),
+                    t.elapsed().as_secs_f64(),
+                    stages.join(", ")
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "FAIL {} after {:.0} s: {e:#}\n  logs: {}",
+                    s.name(),
+                    t.elapsed().as_secs_f64(),
+                    cli.work_dir.join(s.name()).display()
+                );
+            }
+        }
+    }
+    eprintln!("vm tests: {} passed, {failed} failed", list.len() - failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

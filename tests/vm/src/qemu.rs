@@ -1,0 +1,222 @@
+//! One QEMU guest: started in its own process group, killed with the whole
+//! group on close or drop (an interrupted harness leaves no VM behind).
+//! ttyS0 (humans, the console) and ttyS1 (the guest's report) go to two files.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{ensure, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS (QEMU's default).
+    Bios,
+    /// OVMF, with its own copy of the variable store.
+    Uefi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// The ISO as a read-only CD on the IDE bus.
+    Cd,
+    /// The image as a USB stick (xHCI mass storage), writes discarded.
+    UsbDisk,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub image: PathBuf,
+    pub firmware: Firmware,
+    pub medium: Medium,
+    pub memory_mib: u32,
+    /// Value of the fw_cfg item `opt/org.anklume/test` (turns on the report).
+    pub test_actions: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Vm {
+    child: Option<Child>,
+    pub console_log: PathBuf,
+    pub report_log: PathBuf,
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+impl Vm {
+    pub fn start(c: &VmConfig) -> Result<Vm> {
+        std::fs::create_dir_all(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
+        let console_log = c.dir.join("console.log");
+        let report_log = c.dir.join("report.log");
+        for f in [&console_log, &report_log] {
+            File::create(f).with_context(|| format!("creating {}", f.display()))?;
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-smp",
+            "2",
+            "-m",
+            &c.memory_mib.to_string(),
+        ])
+        .args([
+            "-nic",
+            "none",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", console_log.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", report_log.display()))
+        .arg("-fw_cfg")
+        .arg(format!(
+            "name=opt/org.anklume/test,string={}",
+            c.test_actions
+        ));
+        if c.firmware == Firmware::Uefi {
+            ensure!(
+                Path::new(OVMF_CODE).exists(),
+                "{OVMF_CODE} is missing: install ovmf (ci/setup-image)"
+            );
+            let vars = c.dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ));
+        }
+        let img = c.image.display();
+        match c.medium {
+            Medium::Cd => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=none,id=cd,file={img},format=raw,media=cdrom,readonly=on"
+                    ))
+                    .args(["-device", "ide-cd,drive=cd,bus=ide.1"]);
+            }
+            Medium::UsbDisk => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=none,id=stick,file={img},format=raw,snapshot=on"
+                    ))
+                    .args(["-device", "qemu-xhci,id=xhci"])
+                    .args([
+                        "-device",
+                        "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=1",
+                    ]);
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(c.dir.join("qemu.stderr"))?)
+            .process_group(0);
+        std::fs::write(c.dir.join("qemu.cmdline"), format!("{cmd:?}\n"))?;
+        let child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (install qemu-system-x86: ci/setup-image)")?;
+        Ok(Vm {
+            child: Some(child),
+            console_log,
+            report_log,
+        })
+    }
+
+    /// The console so far, with terminal escape sequences removed.
+    pub fn console(&self) -> String {
+        strip_escapes(&String::from_utf8_lossy(
+            &std::fs::read(&self.console_log).unwrap_or_default(),
+        ))
+    }
+
+    /// The guest's report lines (`ANKLUME ...`) so far.
+    pub fn report(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.report_log).unwrap_or_default())
+            .replace('\r', "")
+    }
+
+    /// Whether QEMU is still running.
+    pub fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Kill the VM's process group and reap it.
+    pub fn close(mut self) -> Result<()> {
+        self.kill()
+    }
+
+    fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let pid = Pid::from_raw(c.id() as i32);
+            // The group may already be gone when QEMU exited by itself.
+            let _ = killpg(pid, Signal::SIGKILL);
+            c.wait().context("reaping qemu")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Remove CSI/OSC escape sequences and carriage returns.
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\u{1b}' => match it.next() {
+                Some('[') => {
+                    for d in it.by_ref() {
+                        if ('@'..='~').contains(&d) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(d) = it.next() {
+                        if d == '\u{7}' || (d == '\u{1b}' && it.peek() == Some(&'\\')) {
+                            it.next();
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strips_csi_and_osc() {
+        assert_eq!(
+            super::strip_escapes("a\u{1b}[0;32mOK\u{1b}[0m\r\n\u{1b}]0;t\u{7}b"),
+            "aOK\nb"
+        );
+    }
+}
