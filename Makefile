@@ -7,7 +7,7 @@ ISO := out/anklume-$(VERSION).iso
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
 SCENARIOS ?= all
 
-.PHONY: all build iso test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench clean
+.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench clean
 
 all: iso
 
@@ -28,7 +28,13 @@ build:
 test:
 	bash ci/test
 	$(MAKE) iso
+	$(MAKE) check-image
 	$(MAKE) live-os-test-vm SCENARIOS=ci
+
+## xorriso/sgdisk/fsck.vfat/veritysetup checks of the ISO, and a second
+## build from the same rootfs tree that must give the same bytes.
+check-image:
+	bash ci/check-image $(ISO) --repro build/mkosi-out/rootfs $(SOURCE_DATE_EPOCH) $(VERSION)
 
 ## Only the cargo-level checks (no image, no VM).
 test-unit:

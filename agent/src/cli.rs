@@ -40,11 +40,19 @@ pub enum Command {
         #[arg(long)]
         context_dir: Option<PathBuf>,
     },
+    /// Show what this boot runs on: slot, version, root hash, verity state,
+    /// root file system, toram, persist.
+    Status,
 }
 
 /// Run the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Status => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            crate::status::run(&crate::status::StatusOptions::default(), &mut out)
+        }
         Command::Sync {
             infra,
             base_dir,

@@ -5,5 +5,6 @@
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod status;
 pub mod sync;
 pub mod yaml;

@@ -1,14 +1,44 @@
 //! The ESP: a FAT image written with the `fatfs` crate.
 //!
-//! Deterministic by construction: `fatfs` is built without `chrono`, so every
-//! directory entry carries the DOS epoch (1980-01-01), and the volume ID is
-//! given by the caller (derived from the build inputs).
+//! Deterministic by construction: every directory entry carries the DOS
+//! epoch, 1980-01-01 00:00 ([`DosEpoch`]; `fatfs`'s own default without
+//! `chrono` is the invalid date 1980-00-00, which `fsck.vfat` rejects), and
+//! the volume ID is given by the caller (derived from the build inputs).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
+
+/// Time provider for reproducible images: always 1980-01-01 00:00:00.
+#[derive(Debug)]
+pub struct DosEpoch;
+
+const DOS_EPOCH_DATE: fatfs::Date = fatfs::Date {
+    year: 1980,
+    month: 1,
+    day: 1,
+};
+
+impl fatfs::TimeProvider for DosEpoch {
+    fn get_current_date(&self) -> fatfs::Date {
+        DOS_EPOCH_DATE
+    }
+    fn get_current_date_time(&self) -> fatfs::DateTime {
+        fatfs::DateTime {
+            date: DOS_EPOCH_DATE,
+            time: fatfs::Time {
+                hour: 0,
+                min: 0,
+                sec: 0,
+                millis: 0,
+            },
+        }
+    }
+}
+
+static DOS_EPOCH: DosEpoch = DosEpoch;
 
 /// One file to place on the ESP (`path` uses `/`, relative to the root).
 #[derive(Debug)]
@@ -44,7 +74,7 @@ pub fn write_esp(out: &Path, size: u64, volume_id: u32, files: &[EspFile<'_>]) -
     )
     .with_context(|| format!("formatting {} as FAT", out.display()))?;
     img.seek(SeekFrom::Start(0))?;
-    let fs = fatfs::FileSystem::new(&mut img, fatfs::FsOptions::new())
+    let fs = fatfs::FileSystem::new(&mut img, fatfs::FsOptions::new().time_provider(&DOS_EPOCH))
         .with_context(|| format!("opening the new FAT in {}", out.display()))?;
     {
         let root = fs.root_dir();
@@ -77,8 +107,65 @@ pub fn write_esp(out: &Path, size: u64, volume_id: u32, files: &[EspFile<'_>]) -
         }
     }
     fs.unmount().context("closing the ESP file system")?;
+    fix_dot_entries(&img).context("repairing the '.'/'..' entries of the ESP")?;
     img.sync_all()?;
     Ok(())
+}
+
+/// `fatfs` 0.3.6 (the latest release) writes a long-name entry in front of
+/// the `.` and `..` entries of every new directory (rafalh/rust-fatfs#117),
+/// which `fsck.vfat` and strict firmware reject: `.` and `..` must be the
+/// first two slots. Rewrite each such directory head as `.`, `..` followed
+/// by two deleted slots. Returns how many directories were repaired.
+fn fix_dot_entries(img: &File) -> Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut bs = [0u8; 512];
+    img.read_exact_at(&mut bs, 0)?;
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
+    let bytes_per_sector = u16_at(11);
+    let cluster = bytes_per_sector * u64::from(bs[13]);
+    let reserved = u16_at(14);
+    let fats = u64::from(bs[16]);
+    let root_entries = u16_at(17);
+    let fat_size = match u16_at(22) {
+        0 => u64::from(u32::from_le_bytes(bs[36..40].try_into()?)),
+        n => n,
+    };
+    let total = match u16_at(19) {
+        0 => u64::from(u32::from_le_bytes(bs[32..36].try_into()?)),
+        n => n,
+    };
+    ensure!(
+        bytes_per_sector >= 512 && cluster > 0,
+        "not a FAT boot sector"
+    );
+    let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
+    let data_start = (reserved + fats * fat_size + root_sectors) * bytes_per_sector;
+    let end = total * bytes_per_sector;
+    const DIR_ATTR: u8 = 0x10;
+    const LFN_ATTR: u8 = 0x0f;
+    let is_lfn = |e: &[u8]| e[11] == LFN_ATTR;
+    let is_dot = |e: &[u8], name: &[u8; 11]| &e[0..11] == name && e[11] & DIR_ATTR != 0;
+    let mut fixed = 0;
+    let mut head = [0u8; 128];
+    let mut pos = data_start;
+    while pos + 128 <= end {
+        img.read_exact_at(&mut head, pos)?;
+        let (e0, e1, e2, e3) = (&head[0..32], &head[32..64], &head[64..96], &head[96..128]);
+        if is_lfn(e0) && is_dot(e1, b".          ") && is_lfn(e2) && is_dot(e3, b"..         ") {
+            let mut new = [0u8; 128];
+            new[0..32].copy_from_slice(e1);
+            new[32..64].copy_from_slice(e3);
+            new[64] = 0xe5;
+            new[64 + 11] = 0;
+            new[96] = 0xe5;
+            new[96 + 11] = 0;
+            img.write_all_at(&new, pos)?;
+            fixed += 1;
+        }
+        pos += cluster;
+    }
+    Ok(fixed)
 }
 
 /// Read a file back from an ESP image (used by tests and `anklume status`).
@@ -161,6 +248,17 @@ mod tests {
         assert_eq!(
             read_file(&a, 0, "EFI/anklume/grub.cfg").unwrap(),
             b"set a=b\n"
+        );
+        // dosfstools accepts it (installed by ci/setup-image; fails, not skips, without it).
+        let out = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(&a)
+            .output()
+            .expect("fsck.vfat (dosfstools) must be installed: ci/setup-image");
+        assert!(
+            out.status.success(),
+            "fsck.vfat -n: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
         let err = write_esp(&a, 1 << 20, 1, &files).unwrap_err().to_string();
         assert!(err.contains("too small"), "{err}");

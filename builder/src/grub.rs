@@ -116,7 +116,7 @@ pub fn grub_cfg() -> String {
          export anklume_boot anklume_part anklume_partuuid anklume_roothash anklume_hashoffset anklume_version\n\
          function anklume_linux {\n\
          \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from ($anklume_disk,$anklume_part)\"\n\
-         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset $1\n\
+         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $1\n\
          \x20 initrd ($anklume_disk,$anklume_part)/boot/initrd.img\n\
          }\n\
          menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {\n\

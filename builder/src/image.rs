@@ -36,14 +36,15 @@ pub struct IsoOptions {
 }
 
 /// Deterministic identifiers of one build.
-fn ids(version: &str, epoch: u64) -> (String, String, String, u32) {
+fn ids(version: &str, epoch: u64) -> (String, String, String, String, u32) {
     let seed = |what: &str| format!("anklume {what}\0{version}\0{epoch}");
     let disk = gpt::derived_guid(seed("disk").as_bytes());
     let esp_guid = gpt::derived_guid(seed("esp").as_bytes());
     let slot_a = gpt::derived_guid(seed("slot-a").as_bytes());
+    let iso_part = gpt::derived_guid(seed("iso9660").as_bytes());
     let vol = Sha256::digest(seed("esp-volume-id").as_bytes());
     let vol_id = u32::from_le_bytes(vol[..4].try_into().expect("4 bytes"));
-    (disk, esp_guid, slot_a, vol_id)
+    (disk, esp_guid, slot_a, iso_part, vol_id)
 }
 
 /// FAT volume ID as GRUB and blkid print it.
@@ -73,7 +74,7 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
     eprintln!("    squashfs: {:.1} s", t.elapsed().as_secs_f64());
     let manifest = slot::seal(&slot_img, Slot::A, &o.version, &kernel_version, o.epoch, &p)?;
 
-    let (disk_guid, esp_guid, slot_a_guid, vol_id) = ids(&o.version, o.epoch);
+    let (disk_guid, esp_guid, slot_a_guid, iso_part_guid, vol_id) = ids(&o.version, o.epoch);
     p.step("building GRUB (BIOS + EFI)");
     let core = grub::build_core_images(&rootfs, &o.work_dir, &fat_uuid(vol_id))?;
     let efi = std::fs::read(&core.efi)?;
@@ -146,6 +147,7 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
         iso_root: &iso_root,
         epoch: o.epoch,
         disk_guid: &disk_guid,
+        iso_part_guid: &iso_part_guid,
         esp_guid: &esp_guid,
         slot_a_guid: &slot_a_guid,
     })?;

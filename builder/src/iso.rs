@@ -16,6 +16,7 @@ use crate::cmd::Cmd;
 use crate::gpt::{self, Edit};
 
 /// GPT partition numbers in the hybrid ISO.
+pub const ISO_FS_PART: u32 = 1;
 pub const ISO_ESP_PART: u32 = 2;
 pub const ISO_SLOT_A_PART: u32 = 3;
 
@@ -31,6 +32,8 @@ pub struct IsoInputs<'a> {
     pub iso_root: &'a Path,
     pub epoch: u64,
     pub disk_guid: &'a str,
+    /// PARTUUID of partition 1 (the ISO 9660 area; xorriso picks a random one).
+    pub iso_part_guid: &'a str,
     pub esp_guid: &'a str,
     pub slot_a_guid: &'a str,
 }
@@ -99,6 +102,13 @@ pub fn master(i: &IsoInputs<'_>) -> Result<()> {
         &f,
         Some(i.disk_guid),
         &[
+            (
+                ISO_FS_PART,
+                Edit {
+                    unique_guid: Some(i.iso_part_guid.to_string()),
+                    ..Edit::default()
+                },
+            ),
             (
                 ISO_ESP_PART,
                 Edit {

@@ -22,6 +22,9 @@ pub fn build(mkosi_dir: &Path, work: &Path, bin_dir: Option<&Path>, epoch: u64) 
         "{} has no mkosi.conf",
         mkosi_dir.display()
     );
+    // mkosi resolves relative paths against its -C directory: pass absolute ones.
+    let work =
+        &std::path::absolute(work).with_context(|| format!("resolving {}", work.display()))?;
     let out = work.join("mkosi-out");
     let cache = work.join("mkosi-packages");
     std::fs::create_dir_all(&out)?;

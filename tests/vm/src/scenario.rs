@@ -234,5 +234,13 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
     expect(r, "verity_roothash", &facts.manifest.root_hash)?;
     expect(r, "boot_roothash", &facts.manifest.root_hash)?;
     expect(r, "boot_slot", "a")?;
+    expect(r, "boot_version", &facts.manifest.version)?;
+    // `anklume status` inside the guest agrees.
+    expect(r, "status_slot", "a")?;
+    expect(r, "status_root_hash", &facts.manifest.root_hash)?;
+    match r.get("status_verity") {
+        Some(v) if v.starts_with("verified ") => {}
+        other => bail!("anklume status reports verity {other:?}"),
+    }
     Ok(out)
 }

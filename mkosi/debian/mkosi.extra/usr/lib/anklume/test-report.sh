@@ -29,6 +29,11 @@ r verity_roothash="$(echo "$vs" | grep -E '^ +root hash:' | tr -s ' ' | cut -d' 
 r cmdline="$(cat /proc/cmdline)"
 while IFS= read -r l; do r "boot_$l"; done < /run/anklume/boot.env
 r kernel="$(uname -r)"
+# The agent's own view (anklume status), one line per fact.
+anklume status | while IFS= read -r l; do
+    k=$(echo "${l%%:*}" | tr ' ' '_'); v=$(echo "${l#*:}" | sed 's/^ *//')
+    r "status_$k=$v"
+done
 if findmnt -n /var/lib/anklume/persist > /dev/null; then
     r persist_mounted=1
     r persist_token="$(cat /var/lib/anklume/persist/test-token 2>/dev/null)"

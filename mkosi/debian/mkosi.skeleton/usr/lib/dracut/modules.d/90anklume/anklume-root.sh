@@ -3,7 +3,8 @@
 #
 # Kernel command line (written by grub.cfg from the slot manifest):
 #   anklume.slot=a|b  anklume.partuuid=UUID  anklume.roothash=HEX
-#   anklume.hashoffset=BYTES  [anklume.toram=1]  [anklume.overlay_size=SIZE]
+#   anklume.hashoffset=BYTES  anklume.version=V  [anklume.toram=1]
+#   [anklume.overlay_size=SIZE]
 #
 # 1. find the slot partition by PARTUUID; on a CD (the kernel does not scan
 #    a CD's partition table) expose the medium's partitions through a
@@ -31,6 +32,7 @@ ROOTHASH=$(arg anklume.roothash) || fail "anklume.roothash= is missing"
 HASHOFF=$(arg anklume.hashoffset) || fail "anklume.hashoffset= is missing"
 TORAM=$(arg anklume.toram) || TORAM=0
 OVERLAY_SIZE=$(arg anklume.overlay_size) || OVERLAY_SIZE=50%
+VERSION=$(arg anklume.version) || VERSION=unknown
 PERSIST_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4
 PERSIST_LABEL=anklume-persist
 
@@ -114,6 +116,7 @@ fi
 # Facts for `anklume status` (kept across switch-root in /run).
 cat > /run/anklume/boot.env <<EOT
 slot=$SLOT
+version=$VERSION
 partuuid=$PARTUUID
 roothash=$ROOTHASH
 device=$dev

@@ -1,0 +1,188 @@
+//! `anklume status`: what this boot runs on (first version: the OS part).
+//!
+//! Facts come from `/run/anklume/boot.env`, written by the initrd when it
+//! set up the verified root (slot, version, root hash, device, toram,
+//! persist), from the mount table, and from `veritysetup status` for the
+//! kernel's current verdict on the dm-verity device.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+/// Name of the dm-verity mapping the initrd creates.
+pub const VERITY_NAME: &str = "anklume-root";
+
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    /// Where `boot.env` lives (default `/run/anklume`; `$ANKLUME_RUN_DIR`).
+    pub run_dir: PathBuf,
+    /// mountinfo to read (default `/proc/self/mountinfo`).
+    pub mountinfo: PathBuf,
+}
+
+impl Default for StatusOptions {
+    fn default() -> Self {
+        StatusOptions {
+            run_dir: std::env::var_os("ANKLUME_RUN_DIR")
+                .map_or_else(|| PathBuf::from("/run/anklume"), PathBuf::from),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+        }
+    }
+}
+
+/// `key=value` lines; other lines are ignored.
+pub fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// File system type and source of the mount at `/` (the last one wins).
+pub fn root_mount(mountinfo: &str) -> Option<(String, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mount_point = pre.split_whitespace().nth(4)?;
+            let mut p = post.split_whitespace();
+            let fstype = p.next()?;
+            let source = p.next()?;
+            (mount_point == "/").then(|| (fstype.to_string(), source.to_string()))
+        })
+        .last()
+}
+
+/// The `status:` line of `veritysetup status anklume-root`.
+fn verity_state() -> String {
+    match Command::new("veritysetup")
+        .args(["status", VERITY_NAME])
+        .output()
+    {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let status = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("status:"))
+                .map(|s| s.trim().to_string());
+            match status {
+                Some(s) => s,
+                None if o.status.success() => "unknown".into(),
+                None => format!("not active ({})", text.lines().next().unwrap_or("").trim()),
+            }
+        }
+        Err(e) => format!("unknown (veritysetup: {e})"),
+    }
+}
+
+/// Print the status; returns the exit code (0, also off an anklume medium).
+pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
+    let boot_env = o.run_dir.join("boot.env");
+    let root = std::fs::read_to_string(&o.mountinfo)
+        .ok()
+        .and_then(|m| root_mount(&m));
+    let (fstype, source) = root.unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+    let env = match std::fs::read_to_string(&boot_env) {
+        Ok(t) => parse_env(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            writeln!(
+                out,
+                "os:        not an anklume Live OS boot (no {})",
+                boot_env.display()
+            )?;
+            writeln!(out, "root:      {fstype} ({source})")?;
+            return Ok(0);
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", boot_env.display())),
+    };
+    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("?");
+    let yes_no = |k: &str| if get(k) == "1" { "yes" } else { "no" };
+    writeln!(out, "slot:      {}", get("slot"))?;
+    writeln!(out, "version:   {}", get("version"))?;
+    writeln!(out, "root hash: {}", get("roothash"))?;
+    writeln!(
+        out,
+        "verity:    {} (/dev/mapper/{VERITY_NAME} on {})",
+        verity_state(),
+        get("device")
+    )?;
+    writeln!(out, "root:      {fstype} ({source})")?;
+    writeln!(out, "toram:     {}", yes_no("toram"))?;
+    let persist = match get("persist") {
+        "" | "?" => "none".to_string(),
+        p => p.to_string(),
+    };
+    writeln!(out, "persist:   {persist}")?;
+    Ok(0)
+}
+
+/// Read a run directory's boot.env (tests, other modules).
+pub fn boot_env(run_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let p = run_dir.join("boot.env");
+    Ok(parse_env(
+        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+22 1 0:21 / / rw,relatime shared:1 - overlay anklume-root rw,lowerdir=/run/anklume/ro
+30 22 0:5 / /dev rw,nosuid shared:2 - devtmpfs udev rw
+";
+
+    #[test]
+    fn root_mount_is_read_from_mountinfo() {
+        assert_eq!(
+            root_mount(MOUNTINFO),
+            Some(("overlay".into(), "anklume-root".into()))
+        );
+        assert_eq!(root_mount(""), None);
+    }
+
+    #[test]
+    fn prints_the_boot_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("boot.env"),
+            "slot=b\nversion=0.2.0\nroothash=abc\ndevice=/dev/sda3\ntoram=1\npersist=\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("mountinfo"), MOUNTINFO).unwrap();
+        let o = StatusOptions {
+            run_dir: dir.path().to_path_buf(),
+            mountinfo: dir.path().join("mountinfo"),
+        };
+        let mut out = Vec::new();
+        assert_eq!(run(&o, &mut out).unwrap(), 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("slot:      b\n"), "{text}");
+        assert!(text.contains("version:   0.2.0\n"), "{text}");
+        assert!(text.contains("toram:     yes\n"), "{text}");
+        assert!(text.contains("persist:   none\n"), "{text}");
+        assert!(
+            text.contains("root:      overlay (anklume-root)\n"),
+            "{text}"
+        );
+        assert!(text.contains("verity:    "), "{text}");
+    }
+
+    #[test]
+    fn off_an_anklume_medium_it_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = StatusOptions {
+            run_dir: dir.path().to_path_buf(),
+            mountinfo: dir.path().join("none"),
+        };
+        let mut out = Vec::new();
+        run(&o, &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("os:        not an anklume Live OS boot"));
+    }
+}
