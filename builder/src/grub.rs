@@ -102,7 +102,8 @@ pub fn grub_cfg() -> String {
          set timeout=3\n\
          set default=0\n\
          set anklume_env=($anklume_esp)/EFI/anklume/grubenv\n\
-         load_env --file $anklume_env anklume_primary anklume_tries_a anklume_tries_b anklume_good_a anklume_good_b\n",
+         load_env --file $anklume_env anklume_primary anklume_tries_a anklume_tries_b anklume_good_a anklume_good_b anklume_toram\n\
+         if [ \"$anklume_toram\" = 1 ]; then set default=anklume-toram; fi\n",
     );
     c.push_str(&try_slot(Slot::A));
     c.push_str(&try_slot(Slot::B));

@@ -57,6 +57,7 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
     let p = Progress::new(o.quiet);
     std::fs::create_dir_all(&o.work_dir)
         .with_context(|| format!("creating {}", o.work_dir.display()))?;
+    let _lock = lock_work_dir(&o.work_dir)?;
     std::fs::create_dir_all(&o.out_dir)
         .with_context(|| format!("creating {}", o.out_dir.display()))?;
     let rootfs = match &o.rootfs {
@@ -161,6 +162,23 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
         start.elapsed().as_secs_f64()
     );
     Ok(out)
+}
+
+/// Two builds in one work directory would write the same files: refuse.
+fn lock_work_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join(".anklume-build.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        anyhow::anyhow!(
+            "{} is in use by another anklume-build ({e}); wait for it or use another --work-dir",
+            dir.display()
+        )
+    })
 }
 
 /// `SHA256SUMS` next to the images (atomically replaced).

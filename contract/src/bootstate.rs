@@ -18,6 +18,9 @@ pub const ENVBLK_SIZE: usize = 1024;
 const ENVBLK_HEADER: &str = "# GRUB Environment Block\n";
 /// Most tries an armed slot gets (grub.cfg spells out each state).
 pub const MAX_TRIES: u8 = 3;
+/// Optional variable: `1` makes the "copied to RAM" entry GRUB's default.
+/// Not part of [`BootState`]; other variables in the block are kept as is.
+pub const TORAM_VAR: &str = "anklume_toram";
 
 /// The boot state of both slots.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,11 +36,14 @@ pub struct VmConfig {
     /// Value of the fw_cfg item `opt/org.anklume/test` (turns on the report).
     pub test_actions: String,
     pub dir: PathBuf,
+    /// Open a QEMU monitor socket (`dir/monitor.sock`) for [`Vm::monitor`].
+    pub monitor: bool,
 }
 
 #[derive(Debug)]
 pub struct Vm {
     child: Option<Child>,
+    monitor: Option<PathBuf>,
     pub console_log: PathBuf,
     pub report_log: PathBuf,
 }
@@ -83,6 +86,17 @@ impl Vm {
             "name=opt/org.anklume/test,string={}",
             c.test_actions
         ));
+        let monitor = c.monitor.then(|| c.dir.join("monitor.sock"));
+        match &monitor {
+            Some(m) => {
+                let _ = std::fs::remove_file(m);
+                cmd.arg("-monitor")
+                    .arg(format!("unix:{},server=on,wait=off", m.display()));
+            }
+            None => {
+                cmd.args(["-monitor", "none"]);
+            }
+        }
         if c.firmware == Firmware::Uefi {
             ensure!(
                 Path::new(OVMF_CODE).exists(),
@@ -131,6 +145,7 @@ impl Vm {
             .context("starting qemu-system-x86_64 (install qemu-system-x86: ci/setup-image)")?;
         Ok(Vm {
             child: Some(child),
+            monitor,
             console_log,
             report_log,
         })
@@ -147,6 +162,24 @@ impl Vm {
     pub fn report(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.report_log).unwrap_or_default())
             .replace('\r', "")
+    }
+
+    /// Send one command to the QEMU monitor; returns what it answered.
+    pub fn monitor(&self, command: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream;
+        let path = self
+            .monitor
+            .as_ref()
+            .context("this VM has no monitor socket")?;
+        let mut s = UnixStream::connect(path)
+            .with_context(|| format!("connecting to the QEMU monitor {}", path.display()))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = s.read(&mut buf).unwrap_or(0);
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
 
     /// Whether QEMU is still running.

@@ -21,15 +21,17 @@ pub enum Scenario {
     UefiDisk,
     UefiCd,
     Tampered,
+    Toram,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
         Scenario::BiosCd,
         Scenario::UefiDisk,
+        Scenario::Toram,
     ];
     /// What CI runs (the minimum).
     pub const CI: [Scenario; 3] = [Scenario::BiosDisk, Scenario::UefiCd, Scenario::Tampered];
@@ -41,6 +43,7 @@ impl Scenario {
             Scenario::UefiDisk => "uefi-disk",
             Scenario::UefiCd => "uefi-cd",
             Scenario::Tampered => "tampered",
+            Scenario::Toram => "toram",
         }
     }
 
@@ -51,7 +54,7 @@ impl Scenario {
             _ => vec![*Scenario::ALL
                 .iter()
                 .find(|x| x.name() == s)
-                .with_context(|| format!("unknown scenario {s:?} (all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered)"))?],
+                .with_context(|| format!("unknown scenario {s:?} (all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered, toram)"))?],
         })
     }
 }
@@ -61,6 +64,8 @@ impl Scenario {
 pub struct ImageFacts {
     pub manifest: SlotManifest,
     pub slot_offset: u64,
+    pub esp_offset: u64,
+    pub esp_size: u64,
 }
 
 pub fn image_facts(image: &Path) -> Result<ImageFacts> {
@@ -80,6 +85,8 @@ pub fn image_facts(image: &Path) -> Result<ImageFacts> {
     Ok(ImageFacts {
         manifest,
         slot_offset: slot.offset(),
+        esp_offset: esp_part.offset(),
+        esp_size: esp_part.size(),
     })
 }
 
@@ -120,6 +127,13 @@ fn tail(s: &str, n: usize) -> String {
 
 /// Boot and wait for the report; fail at the first missed deadline or fatal line.
 fn boot_and_report(cfg: &VmConfig, total: Duration) -> Result<Outcome> {
+    let (out, vm) = boot_until_report(cfg, total)?;
+    vm.close()?;
+    Ok(out)
+}
+
+/// Boot and wait for the report; the VM keeps running for the caller.
+fn boot_until_report(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
     let mut vm = Vm::start(cfg)?;
     let start = Instant::now();
     let mut out = Outcome::default();
@@ -166,8 +180,7 @@ fn boot_and_report(cfg: &VmConfig, total: Duration) -> Result<Outcome> {
             bail!("QEMU exited; console tail:\n{}", tail(&console, 25));
         }
     }
-    vm.close()?;
-    Ok(out)
+    Ok((out, vm))
 }
 
 fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()> {
@@ -185,7 +198,7 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
         Scenario::BiosDisk | Scenario::Tampered => (Firmware::Bios, Medium::UsbDisk),
         Scenario::BiosCd => (Firmware::Bios, Medium::Cd),
         Scenario::UefiDisk => (Firmware::Uefi, Medium::UsbDisk),
-        Scenario::UefiCd => (Firmware::Uefi, Medium::Cd),
+        Scenario::UefiCd | Scenario::Toram => (Firmware::Uefi, Medium::Cd),
     };
     let mut cfg = VmConfig {
         image: image.to_path_buf(),
@@ -194,7 +207,11 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
         memory_mib: 2048,
         test_actions: "report".into(),
         dir: dir.clone(),
+        monitor: false,
     };
+    if s == Scenario::Toram {
+        return toram(&facts, cfg, image);
+    }
     if s == Scenario::Tampered {
         std::fs::create_dir_all(&dir)?;
         let copy: PathBuf = dir.join("tampered.img");
@@ -242,5 +259,74 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
         Some(v) if v.starts_with("verified ") => {}
         other => bail!("anklume status reports verity {other:?}"),
     }
+    Ok(out)
+}
+
+/// toram: a copy of the image whose boot state asks for the "copied to RAM"
+/// entry; after the first report the CD is ejected through the QEMU monitor
+/// and the guest must still read all of /usr.
+fn toram(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
+    use anklume_contract::bootstate::{decode_envblk, encode_envblk, ENVBLK_SIZE, TORAM_VAR};
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(&cfg.dir)?;
+    let copy = cfg.dir.join("toram.iso");
+    std::fs::copy(image, &copy).context("copying the image")?;
+    // The environment block is a file on the ESP: find its sector.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&copy)?;
+    let header = b"# GRUB Environment Block\n";
+    let mut sector = vec![0u8; ENVBLK_SIZE];
+    let mut found = None;
+    let mut pos = facts.esp_offset;
+    while pos + ENVBLK_SIZE as u64 <= facts.esp_offset + facts.esp_size {
+        f.read_exact_at(&mut sector, pos)?;
+        if sector.starts_with(header) {
+            found = Some(pos);
+            break;
+        }
+        pos += 512;
+    }
+    let pos = found.context("no GRUB environment block on the ESP")?;
+    let mut vars = decode_envblk(&sector).map_err(anyhow::Error::msg)?;
+    vars.insert(TORAM_VAR.to_string(), "1".to_string());
+    f.write_all_at(&encode_envblk(&vars).map_err(anyhow::Error::msg)?, pos)?;
+    f.sync_all()?;
+    cfg.image = copy.clone();
+    cfg.monitor = true;
+    cfg.test_actions = "report,wait-eject".into();
+    let (mut out, mut vm) = boot_until_report(&cfg, Duration::from_secs(900))?;
+    let r = out.report.clone();
+    expect(&r, "boot_toram", "1")?;
+    expect(&r, "status_toram", "yes")?;
+    expect(&r, "verity_status", "verified")?;
+    expect(&r, "verity_roothash", &facts.manifest.root_hash)?;
+    let answer = vm.monitor("eject -f cd")?;
+    eprintln!(
+        "  ejected the CD (monitor: {:?})",
+        answer.lines().last().unwrap_or("").trim()
+    );
+    let start = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let report = vm.report();
+        if report.lines().any(|l| l == "ANKLUME end2") {
+            out.report = parse_report(&report);
+            out.stage_times
+                .push(("after-eject".into(), start.elapsed().as_secs_f64()));
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) || !vm.running() {
+            bail!(
+                "no report after the eject; console tail:\n{}",
+                tail(&vm.console(), 25)
+            );
+        }
+    }
+    vm.close()?;
+    std::fs::remove_file(&copy)?;
+    expect(&out.report, "ejected", "1")?;
+    expect(&out.report, "after_eject_read", "ok")?;
     Ok(out)
 }
