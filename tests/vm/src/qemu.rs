@@ -82,9 +82,10 @@ impl Vm {
         .arg("-serial")
         .arg(format!("file:{}", report_log.display()))
         .arg("-fw_cfg")
+        // QEMU option values escape a comma by doubling it.
         .arg(format!(
             "name=opt/org.anklume/test,string={}",
-            c.test_actions
+            c.test_actions.replace(',', ",,")
         ));
         let monitor = c.monitor.then(|| c.dir.join("monitor.sock"));
         match &monitor {

@@ -5,7 +5,8 @@
 # ACTIONS is a comma-separated list:
 #   persist-write=TOKEN  write TOKEN to the persist partition
 #   wait-eject           after the first report, wait until the CD is
-#                        ejected, read the whole /usr, report again
+#                        ejected, read /usr/sbin and /usr/lib/systemd and run
+#                        programs not run yet, report again
 set -u
 modprobe -q qemu_fw_cfg
 cfg=/sys/firmware/qemu_fw_cfg/by_name/opt/org.anklume/test/raw
@@ -54,7 +55,11 @@ case ",$actions," in *,wait-eject,*)
     # The host ejects the medium after `end`; wait until no CD holds media.
     while [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" != 0 ]; do sleep 0.5; done
     r ejected=1
-    if find /usr -xdev -type f -exec cat {} + > /dev/null && [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" = 0 ]; then
+    # Read what this boot has not read yet and start programs it has not
+    # started: with the medium gone, only the RAM copy can serve them.
+    if find /usr/sbin /usr/lib/systemd -xdev -type f -exec cat {} + > /dev/null \
+        && nft --version > /dev/null && btrfs --version > /dev/null \
+        && [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" = 0 ]; then
         r after_eject_read=ok
     else
         r after_eject_read=failed
