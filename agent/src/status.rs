@@ -53,7 +53,7 @@ pub fn root_mount(mountinfo: &str) -> Option<(String, String)> {
             let source = p.next()?;
             (mount_point == "/").then(|| (fstype.to_string(), source.to_string()))
         })
-        .last()
+        .next_back()
 }
 
 /// The `status:` line of `veritysetup status anklume-root`.
