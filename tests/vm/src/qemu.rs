@@ -228,8 +228,12 @@ pub fn strip_escapes(s: &str) -> String {
                     }
                 }
                 Some(']') => {
+                    // OSC ends with BEL or with ESC \\ (string terminator).
                     while let Some(d) = it.next() {
-                        if d == '\u{7}' || (d == '\u{1b}' && it.peek() == Some(&'\\')) {
+                        if d == '\u{7}' {
+                            break;
+                        }
+                        if d == '\u{1b}' && it.peek() == Some(&'\\') {
                             it.next();
                             break;
                         }
