@@ -52,14 +52,16 @@ for a in $(echo "$actions" | tr ',' ' '); do
 done
 r end
 case ",$actions," in *,wait-eject,*)
-    # The host ejects the medium after `end`; wait until no CD holds media.
-    while [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" != 0 ]; do sleep 0.5; done
+    # The host ejects the medium after `end`. Nothing polls the drive for
+    # media changes, so /sys/block/sr0/size would not change: opening and
+    # reading the drive is what notices the empty tray.
+    while dd if=/dev/sr0 of=/dev/null bs=2048 count=1 status=none 2>/dev/null; do sleep 0.5; done
     r ejected=1
     # Read what this boot has not read yet and start programs it has not
     # started: with the medium gone, only the RAM copy can serve them.
     if find /usr/sbin /usr/lib/systemd -xdev -type f -exec cat {} + > /dev/null \
         && nft --version > /dev/null && btrfs --version > /dev/null \
-        && [ "$(cat /sys/block/sr0/size 2>/dev/null || echo 0)" = 0 ]; then
+        && ! dd if=/dev/sr0 of=/dev/null bs=2048 count=1 status=none 2>/dev/null; then
         r after_eject_read=ok
     else
         r after_eject_read=failed
