@@ -81,10 +81,7 @@ pub fn guid_from_bytes(b: &[u8]) -> String {
 pub fn derived_guid(seed: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(seed);
-    let mut u = [0u8; 16];
-    u.copy_from_slice(&d[..16]);
-    u[6] = (u[6] & 0x0f) | 0x40;
-    u[8] = (u[8] & 0x3f) | 0x80;
+    let u = crate::verity::as_uuid_v4(d[..16].try_into().expect("16 bytes"));
     crate::verity::format_uuid(&u).to_uppercase()
 }
 

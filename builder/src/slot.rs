@@ -41,9 +41,7 @@ pub fn derived_params(version: &str, epoch: u64, slot: Slot, data_blocks: u64) -
             .chain_update(format!("anklume verity {what}\0{version}\0{epoch}\0{slot}"))
             .finalize()
     };
-    let mut uuid: [u8; 16] = d("uuid")[..16].try_into().expect("16 bytes");
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let uuid = verity::as_uuid_v4(d("uuid")[..16].try_into().expect("16 bytes"));
     Params {
         data_blocks,
         salt: d("salt").to_vec(),

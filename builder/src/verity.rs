@@ -439,12 +439,16 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// A random (version 4) UUID, as veritysetup generates when none is given.
-pub fn random_uuid() -> Result<[u8; 16]> {
-    let mut u = random_bytes::<16>()?;
+/// Mark 16 random (or hash-derived) bytes as an RFC 4122 version 4 UUID.
+pub fn as_uuid_v4(mut u: [u8; 16]) -> [u8; 16] {
     u[6] = (u[6] & 0x0f) | 0x40;
     u[8] = (u[8] & 0x3f) | 0x80;
-    Ok(u)
+    u
+}
+
+/// A random (version 4) UUID, as veritysetup generates when none is given.
+pub fn random_uuid() -> Result<[u8; 16]> {
+    Ok(as_uuid_v4(random_bytes::<16>()?))
 }
 
 /// Number of whole blocks in a file.
