@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -117,14 +117,6 @@ pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
     };
     writeln!(out, "persist:   {persist}")?;
     Ok(0)
-}
-
-/// Read a run directory's boot.env (tests, other modules).
-pub fn boot_env(run_dir: &Path) -> Result<BTreeMap<String, String>> {
-    let p = run_dir.join("boot.env");
-    Ok(parse_env(
-        &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-    ))
 }
 
 #[cfg(test)]

@@ -122,7 +122,8 @@ impl Cmd {
         ))
     }
 
-    /// Run; stdout goes to our stderr (it is progress, not data).
+    /// Run for its effect; stdout is captured and dropped (use [`Cmd::output`]
+    /// for data), stderr feeds the error message.
     pub fn run(self) -> Result<()> {
         let (line, out) = self.spawn_output(Stdio::piped())?;
         Self::check(&line, &out)

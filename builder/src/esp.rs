@@ -168,7 +168,8 @@ fn fix_dot_entries(img: &File) -> Result<usize> {
     Ok(fixed)
 }
 
-/// Read a file back from an ESP image (used by tests and `anklume status`).
+/// Read a file back from an ESP inside an image (the VM tests read the
+/// slot manifest this way).
 pub fn read_file(image: &Path, offset: u64, path: &str) -> Result<Vec<u8>> {
     use std::io::Read;
     let f = File::open(image).with_context(|| format!("opening {}", image.display()))?;

@@ -66,15 +66,7 @@ pub fn guid_from_bytes(b: &[u8]) -> String {
     x[0..4].reverse();
     x[4..6].reverse();
     x[6..8].reverse();
-    let h = crate::verity::hex(&x).to_uppercase();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    crate::verity::format_uuid(&x).to_uppercase()
 }
 
 /// A GUID derived from a seed (RFC 4122 version 4 layout, stable across builds).

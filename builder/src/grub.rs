@@ -38,7 +38,7 @@ pub struct SlotBoot {
 }
 
 /// `slot-<x>.cfg`: variables `grub.cfg` sources before booting slot x.
-/// Written by the builder and, for the inactive slot, by the updater.
+/// Written by the builder (the updater is to write the inactive slot's).
 pub fn slot_cfg(b: &SlotBoot) -> String {
     format!(
         "# anklume slot {s}: written by anklume-build/anklume-update; do not edit.\n\
@@ -159,17 +159,37 @@ const COMMON_MODULES: &[&str] = &[
 
 /// `grub-mkimage` of the rootfs, run with the rootfs's own loader and
 /// libraries (no chroot, nothing written into the tree).
-fn mkimage(rootfs: &Path) -> Result<Cmd> {
+fn mkimage(rootfs: &Path, image: &MkImage<'_>) -> Result<()> {
     let ld = rootfs.join("usr/lib64/ld-linux-x86-64.so.2");
     ensure!(
         ld.exists(),
         "{} has no x86-64 dynamic loader; is it a built rootfs?",
         rootfs.display()
     );
-    Ok(Cmd::new(ld)
+    Cmd::new(ld)
         .arg("--library-path")
         .arg(rootfs.join("usr/lib/x86_64-linux-gnu"))
-        .arg(rootfs.join("usr/bin/grub-mkimage")))
+        .arg(rootfs.join("usr/bin/grub-mkimage"))
+        .arg("-d")
+        .arg(image.modules_dir)
+        .args(["-O", image.format, "-p", image.prefix, "-c"])
+        .arg(image.config)
+        .arg("-o")
+        .arg(image.out)
+        .args(COMMON_MODULES)
+        .args(image.extra_modules)
+        .run()
+        .with_context(|| format!("building the GRUB {} image", image.format))
+}
+
+/// One `grub-mkimage` run.
+struct MkImage<'a> {
+    modules_dir: &'a Path,
+    format: &'a str,
+    prefix: &'a str,
+    config: &'a Path,
+    out: &'a Path,
+    extra_modules: &'a [&'a str],
 }
 
 /// Core images built from the rootfs.
@@ -200,28 +220,28 @@ pub fn build_core_images(rootfs: &Path, work: &Path, esp_volume_id: &str) -> Res
         bios_hybrid_mbr: pc.join("boot_hybrid.img"),
         efi: work.join("BOOTX64.EFI"),
     };
-    mkimage(rootfs)?
-        .arg("-d")
-        .arg(&pc)
-        .args(["-O", "i386-pc-eltorito", "-p", "/boot/grub", "-c"])
-        .arg(&early)
-        .arg("-o")
-        .arg(&out.bios_eltorito)
-        .args(COMMON_MODULES)
-        .arg("biosdisk")
-        .run()
-        .context("building the BIOS GRUB image")?;
-    mkimage(rootfs)?
-        .arg("-d")
-        .arg(&efi)
-        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT", "-c"])
-        .arg(&early)
-        .arg("-o")
-        .arg(&out.efi)
-        .args(COMMON_MODULES)
-        .args(["efi_gop", "efi_uga", "all_video"])
-        .run()
-        .context("building the EFI GRUB image")?;
+    mkimage(
+        rootfs,
+        &MkImage {
+            modules_dir: &pc,
+            format: "i386-pc-eltorito",
+            prefix: "/boot/grub",
+            config: &early,
+            out: &out.bios_eltorito,
+            extra_modules: &["biosdisk"],
+        },
+    )?;
+    mkimage(
+        rootfs,
+        &MkImage {
+            modules_dir: &efi,
+            format: "x86_64-efi",
+            prefix: "/EFI/BOOT",
+            config: &early,
+            out: &out.efi,
+            extra_modules: &["efi_gop", "efi_uga", "all_video"],
+        },
+    )?;
     ensure!(
         out.bios_hybrid_mbr.is_file(),
         "{} is missing",

@@ -35,16 +35,30 @@ pub struct IsoOptions {
     pub quiet: bool,
 }
 
-/// Deterministic identifiers of one build.
-fn ids(version: &str, epoch: u64) -> (String, String, String, String, u32) {
-    let seed = |what: &str| format!("anklume {what}\0{version}\0{epoch}");
-    let disk = gpt::derived_guid(seed("disk").as_bytes());
-    let esp_guid = gpt::derived_guid(seed("esp").as_bytes());
-    let slot_a = gpt::derived_guid(seed("slot-a").as_bytes());
-    let iso_part = gpt::derived_guid(seed("iso9660").as_bytes());
-    let vol = Sha256::digest(seed("esp-volume-id").as_bytes());
-    let vol_id = u32::from_le_bytes(vol[..4].try_into().expect("4 bytes"));
-    (disk, esp_guid, slot_a, iso_part, vol_id)
+/// Identifiers of one build, derived from version + epoch (DESIGN.md §3:
+/// the same inputs give the same image bytes).
+#[derive(Debug)]
+struct BuildIds {
+    disk_guid: String,
+    iso_part_guid: String,
+    esp_guid: String,
+    slot_a_guid: String,
+    esp_volume_id: u32,
+}
+
+impl BuildIds {
+    fn derive(version: &str, epoch: u64) -> Self {
+        let seed = |what: &str| format!("anklume {what}\0{version}\0{epoch}");
+        let guid = |what: &str| gpt::derived_guid(seed(what).as_bytes());
+        let vol = Sha256::digest(seed("esp-volume-id").as_bytes());
+        BuildIds {
+            disk_guid: guid("disk"),
+            iso_part_guid: guid("iso9660"),
+            esp_guid: guid("esp"),
+            slot_a_guid: guid("slot-a"),
+            esp_volume_id: u32::from_le_bytes(vol[..4].try_into().expect("4 bytes")),
+        }
+    }
 }
 
 /// FAT volume ID as GRUB and blkid print it.
@@ -72,17 +86,17 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
     p.step("writing the squashfs of slot A");
     let slot_img = o.work_dir.join("slot-a.img");
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
-    eprintln!("    squashfs: {:.1} s", t.elapsed().as_secs_f64());
+    p.took("squashfs", t);
     let manifest = slot::seal(&slot_img, Slot::A, &o.version, &kernel_version, o.epoch, &p)?;
 
-    let (disk_guid, esp_guid, slot_a_guid, iso_part_guid, vol_id) = ids(&o.version, o.epoch);
+    let ids = BuildIds::derive(&o.version, o.epoch);
     p.step("building GRUB (BIOS + EFI)");
-    let core = grub::build_core_images(&rootfs, &o.work_dir, &fat_uuid(vol_id))?;
+    let core = grub::build_core_images(&rootfs, &o.work_dir, &fat_uuid(ids.esp_volume_id))?;
     let efi = std::fs::read(&core.efi)?;
     let slot_cfg = grub::slot_cfg(&SlotBoot {
         slot: Slot::A,
         partition: ISO_SLOT_A_PART,
-        partuuid: slot_a_guid.clone(),
+        partuuid: ids.slot_a_guid.clone(),
         root_hash: manifest.root_hash.clone(),
         hash_offset: manifest.hash_offset,
         version: o.version.clone(),
@@ -96,7 +110,7 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
     esp::write_esp(
         &esp_img,
         ESP_SIZE,
-        vol_id,
+        ids.esp_volume_id,
         &[
             EspFile {
                 path: grub::EFI_BOOT,
@@ -147,10 +161,10 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
         slot_a: &slot_img,
         iso_root: &iso_root,
         epoch: o.epoch,
-        disk_guid: &disk_guid,
-        iso_part_guid: &iso_part_guid,
-        esp_guid: &esp_guid,
-        slot_a_guid: &slot_a_guid,
+        disk_guid: &ids.disk_guid,
+        iso_part_guid: &ids.iso_part_guid,
+        esp_guid: &ids.esp_guid,
+        slot_a_guid: &ids.slot_a_guid,
     })?;
     std::fs::rename(&tmp, &out).with_context(|| format!("moving the ISO to {}", out.display()))?;
     write_sums(&o.out_dir, &[&out])?;

@@ -16,6 +16,7 @@ pub struct Bar {
     name: String,
     start: Instant,
     total: u64,
+    quiet: bool,
 }
 
 impl Progress {
@@ -44,6 +45,14 @@ impl Progress {
             name: name.to_string(),
             start: Instant::now(),
             total,
+            quiet: self.quiet,
+        }
+    }
+
+    /// How long a finished step took.
+    pub fn took(&self, what: &str, start: Instant) {
+        if !self.quiet {
+            eprintln!("    {what}: {:.1} s", start.elapsed().as_secs_f64());
         }
     }
 
@@ -62,6 +71,9 @@ impl Bar {
 
     pub fn finish(self) {
         self.bar.finish_and_clear();
+        if self.quiet {
+            return;
+        }
         let s = self.start.elapsed().as_secs_f64();
         eprintln!("    {}: {} MiB in {:.2} s", self.name, self.total >> 20, s);
     }
