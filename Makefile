@@ -4,6 +4,11 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 # Reproducible builds: every date in the image is this one.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 ISO := out/anklume-$(VERSION).iso
+RAW := out/anklume-$(VERSION).raw
+# Images `make iso` writes: iso, raw, or iso,raw.
+FORMATS ?= iso
+comma := ,
+IMAGES = $(foreach f,$(subst $(comma), ,$(FORMATS)),out/anklume-$(VERSION).$(f))
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
 SCENARIOS ?= all
 
@@ -11,30 +16,32 @@ SCENARIOS ?= all
 
 all: iso
 
-## The main job: the hybrid BIOS/UEFI ISO in out/ (+ SHA256SUMS).
+## The main job: the hybrid BIOS/UEFI ISO in out/ (+ SHA256SUMS);
+## FORMATS=iso,raw also writes the raw GPT disk image.
 iso:
 	bash ci/setup
 	bash ci/setup-image
 	cargo build --workspace --release --locked
-	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION)
+	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format $(FORMATS)
 
 ## Build every crate (release).
 build:
 	bash ci/setup
 	cargo build --workspace --release --locked
 
-## The test command: fmt, clippy -D warnings, all cargo tests, then the
-## image and its CI boot scenarios (BIOS disk, UEFI CD, tampered image).
+## The test command: fmt, clippy -D warnings, all cargo tests, then both
+## images, their checks and the CI boot scenarios (see tests/vm).
 test:
 	bash ci/test
-	$(MAKE) iso
-	$(MAKE) check-image
+	$(MAKE) iso FORMATS=iso,raw
+	$(MAKE) check-image FORMATS=iso,raw
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
-## xorriso/sgdisk/fsck.vfat/veritysetup checks of the ISO, and a second
-## build from the same rootfs tree that must give the same bytes.
+## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and
+## a second build from the same rootfs tree that must give the same bytes.
 check-image:
-	bash ci/check-image $(ISO) --repro build/mkosi-out/rootfs $(SOURCE_DATE_EPOCH) $(VERSION)
+	bash ci/check-image --repro build/mkosi-out/rootfs $(SOURCE_DATE_EPOCH) $(VERSION) \
+		$(IMAGES)
 
 ## Only the cargo-level checks (no image, no VM).
 test-unit:
@@ -44,7 +51,8 @@ test-unit:
 live-os-test-vm:
 	bash ci/setup-image
 	cargo build --release --locked -p anklume-vmtest
-	./target/release/anklume-vmtest --image $(ISO) --work-dir build/vmtest $(SCENARIOS)
+	./target/release/anklume-vmtest --iso $(ISO) $(if $(wildcard $(RAW)),--raw $(RAW)) \
+		--work-dir build/vmtest $(SCENARIOS)
 
 live-os-test-vm-clean:
 	rm -rf build/vmtest

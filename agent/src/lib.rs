@@ -2,9 +2,11 @@
 //!
 //! - [`sync`]: the generator (`infra.yml` → Ansible tree);
 //! - [`yaml`]: YAML 1.1 loading and PyYAML-compatible emitting;
+//! - [`incus`]: the Incus REST client (and a private daemon for tests);
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod incus;
 pub mod status;
 pub mod sync;
 pub mod yaml;

@@ -20,12 +20,14 @@ pub enum Command {
     /// dm-verity hash trees, compatible with `veritysetup format/verify`.
     #[command(subcommand)]
     Verity(VerityCommand),
-    /// Build the hybrid BIOS/UEFI ISO (`out/anklume-<version>.iso` + SHA256SUMS).
-    Iso(IsoArgs),
+    /// Build the images: `out/anklume-<version>.iso` (hybrid BIOS/UEFI ISO)
+    /// and/or `.raw` (GPT disk with slots A and B and persist) + SHA256SUMS.
+    #[command(visible_alias = "iso")]
+    Image(ImageArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct IsoArgs {
+pub struct ImageArgs {
     /// Use this prepared rootfs tree instead of running mkosi.
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
@@ -47,9 +49,42 @@ pub struct IsoArgs {
     /// Timestamp for every date in the image (default: $SOURCE_DATE_EPOCH, else 0).
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
+    /// Images to write, comma-separated: iso (hybrid ISO for CD and USB
+    /// stick), raw (GPT disk image for SD cards and internal disks).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "iso")]
+    pub format: Vec<crate::image::Format>,
+    /// Raw image: size of each OS slot partition (K, M, G suffixes; rounded
+    /// up to MiB). Leave room for OS updates, which may grow.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub slot_size: u64,
+    /// Raw image: size of the persist partition (machine identity, SSH host
+    /// keys, network config); formatted ext4 on first boot.
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    pub persist_size: u64,
     /// No progress bars or step lines.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `1G`, `256M`, `4096K`, or bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        Some((i, 'T' | 't')) => (&s[..i], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 1G, 256M, 1048576)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("{s:?} is smaller than 1 MiB"));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +143,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Verity(VerityCommand::Format(a)) => verity_cli::format(&a).map(|()| 0),
         Command::Verity(VerityCommand::Verify(a)) => verity_cli::verify(&a),
-        Command::Iso(a) => iso_cmd(&a).map(|()| 0),
+        Command::Image(a) => image_cmd(&a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -119,7 +154,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn iso_cmd(a: &IsoArgs) -> anyhow::Result<()> {
+fn image_cmd(a: &ImageArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let epoch = match a.source_date_epoch {
         Some(e) => e,
@@ -130,7 +165,7 @@ fn iso_cmd(a: &IsoArgs) -> anyhow::Result<()> {
             Err(_) => 0,
         },
     };
-    crate::image::build_iso(&crate::image::IsoOptions {
+    crate::image::build(&crate::image::BuildOptions {
         rootfs: a.rootfs.clone(),
         mkosi_dir: a.mkosi_dir.clone(),
         bin_dir: a.bin_dir.clone(),
@@ -139,6 +174,41 @@ fn iso_cmd(a: &IsoArgs) -> anyhow::Result<()> {
         version: a.version.clone(),
         epoch,
         quiet: a.quiet,
+        formats: a.format.clone(),
+        slot_size: a.slot_size,
+        persist_size: a.persist_size,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("2048k"), Ok(2 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("12").unwrap_err().contains("smaller than 1 MiB"));
+        assert!(parse_size("1.5G").unwrap_err().contains("not a size"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999T")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn formats_are_comma_separated() {
+        let c = Cli::try_parse_from(["anklume-build", "iso", "--format", "iso,raw"]).unwrap();
+        match c.command {
+            Command::Image(a) => assert_eq!(
+                a.format,
+                [crate::image::Format::Iso, crate::image::Format::Raw]
+            ),
+            _ => panic!("not the image command"),
+        }
+        assert!(Cli::try_parse_from(["anklume-build", "image", "--format", "vhd"]).is_err());
+    }
 }

@@ -189,6 +189,45 @@ pub fn read_file(image: &Path, offset: u64, path: &str) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Create or replace one file on the ESP at `offset` of `image` (its
+/// directory must exist). The VM tests arm boot states this way; the
+/// updater writes a slot's config and manifest the same way.
+pub fn write_file(image: &Path, offset: u64, path: &str, data: &[u8]) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {}", image.display()))?;
+    let part = fscommon_slice(f, offset)?;
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new().time_provider(&DOS_EPOCH))
+        .with_context(|| {
+            format!(
+                "no FAT file system at offset {offset} of {}",
+                image.display()
+            )
+        })?;
+    {
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (
+                fs.root_dir()
+                    .open_dir(d)
+                    .with_context(|| format!("directory {d} is not on the ESP"))?,
+                n,
+            ),
+            None => (fs.root_dir(), path),
+        };
+        let mut file = dir
+            .create_file(name)
+            .with_context(|| format!("creating ESP file {path}"))?;
+        file.truncate()?;
+        file.write_all(data)
+            .with_context(|| format!("writing ESP file {path}"))?;
+        file.flush()?;
+    }
+    fs.unmount().context("closing the ESP file system")?;
+    Ok(())
+}
+
 /// A file seen from `offset` on (the ESP inside a disk image).
 #[derive(Debug)]
 struct Slice {
@@ -259,6 +298,25 @@ mod tests {
         assert!(
             out.status.success(),
             "fsck.vfat -n: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Replace a file in place and add one: read back, still clean.
+        write_file(&a, 0, "EFI/anklume/grub.cfg", b"set a=c\n").unwrap();
+        write_file(&a, 0, "EFI/anklume/slot-b.cfg", b"x\n").unwrap();
+        assert_eq!(
+            read_file(&a, 0, "EFI/anklume/grub.cfg").unwrap(),
+            b"set a=c\n"
+        );
+        assert_eq!(read_file(&a, 0, "EFI/anklume/slot-b.cfg").unwrap(), b"x\n");
+        assert!(write_file(&a, 0, "NOPE/x", b"").is_err());
+        let out = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(&a)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
             String::from_utf8_lossy(&out.stdout)
         );
         let err = write_esp(&a, 1 << 20, 1, &files).unwrap_err().to_string();

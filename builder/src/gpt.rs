@@ -198,6 +198,119 @@ pub fn edit(f: &File, disk_guid: Option<&str>, edits: &[(u32, Edit)]) -> Result<
     Ok(())
 }
 
+/// A partition of a new table.
+#[derive(Debug, Clone)]
+pub struct NewPart {
+    pub type_guid: String,
+    pub unique_guid: String,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub name: String,
+    /// Attribute bits (bit 0: required by the platform).
+    pub attributes: u64,
+}
+
+/// Entries of a table we write: 128 of 128 bytes (32 sectors), as every
+/// partitioning tool does.
+const NEW_COUNT: u32 = 128;
+const NEW_ENTRY_SIZE: u32 = 128;
+/// Sectors taken by one copy of the entries.
+pub const ENTRY_SECTORS: u64 = (NEW_COUNT as u64 * NEW_ENTRY_SIZE as u64) / SECTOR;
+/// First LBA a partition may use (after MBR, header and entries).
+pub const FIRST_USABLE: u64 = 2 + ENTRY_SECTORS;
+
+/// Write a new protective MBR partition entry plus primary and backup GPT
+/// for a disk of `total_sectors`. The MBR's boot code (bytes 0..440) is left
+/// as it is; its partition table becomes the single protective entry.
+pub fn write_new(f: &File, total_sectors: u64, disk_guid: &str, parts: &[NewPart]) -> Result<()> {
+    ensure!(
+        parts.len() <= NEW_COUNT as usize,
+        "{} partitions do not fit in a GPT",
+        parts.len()
+    );
+    let last_usable = total_sectors - 2 - ENTRY_SECTORS;
+    let mut entries = vec![0u8; (NEW_COUNT * NEW_ENTRY_SIZE) as usize];
+    for (i, p) in parts.iter().enumerate() {
+        ensure!(
+            p.first_lba >= FIRST_USABLE && p.first_lba <= p.last_lba && p.last_lba <= last_usable,
+            "partition {} ({}) at LBA {}..={} is outside the usable area {FIRST_USABLE}..={last_usable}",
+            i + 1,
+            p.name,
+            p.first_lba,
+            p.last_lba
+        );
+        for q in &parts[..i] {
+            ensure!(
+                p.last_lba < q.first_lba || p.first_lba > q.last_lba,
+                "partitions {} and {} overlap",
+                q.name,
+                p.name
+            );
+        }
+        let e = &mut entries[i * NEW_ENTRY_SIZE as usize..(i + 1) * NEW_ENTRY_SIZE as usize];
+        e[0..16].copy_from_slice(&guid_to_bytes(&p.type_guid)?);
+        e[16..32].copy_from_slice(&guid_to_bytes(&p.unique_guid)?);
+        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
+        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
+        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
+        let units: Vec<u16> = p.name.encode_utf16().collect();
+        ensure!(
+            units.len() <= 36,
+            "GPT name {:?} is longer than 36 characters",
+            p.name
+        );
+        for (j, u) in units.iter().enumerate() {
+            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&u.to_le_bytes());
+        }
+    }
+    let entries_crc = crc32fast::hash(&entries);
+    let header = |my: u64, alt: u64, entries_lba: u64| -> Result<Vec<u8>> {
+        let mut h = vec![0u8; 92];
+        h[0..8].copy_from_slice(SIGNATURE);
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alt.to_le_bytes());
+        h[40..48].copy_from_slice(&FIRST_USABLE.to_le_bytes());
+        h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        h[56..72].copy_from_slice(&guid_to_bytes(disk_guid)?);
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        h[80..84].copy_from_slice(&NEW_COUNT.to_le_bytes());
+        h[84..88].copy_from_slice(&NEW_ENTRY_SIZE.to_le_bytes());
+        h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+        let crc = crc32fast::hash(&h);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        h.resize(SECTOR as usize, 0);
+        Ok(h)
+    };
+    let last = total_sectors - 1;
+    let backup_entries = last - ENTRY_SECTORS;
+    let mut mbr = [0u8; SECTOR as usize];
+    f.read_exact_at(&mut mbr, 0).context("reading the MBR")?;
+    mbr[446..510].fill(0);
+    // The protective entry: type 0xEE over the whole disk (capped at 2 TiB).
+    let pe = &mut mbr[446..462];
+    pe[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    pe[4] = 0xee;
+    pe[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+    pe[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let size = u32::try_from(total_sectors - 1).unwrap_or(u32::MAX);
+    pe[12..16].copy_from_slice(&size.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    f.write_all_at(&mbr, 0)
+        .context("writing the protective MBR")?;
+    f.write_all_at(&header(1, last, 2)?, SECTOR)
+        .context("writing the primary GPT header")?;
+    f.write_all_at(&entries, 2 * SECTOR)
+        .context("writing the primary GPT entries")?;
+    f.write_all_at(&entries, backup_entries * SECTOR)
+        .context("writing the backup GPT entries")?;
+    f.write_all_at(&header(last, 1, backup_entries)?, last * SECTOR)
+        .context("writing the backup GPT header")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,7 @@ fn try_slot(s: Slot) -> String {
     );
     for t in (1..=MAX_TRIES).rev() {
         f.push_str(&format!(
-            "  elif [ \"$anklume_tries_{s}\" = {t} ]; then\n    set anklume_tries_{s}={n}\n    if ! save_env --file $anklume_env anklume_tries_{s}; then echo \"anklume: read-only boot medium, tries not counted\"; fi\n",
+            "  elif [ \"$anklume_tries_{s}\" = {t} ]; then\n    set anklume_tries_{s}={n}\n    if save_env --file $anklume_env anklume_tries_{s}; then set anklume_counted=1; else echo \"anklume: read-only boot medium, tries not counted\"; fi\n",
             n = t - 1
         ));
     }
@@ -108,16 +108,23 @@ pub fn grub_cfg() -> String {
     c.push_str(&try_slot(Slot::A));
     c.push_str(&try_slot(Slot::B));
     c.push_str(
-        "if [ \"$anklume_primary\" = b ]; then anklume_pick_b; else anklume_pick_a; fi\n\
+        "set anklume_counted=0\n\
+         if [ \"$anklume_primary\" = b ]; then anklume_pick_b; else anklume_pick_a; fi\n\
+         # A counted try that fails must end in a reboot, so that the next\n\
+         # try (or the other slot) comes: kernel panics reboot, and so does\n\
+         # the initrd when it cannot open the slot (anklume.onfail=reboot).\n\
+         set anklume_panic=\n\
+         set anklume_onfail=\n\
+         if [ \"$anklume_counted\" = 1 ]; then set anklume_panic=panic=10; set anklume_onfail=anklume.onfail=reboot; fi\n\
          if [ ! -f ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg ]; then\n\
          \x20 echo \"anklume: slot $anklume_boot is empty, booting slot a\"\n\
          \x20 set anklume_boot=a\n\
          fi\n\
          source ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg\n\
-         export anklume_boot anklume_part anklume_partuuid anklume_roothash anklume_hashoffset anklume_version\n\
+         export anklume_boot anklume_part anklume_partuuid anklume_roothash anklume_hashoffset anklume_version anklume_panic anklume_onfail\n\
          function anklume_linux {\n\
          \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from ($anklume_disk,$anklume_part)\"\n\
-         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $1\n\
+         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $anklume_panic $anklume_onfail $1\n\
          \x20 initrd ($anklume_disk,$anklume_part)/boot/initrd.img\n\
          }\n\
          menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {\n\
@@ -199,6 +206,10 @@ pub struct CoreImages {
     pub bios_eltorito: PathBuf,
     /// The hybrid MBR boot code.
     pub bios_hybrid_mbr: PathBuf,
+    /// i386-pc core image for a GPT disk's BIOS boot partition (raw image).
+    pub bios_core: PathBuf,
+    /// GRUB's MBR boot code for `bios_core` (raw image).
+    pub bios_boot_img: PathBuf,
     /// BOOTX64.EFI.
     pub efi: PathBuf,
 }
@@ -218,6 +229,8 @@ pub fn build_core_images(rootfs: &Path, work: &Path, esp_volume_id: &str) -> Res
     let out = CoreImages {
         bios_eltorito: work.join("bios-eltorito.img"),
         bios_hybrid_mbr: pc.join("boot_hybrid.img"),
+        bios_core: work.join("bios-core.img"),
+        bios_boot_img: pc.join("boot.img"),
         efi: work.join("BOOTX64.EFI"),
     };
     mkimage(
@@ -234,6 +247,17 @@ pub fn build_core_images(rootfs: &Path, work: &Path, esp_volume_id: &str) -> Res
     mkimage(
         rootfs,
         &MkImage {
+            modules_dir: &pc,
+            format: "i386-pc",
+            prefix: "/boot/grub",
+            config: &early,
+            out: &out.bios_core,
+            extra_modules: &["biosdisk"],
+        },
+    )?;
+    mkimage(
+        rootfs,
+        &MkImage {
             modules_dir: &efi,
             format: "x86_64-efi",
             prefix: "/EFI/BOOT",
@@ -242,11 +266,9 @@ pub fn build_core_images(rootfs: &Path, work: &Path, esp_volume_id: &str) -> Res
             extra_modules: &["efi_gop", "efi_uga", "all_video"],
         },
     )?;
-    ensure!(
-        out.bios_hybrid_mbr.is_file(),
-        "{} is missing",
-        out.bios_hybrid_mbr.display()
-    );
+    for f in [&out.bios_hybrid_mbr, &out.bios_boot_img] {
+        ensure!(f.is_file(), "{} is missing", f.display());
+    }
     Ok(out)
 }
 
@@ -267,5 +289,9 @@ mod tests {
         }
         assert!(c.contains("if [ \"$anklume_good_b\" != 1 -a \"$anklume_tries_b\" = 0 ]; then\n    set anklume_boot=a"));
         assert!(c.contains("console=ttyS0,115200"));
+        // Only a counted try reboots on failure.
+        assert!(c.contains("then set anklume_counted=1; else echo"));
+        assert!(c.contains("if [ \"$anklume_counted\" = 1 ]; then set anklume_panic=panic=10; set anklume_onfail=anklume.onfail=reboot; fi"));
+        assert!(c.contains("$anklume_panic $anklume_onfail $1"));
     }
 }

@@ -1,4 +1,5 @@
-//! The whole build: rootfs → slot A → ESP → hybrid ISO, plus `SHA256SUMS`.
+//! The whole build: rootfs → slot A → per format (GRUB, ESP, container)
+//! → hybrid ISO and/or raw GPT disk, plus `SHA256SUMS`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,21 +8,41 @@ use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use anklume_contract::bootstate::{encode_envblk, BootState};
+use anklume_contract::manifest::SlotManifest;
 use anklume_contract::Slot;
 
 use crate::esp::{self, EspFile};
 use crate::gpt;
-use crate::grub::{self, SlotBoot};
+use crate::grub::{self, CoreImages, SlotBoot};
 use crate::iso::{self, IsoInputs, ISO_SLOT_A_PART};
 use crate::progress::Progress;
+use crate::raw::{self, RawGuids, RawInputs, RawSizes, RAW_SLOT_A_PART};
 use crate::rootfs;
 use crate::slot;
 
 /// Size of the ESP: GRUB EFI (~4 MiB with our modules) + config + manifests.
 pub const ESP_SIZE: u64 = 16 << 20;
 
+/// The containers `anklume-build image` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Hybrid ISO: boots as a CD and as a `dd`-written USB stick, BIOS and UEFI.
+    Iso,
+    /// GPT disk image with slots A and B and the persist partition.
+    Raw,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Iso => "iso",
+            Format::Raw => "raw",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
-pub struct IsoOptions {
+pub struct BuildOptions {
     /// A prepared rootfs tree; when absent, mkosi builds one.
     pub rootfs: Option<PathBuf>,
     /// The mkosi definition (e.g. `mkosi/debian`).
@@ -33,29 +54,44 @@ pub struct IsoOptions {
     pub version: String,
     pub epoch: u64,
     pub quiet: bool,
+    /// At least one; each is written to `out/anklume-<version>.<format>`.
+    pub formats: Vec<Format>,
+    /// Raw image: bytes per slot partition.
+    pub slot_size: u64,
+    /// Raw image: bytes of the persist partition.
+    pub persist_size: u64,
 }
 
-/// Identifiers of one build, derived from version + epoch (DESIGN.md §3:
-/// the same inputs give the same image bytes).
+/// Identifiers of one image, derived from version + epoch + format
+/// (DESIGN.md §3: the same inputs give the same image bytes). The two
+/// formats get different ones, so a machine with the ISO stick plugged in
+/// and the raw image on its disk never sees the same PARTUUID twice.
 #[derive(Debug)]
 struct BuildIds {
     disk_guid: String,
     iso_part_guid: String,
+    bios_boot_guid: String,
     esp_guid: String,
     slot_a_guid: String,
+    slot_b_guid: String,
+    persist_guid: String,
     esp_volume_id: u32,
 }
 
 impl BuildIds {
-    fn derive(version: &str, epoch: u64) -> Self {
-        let seed = |what: &str| format!("anklume {what}\0{version}\0{epoch}");
+    fn derive(version: &str, epoch: u64, format: Format) -> Self {
+        let f = format.name();
+        let seed = |what: &str| format!("anklume {f} {what}\0{version}\0{epoch}");
         let guid = |what: &str| gpt::derived_guid(seed(what).as_bytes());
         let vol = Sha256::digest(seed("esp-volume-id").as_bytes());
         BuildIds {
             disk_guid: guid("disk"),
             iso_part_guid: guid("iso9660"),
+            bios_boot_guid: guid("bios-boot"),
             esp_guid: guid("esp"),
             slot_a_guid: guid("slot-a"),
+            slot_b_guid: guid("slot-b"),
+            persist_guid: guid("persist"),
             esp_volume_id: u32::from_le_bytes(vol[..4].try_into().expect("4 bytes")),
         }
     }
@@ -66,8 +102,10 @@ pub fn fat_uuid(id: u32) -> String {
     format!("{:04X}-{:04X}", id >> 16, id & 0xffff)
 }
 
-pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
+/// Build every requested format; returns the images written.
+pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     let start = Instant::now();
+    ensure!(!o.formats.is_empty(), "no image format requested");
     let p = Progress::new(o.quiet);
     std::fs::create_dir_all(&o.work_dir)
         .with_context(|| format!("creating {}", o.work_dir.display()))?;
@@ -88,27 +126,115 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
     p.took("squashfs", t);
     let manifest = slot::seal(&slot_img, Slot::A, &o.version, &kernel_version, o.epoch, &p)?;
+    if o.formats.contains(&Format::Raw) {
+        // Refuse before spending time on the other formats.
+        let len = std::fs::metadata(&slot_img)?.len();
+        ensure!(
+            len <= o.slot_size,
+            "slot A is {} MiB but --slot-size is {} MiB; raise --slot-size",
+            len.div_ceil(1 << 20),
+            o.slot_size >> 20
+        );
+    }
 
-    let ids = BuildIds::derive(&o.version, o.epoch);
-    p.step("building GRUB (BIOS + EFI)");
-    let core = grub::build_core_images(&rootfs, &o.work_dir, &fat_uuid(ids.esp_volume_id))?;
-    let efi = std::fs::read(&core.efi)?;
+    let mut outputs = Vec::new();
+    let mut formats = o.formats.clone();
+    formats.dedup();
+    for format in formats {
+        let ids = BuildIds::derive(&o.version, o.epoch, format);
+        let work = o.work_dir.join(format.name());
+        std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+        p.step(&format!(
+            "building GRUB (BIOS + EFI) for the {} image",
+            format.name()
+        ));
+        let core = grub::build_core_images(&rootfs, &work, &fat_uuid(ids.esp_volume_id))?;
+        let slot_a_part = match format {
+            Format::Iso => ISO_SLOT_A_PART,
+            Format::Raw => RAW_SLOT_A_PART,
+        };
+        let esp_img = work.join("esp.img");
+        p.step("writing the ESP");
+        write_esp(&esp_img, &ids, &core, &manifest, slot_a_part, &o.version)?;
+        let name = format!("anklume-{}.{}", o.version, format.name());
+        let out = o.out_dir.join(&name);
+        let tmp = o.out_dir.join(format!(".{name}.tmp"));
+        match format {
+            Format::Iso => {
+                p.step("mastering the hybrid ISO");
+                master_iso(&tmp, &work, &core, &esp_img, &slot_img, &ids, &manifest, o)?;
+            }
+            Format::Raw => {
+                p.step("writing the raw disk image");
+                raw::assemble(&RawInputs {
+                    out: &tmp,
+                    sizes: RawSizes {
+                        esp: ESP_SIZE,
+                        slot: o.slot_size,
+                        persist: o.persist_size,
+                    },
+                    guids: RawGuids {
+                        disk: ids.disk_guid.clone(),
+                        bios_boot: ids.bios_boot_guid.clone(),
+                        esp: ids.esp_guid.clone(),
+                        slot_a: ids.slot_a_guid.clone(),
+                        slot_b: ids.slot_b_guid.clone(),
+                        persist: ids.persist_guid.clone(),
+                    },
+                    esp: &esp_img,
+                    slot_a: &slot_img,
+                    bios_boot_img: &core.bios_boot_img,
+                    bios_core: &core.bios_core,
+                })?;
+            }
+        }
+        std::fs::rename(&tmp, &out)
+            .with_context(|| format!("moving the image to {}", out.display()))?;
+        outputs.push(out);
+    }
+    let refs: Vec<&Path> = outputs.iter().map(PathBuf::as_path).collect();
+    p.step("writing SHA256SUMS");
+    write_sums(&o.out_dir, &refs)?;
+    for out in &outputs {
+        eprintln!(
+            "==> {} ({} MiB)",
+            out.display(),
+            std::fs::metadata(out)?.len() >> 20
+        );
+    }
+    eprintln!(
+        "==> slot A root hash {} ({:.1} s)",
+        manifest.root_hash,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(outputs)
+}
+
+/// The ESP: GRUB EFI, grub.cfg, a fresh boot state, slot A's config and manifest.
+fn write_esp(
+    out: &Path,
+    ids: &BuildIds,
+    core: &CoreImages,
+    manifest: &SlotManifest,
+    slot_a_part: u32,
+    version: &str,
+) -> Result<()> {
+    let efi =
+        std::fs::read(&core.efi).with_context(|| format!("reading {}", core.efi.display()))?;
     let slot_cfg = grub::slot_cfg(&SlotBoot {
         slot: Slot::A,
-        partition: ISO_SLOT_A_PART,
+        partition: slot_a_part,
         partuuid: ids.slot_a_guid.clone(),
         root_hash: manifest.root_hash.clone(),
         hash_offset: manifest.hash_offset,
-        version: o.version.clone(),
+        version: version.to_string(),
     });
     let env = encode_envblk(&BootState::fresh().to_vars())
         .map_err(|e| anyhow::anyhow!("encoding the GRUB environment block: {e}"))?;
     let grub_cfg = grub::grub_cfg();
     let manifest_json = manifest.to_json();
-    let esp_img = o.work_dir.join("esp.img");
-    p.step("writing the ESP");
     esp::write_esp(
-        &esp_img,
+        out,
         ESP_SIZE,
         ids.esp_volume_id,
         &[
@@ -133,14 +259,27 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
                 data: manifest_json.as_bytes(),
             },
         ],
-    )?;
+    )
+}
 
-    let iso_root = o.work_dir.join("iso-root");
+#[allow(clippy::too_many_arguments)]
+fn master_iso(
+    out: &Path,
+    work: &Path,
+    core: &CoreImages,
+    esp_img: &Path,
+    slot_img: &Path,
+    ids: &BuildIds,
+    manifest: &SlotManifest,
+    o: &BuildOptions,
+) -> Result<()> {
+    let iso_root = work.join("iso-root");
     if iso_root.exists() {
-        std::fs::remove_dir_all(&iso_root)?;
+        std::fs::remove_dir_all(&iso_root)
+            .with_context(|| format!("removing {}", iso_root.display()))?;
     }
     std::fs::create_dir_all(&iso_root)?;
-    std::fs::write(iso_root.join("anklume-slot-a.json"), &manifest_json)?;
+    std::fs::write(iso_root.join("anklume-slot-a.json"), manifest.to_json())?;
     std::fs::write(
         iso_root.join("README.txt"),
         format!(
@@ -148,34 +287,20 @@ pub fn build_iso(o: &IsoOptions) -> Result<PathBuf> {
             o.version, manifest.root_hash
         ),
     )?;
-    let name = format!("anklume-{}.iso", o.version);
-    let out = o.out_dir.join(&name);
-    let tmp = o.out_dir.join(format!(".{name}.tmp"));
-    p.step("mastering the hybrid ISO");
     iso::master(&IsoInputs {
-        out: &tmp,
+        out,
         volume_label: "ANKLUME",
         bios_eltorito: &core.bios_eltorito,
         bios_hybrid_mbr: &core.bios_hybrid_mbr,
-        esp: &esp_img,
-        slot_a: &slot_img,
+        esp: esp_img,
+        slot_a: slot_img,
         iso_root: &iso_root,
         epoch: o.epoch,
         disk_guid: &ids.disk_guid,
         iso_part_guid: &ids.iso_part_guid,
         esp_guid: &ids.esp_guid,
         slot_a_guid: &ids.slot_a_guid,
-    })?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("moving the ISO to {}", out.display()))?;
-    write_sums(&o.out_dir, &[&out])?;
-    eprintln!(
-        "==> {} ({} MiB, slot A root hash {}) in {:.1} s",
-        out.display(),
-        std::fs::metadata(&out)?.len() >> 20,
-        manifest.root_hash,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(out)
+    })
 }
 
 /// Two builds in one work directory would write the same files: refuse.

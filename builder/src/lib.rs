@@ -8,7 +8,14 @@
 //! Crate choices: `sha2` for hashing (SHA-NI accelerated); `fatfs` for the
 //! ESP; `indicatif` for progress. Squashfs is written by `mksquashfs`
 //! (multi-threaded, keeps xattrs) as DESIGN.md asks.
+//!
+//! The GPT is ours ([`gpt`]) rather than the `gpt` crate's: the image layout
+//! is the on-disk contract we own, the hybrid ISO needs xorriso's table
+//! patched *in place* (the crate rewrites the protective MBR, which holds
+//! the BIOS boot code and the bootable entry), and the raw image needs
+//! GRUB's MBR code and BIOS boot partition ([`biosboot`]) next to it.
 
+pub mod biosboot;
 pub mod cli;
 pub mod cmd;
 pub mod esp;
@@ -17,6 +24,7 @@ pub mod grub;
 pub mod image;
 pub mod iso;
 pub mod progress;
+pub mod raw;
 pub mod rootfs;
 pub mod slot;
 pub mod verity;

@@ -5,19 +5,24 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use anklume_vmtest::scenario::{self, Scenario};
+use anklume_vmtest::scenario::{self, Images, Scenario};
 
 /// Boot the built anklume image in QEMU and check it from inside the guest.
 #[derive(Debug, Parser)]
 #[command(name = "anklume-vmtest", version, about)]
 struct Cli {
-    /// The image to boot (hybrid ISO).
-    #[arg(long)]
-    image: PathBuf,
+    /// The hybrid ISO (scenarios bios-disk, bios-cd, uefi-disk, uefi-cd,
+    /// tampered, toram).
+    #[arg(long, alias = "image", value_name = "ISO")]
+    iso: Option<PathBuf>,
+    /// The raw GPT image (scenarios persist, rollback).
+    #[arg(long, value_name = "RAW")]
+    raw: Option<PathBuf>,
     /// Where console logs and guest reports are kept.
     #[arg(long, default_value = "build/vmtest")]
     work_dir: PathBuf,
-    /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered.
+    /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered,
+    /// toram, persist, rollback.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
 }
@@ -34,11 +39,19 @@ fn main() -> ExitCode {
             }
         }
     }
+    let images = Images {
+        iso: cli.iso.clone(),
+        raw: cli.raw.clone(),
+    };
     let mut failed = 0;
     for s in &list {
-        eprintln!("== {} ({})", s.name(), cli.image.display());
+        let image = images
+            .get(s.image_kind())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|e| e.to_string());
+        eprintln!("== {} ({image})", s.name());
         let t = std::time::Instant::now();
-        match scenario::run(*s, &cli.image, &cli.work_dir) {
+        match scenario::run(*s, &images, &cli.work_dir) {
             Ok(o) => {
                 let stages: Vec<String> = o
                     .stage_times

@@ -25,6 +25,9 @@ pub enum Medium {
     Cd,
     /// The image as a USB stick (xHCI mass storage), writes discarded.
     UsbDisk,
+    /// The image as a USB stick whose writes go to the image file (the
+    /// caller boots a copy): boot state and persist survive across boots.
+    UsbDiskWritable,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct VmConfig {
     pub dir: PathBuf,
     /// Open a QEMU monitor socket (`dir/monitor.sock`) for [`Vm::monitor`].
     pub monitor: bool,
+    /// Let the guest reboot (otherwise QEMU exits when it tries).
+    pub allow_reboot: bool,
 }
 
 #[derive(Debug)]
@@ -68,15 +73,7 @@ impl Vm {
             "-m",
             &c.memory_mib.to_string(),
         ])
-        .args([
-            "-nic",
-            "none",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ])
+        .args(["-nic", "none", "-display", "none"])
         .arg("-serial")
         .arg(format!("file:{}", console_log.display()))
         .arg("-serial")
@@ -87,6 +84,9 @@ impl Vm {
             "name=opt/org.anklume/test,string={}",
             c.test_actions.replace(',', ",,")
         ));
+        if !c.allow_reboot {
+            cmd.arg("-no-reboot");
+        }
         let monitor = c.monitor.then(|| c.dir.join("monitor.sock"));
         match &monitor {
             Some(m) => {
@@ -124,10 +124,15 @@ impl Vm {
                     ))
                     .args(["-device", "ide-cd,drive=cd,bus=ide.1"]);
             }
-            Medium::UsbDisk => {
+            Medium::UsbDisk | Medium::UsbDiskWritable => {
+                let snapshot = if c.medium == Medium::UsbDisk {
+                    "on"
+                } else {
+                    "off"
+                };
                 cmd.arg("-drive")
                     .arg(format!(
-                        "if=none,id=stick,file={img},format=raw,snapshot=on"
+                        "if=none,id=stick,file={img},format=raw,snapshot={snapshot}"
                     ))
                     .args(["-device", "qemu-xhci,id=xhci"])
                     .args([

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use anklume_build::{esp, gpt};
+use anklume_contract::bootstate::{decode_envblk, encode_envblk};
 use anklume_contract::manifest::SlotManifest;
 use anklume_contract::partition::{slot_label, ESP_LABEL};
 use anklume_contract::Slot;
@@ -22,19 +23,57 @@ pub enum Scenario {
     UefiCd,
     Tampered,
     Toram,
+    Persist,
+    Rollback,
+}
+
+/// Which image a scenario boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    Iso,
+    Raw,
+}
+
+/// The images under test.
+#[derive(Debug, Clone, Default)]
+pub struct Images {
+    pub iso: Option<PathBuf>,
+    pub raw: Option<PathBuf>,
+}
+
+impl Images {
+    pub fn get(&self, k: ImageKind) -> Result<&Path> {
+        match k {
+            ImageKind::Iso => self.iso.as_deref().context("this scenario boots the ISO: pass --iso"),
+            ImageKind::Raw => self.raw.as_deref().context(
+                "this scenario boots the raw image: pass --raw (build it with `make iso FORMATS=iso,raw`)",
+            ),
+        }
+    }
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
         Scenario::BiosCd,
         Scenario::UefiDisk,
         Scenario::Toram,
+        Scenario::Persist,
+        Scenario::Rollback,
     ];
-    /// What CI runs (the minimum).
-    pub const CI: [Scenario; 3] = [Scenario::BiosDisk, Scenario::UefiCd, Scenario::Tampered];
+    /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
+    /// plus toram, persist and rollback; bios-cd and uefi-disk only differ
+    /// from these by the firmware × medium pairing.
+    pub const CI: [Scenario; 6] = [
+        Scenario::BiosDisk,
+        Scenario::UefiCd,
+        Scenario::Tampered,
+        Scenario::Toram,
+        Scenario::Persist,
+        Scenario::Rollback,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +83,15 @@ impl Scenario {
             Scenario::UefiCd => "uefi-cd",
             Scenario::Tampered => "tampered",
             Scenario::Toram => "toram",
+            Scenario::Persist => "persist",
+            Scenario::Rollback => "rollback",
+        }
+    }
+
+    pub fn image_kind(self) -> ImageKind {
+        match self {
+            Scenario::Persist | Scenario::Rollback => ImageKind::Raw,
+            _ => ImageKind::Iso,
         }
     }
 
@@ -54,7 +102,10 @@ impl Scenario {
             _ => vec![*Scenario::ALL
                 .iter()
                 .find(|x| x.name() == s)
-                .with_context(|| format!("unknown scenario {s:?} (all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered, toram)"))?],
+                .with_context(|| {
+                    let names: Vec<&str> = Scenario::ALL.iter().map(|x| x.name()).collect();
+                    format!("unknown scenario {s:?} (all, ci, {})", names.join(", "))
+                })?],
         })
     }
 }
@@ -66,6 +117,8 @@ pub struct ImageFacts {
     pub slot_offset: u64,
     pub esp_offset: u64,
     pub esp_size: u64,
+    /// The whole GPT.
+    pub parts: Vec<gpt::Entry>,
 }
 
 pub fn image_facts(image: &Path) -> Result<ImageFacts> {
@@ -87,6 +140,7 @@ pub fn image_facts(image: &Path) -> Result<ImageFacts> {
         slot_offset: slot.offset(),
         esp_offset: esp_part.offset(),
         esp_size: esp_part.size(),
+        parts: parts.clone(),
     })
 }
 
@@ -110,7 +164,7 @@ pub struct Outcome {
     pub report: BTreeMap<String, String>,
 }
 
-fn parse_report(text: &str) -> BTreeMap<String, String> {
+pub(crate) fn parse_report(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("ANKLUME "))
         .filter_map(|l| {
@@ -120,20 +174,20 @@ fn parse_report(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn tail(s: &str, n: usize) -> String {
+pub(crate) fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Boot and wait for the report; fail at the first missed deadline or fatal line.
-fn boot_and_report(cfg: &VmConfig, total: Duration) -> Result<Outcome> {
+pub(crate) fn boot_and_report(cfg: &VmConfig, total: Duration) -> Result<Outcome> {
     let (out, vm) = boot_until_report(cfg, total)?;
     vm.close()?;
     Ok(out)
 }
 
 /// Boot and wait for the report; the VM keeps running for the caller.
-fn boot_until_report(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
+pub(crate) fn boot_until_report(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
     let mut vm = Vm::start(cfg)?;
     let start = Instant::now();
     let mut out = Outcome::default();
@@ -183,7 +237,7 @@ fn boot_until_report(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
     Ok((out, vm))
 }
 
-fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()> {
+pub(crate) fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()> {
     match report.get(key) {
         Some(v) if v == want => Ok(()),
         Some(v) => bail!("guest reports {key}={v:?}, expected {want:?}"),
@@ -191,7 +245,8 @@ fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()
     }
 }
 
-pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
+pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
+    let image = images.get(s.image_kind())?;
     let facts = image_facts(image)?;
     let dir = work.join(s.name());
     let (firmware, medium) = match s {
@@ -199,8 +254,10 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
         Scenario::BiosCd => (Firmware::Bios, Medium::Cd),
         Scenario::UefiDisk => (Firmware::Uefi, Medium::UsbDisk),
         Scenario::UefiCd | Scenario::Toram => (Firmware::Uefi, Medium::Cd),
+        Scenario::Persist => (Firmware::Bios, Medium::UsbDiskWritable),
+        Scenario::Rollback => (Firmware::Uefi, Medium::UsbDiskWritable),
     };
-    let mut cfg = VmConfig {
+    let cfg = VmConfig {
         image: image.to_path_buf(),
         firmware,
         medium,
@@ -208,35 +265,54 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
         test_actions: "report".into(),
         dir: dir.clone(),
         monitor: false,
+        allow_reboot: false,
     };
-    if s == Scenario::Toram {
-        return toram(&facts, cfg, image);
+    match s {
+        Scenario::Toram => crate::toram::run(&facts, cfg, image),
+        Scenario::Tampered => tampered(&facts, cfg, image),
+        Scenario::Persist => crate::persist::run(&facts, cfg, image),
+        Scenario::Rollback => crate::rollback::run(&facts, cfg, image),
+        _ => {
+            let out = boot_and_report(&cfg, Duration::from_secs(900))?;
+            check_verified_boot(&out.report, &facts, Slot::A)?;
+            Ok(out)
+        }
     }
-    if s == Scenario::Tampered {
-        std::fs::create_dir_all(&dir)?;
-        let copy: PathBuf = dir.join("tampered.img");
-        let t = tamper::tamper(image, &copy, facts.slot_offset)?;
-        eprintln!("  tampered {} at byte {}", t.file, t.offset);
-        cfg.image = copy.clone();
-        let r = boot_and_report(&cfg, Duration::from_secs(600));
-        std::fs::remove_file(&copy)?;
-        return match r {
-            Ok(_) => bail!("the tampered image booted to userspace"),
-            Err(e) => {
-                let console = crate::qemu::strip_escapes(&String::from_utf8_lossy(&std::fs::read(
-                    dir.join("console.log"),
-                )?));
-                let verity_line = console
-                    .lines()
-                    .find(|l| l.contains("device-mapper: verity") && l.contains("is corrupted"))
-                    .with_context(|| format!("boot failed, but without a verity error: {e:#}"))?;
-                eprintln!("  refused as expected: {}", verity_line.trim());
-                Ok(Outcome::default())
-            }
-        };
+}
+
+/// A copy of the image with one byte of `/usr/lib/systemd/systemd` flipped
+/// inside the slot must not boot, and the console must say why.
+fn tampered(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
+    std::fs::create_dir_all(&cfg.dir)?;
+    let copy: PathBuf = cfg.dir.join("tampered.img");
+    let t = tamper::tamper(image, &copy, facts.slot_offset)?;
+    eprintln!("  tampered {} at byte {}", t.file, t.offset);
+    cfg.image = copy.clone();
+    let r = boot_and_report(&cfg, Duration::from_secs(600));
+    std::fs::remove_file(&copy)?;
+    match r {
+        Ok(_) => bail!("the tampered image booted to userspace"),
+        Err(e) => {
+            let console = crate::qemu::strip_escapes(&String::from_utf8_lossy(&std::fs::read(
+                cfg.dir.join("console.log"),
+            )?));
+            let verity_line = console
+                .lines()
+                .find(|l| l.contains("device-mapper: verity") && l.contains("is corrupted"))
+                .with_context(|| format!("boot failed, but without a verity error: {e:#}"))?;
+            eprintln!("  refused as expected: {}", verity_line.trim());
+            Ok(Outcome::default())
+        }
     }
-    let out = boot_and_report(&cfg, Duration::from_secs(900))?;
-    let r = &out.report;
+}
+
+/// What every good boot must show: running, `/` an overlay over the
+/// dm-verity device with the build's root hash, `anklume status` agreeing.
+pub(crate) fn check_verified_boot(
+    r: &BTreeMap<String, String>,
+    facts: &ImageFacts,
+    slot: Slot,
+) -> Result<()> {
     if r.get("state").map(String::as_str) != Some("running") {
         bail!(
             "system state {:?}, failed units: {:?}",
@@ -250,83 +326,52 @@ pub fn run(s: Scenario, image: &Path, work: &Path) -> Result<Outcome> {
     expect(r, "verity_status", "verified")?;
     expect(r, "verity_roothash", &facts.manifest.root_hash)?;
     expect(r, "boot_roothash", &facts.manifest.root_hash)?;
-    expect(r, "boot_slot", "a")?;
+    expect(r, "boot_slot", &slot.to_string())?;
     expect(r, "boot_version", &facts.manifest.version)?;
-    // `anklume status` inside the guest agrees.
-    expect(r, "status_slot", "a")?;
+    expect(r, "status_slot", &slot.to_string())?;
     expect(r, "status_root_hash", &facts.manifest.root_hash)?;
     match r.get("status_verity") {
-        Some(v) if v.starts_with("verified ") => {}
+        Some(v) if v.starts_with("verified ") => Ok(()),
         other => bail!("anklume status reports verity {other:?}"),
     }
-    Ok(out)
 }
 
-/// toram: a copy of the image whose boot state asks for the "copied to RAM"
-/// entry; after the first report the CD is ejected through the QEMU monitor
-/// and the guest must still read all of /usr.
-fn toram(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
-    use anklume_contract::bootstate::{decode_envblk, encode_envblk, ENVBLK_SIZE, TORAM_VAR};
-    use std::os::unix::fs::FileExt;
-    std::fs::create_dir_all(&cfg.dir)?;
-    let copy = cfg.dir.join("toram.iso");
-    std::fs::copy(image, &copy).context("copying the image")?;
-    // The environment block is a file on the ESP: find its sector.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&copy)?;
-    let header = b"# GRUB Environment Block\n";
-    let mut sector = vec![0u8; ENVBLK_SIZE];
-    let mut found = None;
-    let mut pos = facts.esp_offset;
-    while pos + ENVBLK_SIZE as u64 <= facts.esp_offset + facts.esp_size {
-        f.read_exact_at(&mut sector, pos)?;
-        if sector.starts_with(header) {
-            found = Some(pos);
-            break;
-        }
-        pos += 512;
-    }
-    let pos = found.context("no GRUB environment block on the ESP")?;
-    let mut vars = decode_envblk(&sector).map_err(anyhow::Error::msg)?;
-    vars.insert(TORAM_VAR.to_string(), "1".to_string());
-    f.write_all_at(&encode_envblk(&vars).map_err(anyhow::Error::msg)?, pos)?;
-    f.sync_all()?;
-    cfg.image = copy.clone();
-    cfg.monitor = true;
-    cfg.test_actions = "report,wait-eject".into();
-    let (mut out, mut vm) = boot_until_report(&cfg, Duration::from_secs(900))?;
-    let r = out.report.clone();
-    expect(&r, "boot_toram", "1")?;
-    expect(&r, "status_toram", "yes")?;
-    expect(&r, "verity_status", "verified")?;
-    expect(&r, "verity_roothash", &facts.manifest.root_hash)?;
-    let answer = vm.monitor("eject -f cd")?;
-    eprintln!(
-        "  ejected the CD (monitor: {:?})",
-        answer.lines().last().unwrap_or("").trim()
+/// The GRUB environment block of the image's ESP, as variables.
+pub(crate) fn read_env(image: &Path, facts: &ImageFacts) -> Result<BTreeMap<String, String>> {
+    let block = esp::read_file(image, facts.esp_offset, anklume_build::grub::GRUBENV)?;
+    decode_envblk(&block).map_err(anyhow::Error::msg)
+}
+
+/// Replace the GRUB environment block of the image's ESP.
+pub(crate) fn write_env(
+    image: &Path,
+    facts: &ImageFacts,
+    vars: &BTreeMap<String, String>,
+) -> Result<()> {
+    let block = encode_envblk(vars).map_err(anyhow::Error::msg)?;
+    esp::write_file(
+        image,
+        facts.esp_offset,
+        anklume_build::grub::GRUBENV,
+        &block,
+    )
+}
+
+/// A private copy of the image for a scenario that writes to it (holes kept).
+pub(crate) fn copy_image(image: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let copy = dir.join(name);
+    let st = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(image)
+        .arg(&copy)
+        .status()
+        .context("running cp")?;
+    anyhow::ensure!(
+        st.success(),
+        "copying {} to {} failed",
+        image.display(),
+        copy.display()
     );
-    let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let report = vm.report();
-        if report.lines().any(|l| l == "ANKLUME end2") {
-            out.report = parse_report(&report);
-            out.stage_times
-                .push(("after-eject".into(), start.elapsed().as_secs_f64()));
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(600) || !vm.running() {
-            bail!(
-                "no report after the eject; console tail:\n{}",
-                tail(&vm.console(), 25)
-            );
-        }
-    }
-    vm.close()?;
-    std::fs::remove_file(&copy)?;
-    expect(&out.report, "ejected", "1")?;
-    expect(&out.report, "after_eject_read", "ok")?;
-    Ok(out)
+    Ok(copy)
 }

@@ -15,7 +15,9 @@ install() {
     inst_multiple veritysetup losetup blkid lsblk blockdev mount umount mkdir \
         cat cp dd grep sed head tr cut readlink sleep stat mkfs.ext4 sync
     inst_script "$moddir/anklume-root.sh" /usr/lib/anklume/anklume-root.sh
+    inst_script "$moddir/anklume-root-failed.sh" /usr/lib/anklume/anklume-root-failed.sh
     inst_hook cmdline 10 "$moddir/anklume-cmdline.sh"
     inst_simple "$moddir/anklume-root.service" "$systemdsystemunitdir/anklume-root.service"
+    inst_simple "$moddir/anklume-root-failed.service" "$systemdsystemunitdir/anklume-root-failed.service"
     $SYSTEMCTL -q --root "$initdir" add-wants initrd-root-fs.target anklume-root.service
 }

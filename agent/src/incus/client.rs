@@ -1,0 +1,313 @@
+//! A small Incus REST client over the daemon's unix socket.
+//!
+//! HTTP/1.1 via `hyper` on one kept-alive connection (reopened when Incus
+//! closes it), JSON via serde. Every response is Incus's envelope:
+//! `{"type": "sync"|"async"|"error", "status_code", "error", "metadata",
+//! "operation"}`; async requests are awaited through
+//! `GET /1.0/operations/<id>/wait`. Errors carry the method, the path and
+//! Incus's own message.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Default socket of a packaged Incus.
+pub const DEFAULT_SOCKET: &str = "/var/lib/incus/unix.socket";
+/// How long one operation may run before we give up waiting.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What went wrong talking to Incus. Callers branch on [`Error::NotFound`]
+/// (an object that does not exist yet); everything else is reported.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{method} {path}: not found")]
+    NotFound { method: String, path: String },
+    #[error("{method} {path}: Incus answered {code}: {message}")]
+    Api {
+        method: String,
+        path: String,
+        code: u16,
+        message: String,
+    },
+    #[error("{method} {path}: operation failed: {message}")]
+    Operation {
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("cannot reach Incus at {socket}: {message}")]
+    Connect { socket: String, message: String },
+    #[error("{method} {path}: {message}")]
+    Transport {
+        method: String,
+        path: String,
+        message: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_code: u16,
+    #[serde(default)]
+    metadata: Value,
+    #[serde(default)]
+    operation: String,
+}
+
+/// The socket to use: `$INCUS_SOCKET`, else `$INCUS_DIR/unix.socket`, else
+/// the packaged default.
+pub fn default_socket() -> PathBuf {
+    if let Some(s) = std::env::var_os("INCUS_SOCKET") {
+        return PathBuf::from(s);
+    }
+    if let Some(d) = std::env::var_os("INCUS_DIR") {
+        return PathBuf::from(d).join("unix.socket");
+    }
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+/// One client = one connection to one daemon (not shared across threads).
+#[derive(Debug)]
+pub struct Client {
+    socket: PathBuf,
+    rt: tokio::runtime::Runtime,
+    conn: RefCell<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Client {
+    /// Connect and check that the daemon answers (`GET /1.0`).
+    pub fn connect(socket: &Path) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Connect {
+                socket: socket.display().to_string(),
+                message: format!("starting the I/O runtime: {e}"),
+            })?;
+        let c = Client {
+            socket: socket.to_path_buf(),
+            rt,
+            conn: RefCell::new(None),
+        };
+        c.get::<Value>("/1.0")?;
+        Ok(c)
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn open(&self) -> Result<SendRequest<Full<Bytes>>> {
+        let socket = self.socket.clone();
+        self.rt.block_on(async move {
+            let err = |message: String| Error::Connect {
+                socket: socket.display().to_string(),
+                message,
+            };
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            // The connection task lives on this runtime; it ends when the
+            // daemon closes the socket or the sender is dropped.
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(send)
+        })
+    }
+
+    /// One request; returns Incus's envelope. Retries once on a connection
+    /// the daemon closed in between.
+    fn raw(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<Envelope> {
+        let terr = |message: String| Error::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            message,
+        };
+        let payload = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| terr(e.to_string()))?),
+            None => Bytes::new(),
+        };
+        for attempt in 0..2 {
+            let mut slot = self.conn.borrow_mut();
+            let fresh = slot.is_none();
+            if fresh {
+                *slot = Some(self.open()?);
+            }
+            let send = slot.as_mut().expect("set above");
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(format!("http://incus{path}"))
+                .header("Host", "incus")
+                .header("Content-Type", "application/json")
+                .header("User-Agent", "anklume")
+                .body(Full::new(payload.clone()))
+                .map_err(|e| terr(e.to_string()))?;
+            let result = self.rt.block_on(async {
+                send.ready().await?;
+                let resp = send.send_request(req).await?;
+                let status = resp.status().as_u16();
+                let bytes = resp.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, bytes))
+            });
+            match result {
+                Ok((status, bytes)) => {
+                    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
+                        terr(format!(
+                            "HTTP {status}, not an Incus response ({e}): {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                        ))
+                    })?;
+                    return Ok(env);
+                }
+                Err(e) if !fresh && attempt == 0 => {
+                    // A kept-alive connection the daemon closed: reopen once.
+                    let _ = e;
+                    *slot = None;
+                }
+                Err(e) => {
+                    *slot = None;
+                    return Err(terr(e.to_string()));
+                }
+            }
+        }
+        Err(terr("the connection kept closing".into()))
+    }
+
+    /// Send a request and return its metadata; async operations are waited
+    /// for (their final metadata is returned).
+    pub fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let env = self.raw(&method, path, body)?;
+        match env.kind.as_str() {
+            "sync" => Ok(env.metadata),
+            "async" => self.wait(&method, path, &env.operation),
+            _ if env.error_code == 404 => Err(Error::NotFound {
+                method: method.to_string(),
+                path: path.to_string(),
+            }),
+            _ => Err(Error::Api {
+                method: method.to_string(),
+                path: path.to_string(),
+                code: env.error_code,
+                message: env.error,
+            }),
+        }
+    }
+
+    fn wait(&self, method: &Method, path: &str, operation: &str) -> Result<Value> {
+        let url = format!("{operation}/wait?timeout={}", OPERATION_TIMEOUT.as_secs());
+        let env = self.raw(&Method::GET, &url, None)?;
+        if env.kind == "error" {
+            return Err(Error::Operation {
+                method: method.to_string(),
+                path: path.to_string(),
+                message: env.error,
+            });
+        }
+        let op = env.metadata;
+        match op.get("status").and_then(Value::as_str) {
+            Some("Success") => Ok(op.get("metadata").cloned().unwrap_or(Value::Null)),
+            status => Err(Error::Operation {
+                method: method.to_string(),
+                path: path.to_string(),
+                message: op
+                    .get("err")
+                    .and_then(Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("status {status:?}")),
+            }),
+        }
+    }
+
+    /// `GET path`, decoded.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let v = self.request(Method::GET, path, None)?;
+        serde_json::from_value(v).map_err(|e| Error::Transport {
+            method: "GET".into(),
+            path: path.to_string(),
+            message: format!("unexpected answer: {e}"),
+        })
+    }
+
+    /// `GET path`, `None` when Incus says 404.
+    pub fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        match self.get(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.request(Method::POST, path, Some(body))
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.request(Method::PUT, path, Some(body))
+    }
+
+    pub fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        self.request(Method::PATCH, path, Some(body))
+    }
+
+    pub fn delete(&self, path: &str) -> Result<Value> {
+        self.request(Method::DELETE, path, None)
+    }
+}
+
+/// Percent-encode one path segment or query value (names are validated to
+/// be simple, but never trust that twice).
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(enc("pro-dev_1.x"), "pro-dev_1.x");
+        assert_eq!(enc("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn a_missing_socket_is_a_clear_error() {
+        let e = Client::connect(Path::new("/nonexistent/incus.socket")).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("cannot reach Incus at /nonexistent/incus.socket"),
+            "{m}"
+        );
+    }
+}

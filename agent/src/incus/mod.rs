@@ -1,0 +1,7 @@
+//! Talking to Incus: the REST client ([`client`]) and, for tests and the
+//! benchmark, a private daemon ([`testd`]).
+
+pub mod client;
+pub mod testd;
+
+pub use client::{Client, Error};

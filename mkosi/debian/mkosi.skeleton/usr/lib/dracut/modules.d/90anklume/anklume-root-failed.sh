@@ -1,0 +1,22 @@
+#!/bin/sh
+# anklume-root.service failed: the slot could not be found, verified or
+# mounted. When GRUB counted this try (it adds anklume.onfail=reboot), reboot
+# after a pause so that the next try or the other slot comes; otherwise (a
+# slot marked good, a CD) stop here with the error on the console.
+set -u
+onfail=stop
+slot=?
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+    anklume.onfail=*) onfail=${w#*=} ;;
+    anklume.slot=*) slot=${w#*=} ;;
+    esac
+done
+if [ "$onfail" = reboot ]; then
+    echo "anklume-root: slot $slot did not boot; this try was counted, rebooting in 10 s (the boot loader tries again or falls back to the other slot)"
+    sleep 10
+    systemctl --force reboot
+else
+    echo "anklume-root: slot $slot did not boot and no other slot is armed; the boot stops here (see the messages above)"
+    systemctl --no-block isolate emergency.target
+fi
