@@ -40,6 +40,32 @@ pub enum Command {
         #[arg(long)]
         context_dir: Option<PathBuf>,
     },
+    /// Make Incus match infra.yml: each enabled domain's project and bridge
+    /// (created, drift corrected); anklume-made objects no longer in
+    /// infra.yml are reported as orphans, deleted only with --clean-orphans.
+    Apply {
+        /// Only these domains (default: every enabled domain).
+        domains: Vec<String>,
+        /// infra.yml or an infra/ directory (default as for sync).
+        #[arg(long)]
+        infra: Option<PathBuf>,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete anklume-made projects and networks no longer in infra.yml.
+        #[arg(long)]
+        clean_orphans: bool,
+        /// Bridges without NAT (nothing leaves the host; tests use this).
+        #[arg(long)]
+        no_nat: bool,
+        /// Incus socket (default: $INCUS_SOCKET, $INCUS_DIR/unix.socket,
+        /// /var/lib/incus/unix.socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Directory of the nesting context files (as for sync).
+        #[arg(long)]
+        context_dir: Option<PathBuf>,
+    },
     /// Show what this boot runs on: slot, version, root hash, verity state,
     /// root file system, toram, persist.
     Status,
@@ -52,6 +78,30 @@ pub fn run(cli: Cli) -> Result<i32> {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             crate::status::run(&crate::status::StatusOptions::default(), &mut out)
+        }
+        Command::Apply {
+            domains,
+            infra,
+            dry_run,
+            clean_orphans,
+            no_nat,
+            socket,
+            context_dir,
+        } => {
+            let o = crate::apply::ApplyOptions {
+                infra,
+                context_dir,
+                domains,
+                dry_run,
+                clean_orphans,
+                socket: socket.unwrap_or_else(crate::incus::client::default_socket),
+                settings: crate::apply::desired::ApplySettings { nat: !no_nat },
+            };
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            let mut out = stdout.lock();
+            let mut err = stderr.lock();
+            Ok(crate::apply::run(&o, &mut out, &mut err)?.0)
         }
         Command::Sync {
             infra,

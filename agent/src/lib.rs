@@ -2,9 +2,11 @@
 //!
 //! - [`sync`]: the generator (`infra.yml` → Ansible tree);
 //! - [`yaml`]: YAML 1.1 loading and PyYAML-compatible emitting;
+//! - [`apply`]: the reconciler (`infra.yml` → Incus);
 //! - [`incus`]: the Incus REST client (and a private daemon for tests);
 //! - [`cli`]: the command line.
 
+pub mod apply;
 pub mod cli;
 pub mod incus;
 pub mod status;

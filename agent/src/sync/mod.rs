@@ -108,10 +108,28 @@ fn render_and_plan(
     Ok(plans)
 }
 
-/// Run `anklume sync`, printing progress to `out` and findings to `err`.
-pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome> {
-    let infra_path = match &opts.infra {
-        Some(p) => p.clone(),
+/// The validated, enriched model of one `infra.yml` and the content of
+/// every file `anklume sync` writes from it (the reconciler reads its
+/// desired state from the same data).
+#[derive(Debug)]
+pub struct Prepared {
+    pub infra: crate::yaml::Mapping,
+    pub prefix: String,
+    /// Enabled domains.
+    pub enabled: usize,
+    pub files: Vec<generate::FileContent>,
+}
+
+/// Load, validate (printing every finding to `err`), enrich and render the
+/// model; `None` when the input is invalid (findings already printed).
+pub fn prepare(
+    infra: Option<&std::path::Path>,
+    context_dir: Option<&std::path::Path>,
+    host: Option<&HostContext>,
+    err: &mut dyn Write,
+) -> Result<Option<Prepared>> {
+    let infra_path = match infra {
+        Some(p) => p.to_path_buf(),
         None => {
             input::default_path(&std::env::current_dir().context("reading the current directory")?)
         }
@@ -122,7 +140,7 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             for d in &e.errors {
                 writeln!(err, "{}", d.render("ERROR: ", &e.sources))?;
             }
-            return Ok(Outcome::Invalid);
+            return Ok(None);
         }
     };
     for w in &loaded.warnings {
@@ -132,9 +150,9 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     let Value::Map(mut infra) = loaded.root.value else {
         unreachable!("input::load returns a mapping")
     };
-    let ctx = match &opts.host {
+    let ctx = match host {
         Some(h) => h.clone(),
-        None => HostContext::detect(opts.context_dir.as_deref())?,
+        None => HostContext::detect(context_dir)?,
     };
     for w in &ctx.warnings {
         writeln!(err, "WARNING: {w}")?;
@@ -143,13 +161,13 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     let errors = validate::validate(&infra, &ctx, true);
     if !errors.is_empty() {
         print_diags(err, "Validation errors:", &errors, &sources)?;
-        return Ok(Outcome::Invalid);
+        return Ok(None);
     }
     let enriched = match enrich::enrich(&mut infra, &ctx) {
         Ok(e) => e,
         Err(msg) => {
             writeln!(err, "ERROR: {msg}")?;
-            return Ok(Outcome::Invalid);
+            return Ok(None);
         }
     };
     for i in &enriched.infos {
@@ -161,27 +179,48 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     let post = validate::validate(&infra, &ctx, false);
     if !post.is_empty() {
         print_diags(err, "Post-enrichment validation errors:", &post, &sources)?;
-        return Ok(Outcome::Invalid);
+        return Ok(None);
     }
     for w in warnings::warnings(&infra, &ctx) {
         writeln!(err, "WARNING: {w}")?;
     }
-
-    let doms = access::domains(&infra);
-    if doms.is_empty() {
-        writeln!(out, "No domains defined. Nothing to generate.")?;
-        return Ok(Outcome::Done(Summary::default()));
-    }
-    let enabled = doms
+    let enabled = access::domains(&infra)
         .values()
         .filter(|d| {
             !access::val(access::map_or_empty(Some(d)), "enabled")
                 .is_some_and(|v| matches!(v, Value::Bool(false)))
         })
         .count();
-
     let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
     let files = generate::files(&infra, &enriched, &prefix);
+    Ok(Some(Prepared {
+        infra,
+        prefix,
+        enabled,
+        files,
+    }))
+}
+
+/// Run `anklume sync`, printing progress to `out` and findings to `err`.
+pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome> {
+    let Some(Prepared {
+        infra,
+        enabled,
+        files,
+        ..
+    }) = prepare(
+        opts.infra.as_deref(),
+        opts.context_dir.as_deref(),
+        opts.host.as_ref(),
+        err,
+    )?
+    else {
+        return Ok(Outcome::Invalid);
+    };
+    if access::domains(&infra).is_empty() {
+        writeln!(out, "No domains defined. Nothing to generate.")?;
+        return Ok(Outcome::Done(Summary::default()));
+    }
     let plans = render_and_plan(&opts.base_dir, files)?;
     let orphans = orphans::detect(&infra, &opts.base_dir)?;
 
