@@ -5,8 +5,9 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 ISO := out/anklume-$(VERSION).iso
 RAW := out/anklume-$(VERSION).raw
-# Images `make iso` writes: iso, raw, or iso,raw.
-FORMATS ?= iso
+# Images `make iso` writes: iso, raw, or both (the default: the VM scenarios
+# persist and rollback boot the raw image).
+FORMATS ?= iso,raw
 comma := ,
 IMAGES = $(foreach f,$(subst $(comma), ,$(FORMATS)),out/anklume-$(VERSION).$(f))
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
@@ -16,8 +17,8 @@ SCENARIOS ?= all
 
 all: iso
 
-## The main job: the hybrid BIOS/UEFI ISO in out/ (+ SHA256SUMS);
-## FORMATS=iso,raw also writes the raw GPT disk image.
+## The main job: the hybrid BIOS/UEFI ISO and the raw GPT disk image in
+## out/ (+ SHA256SUMS); FORMATS=iso for the ISO alone.
 iso:
 	bash ci/setup
 	bash ci/setup-image
@@ -33,8 +34,8 @@ build:
 ## images, their checks and the CI boot scenarios (see tests/vm).
 test:
 	bash ci/test
-	$(MAKE) iso FORMATS=iso,raw
-	$(MAKE) check-image FORMATS=iso,raw
+	$(MAKE) iso
+	$(MAKE) check-image
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
 ## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and
