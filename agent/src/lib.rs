@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod cli;
 pub mod incus;
+pub mod ramcrypt;
 pub mod status;
 pub mod sync;
 pub mod yaml;

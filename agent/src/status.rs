@@ -79,6 +79,30 @@ fn verity_state() -> String {
 }
 
 /// Print the status; returns the exit code (0, also off an anklume medium).
+/// Incus and RAM encryption, on any host.
+fn host_lines(out: &mut dyn Write) -> Result<()> {
+    let socket = crate::incus::client::default_socket();
+    let incus = match crate::incus::Client::connect(&socket)
+        .and_then(|c| c.get::<serde_json::Value>("/1.0"))
+    {
+        Ok(v) => format!(
+            "reachable ({}, Incus {})",
+            socket.display(),
+            v["environment"]["server_version"].as_str().unwrap_or("?")
+        ),
+        Err(e) => format!("unreachable: {e}"),
+    };
+    writeln!(out, "incus:     {incus}")?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let log = crate::ramcrypt::read_kernel_log().ok();
+    writeln!(
+        out,
+        "ram crypt: {}",
+        crate::ramcrypt::describe(&cpuinfo, log.as_deref())
+    )?;
+    Ok(())
+}
+
 pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
     let boot_env = o.run_dir.join("boot.env");
     let root = std::fs::read_to_string(&o.mountinfo)
@@ -94,6 +118,7 @@ pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
                 boot_env.display()
             )?;
             writeln!(out, "root:      {fstype} ({source})")?;
+            host_lines(out)?;
             return Ok(0);
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", boot_env.display())),
@@ -116,6 +141,7 @@ pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
         p => p.to_string(),
     };
     writeln!(out, "persist:   {persist}")?;
+    host_lines(out)?;
     Ok(0)
 }
 
