@@ -13,7 +13,7 @@ IMAGES = $(foreach f,$(subst $(comma), ,$(FORMATS)),out/anklume-$(VERSION).$(f))
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
 SCENARIOS ?= all
 
-.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench clean
+.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench assembly-bench clean
 
 all: iso
 
@@ -59,7 +59,7 @@ live-os-test-vm-clean:
 	rm -rf build/vmtest
 
 ## Benchmarks (figures printed; nothing asserted).
-bench: sync-bench verity-bench
+bench: sync-bench verity-bench assembly-bench
 
 sync-bench:
 	cargo bench -p anklume --bench sync
@@ -67,6 +67,11 @@ sync-bench:
 verity-bench:
 	bash ci/setup-image
 	bench/verity.sh
+
+## Needs the rootfs of a previous `make iso` (build/mkosi-out/rootfs).
+assembly-bench:
+	bash ci/setup-image
+	bench/assembly.sh
 
 clean:
 	cargo clean

@@ -16,7 +16,7 @@ now() { date +%s.%N; }
 s=$(now)
 ANKLUME_BUILD_LOG=quiet ./target/release/anklume-build iso --quiet --rootfs "$rootfs" \
   --work-dir "$work/ours" --out-dir "$work/ours-out" --source-date-epoch $epoch
-ours=$(echo "$(now) - $s" | bc)
+ours=$(awk -v a="$(now)" -v b="$s" 'BEGIN { print a - b }')
 
 # Standard tools, same steps and the same compressor (GRUB needs xz).
 s=$(now)
@@ -39,7 +39,7 @@ xorriso -as mkisofs -o "$work/std/out.iso" -R -V ANKLUME --grub2-mbr "$rootfs/us
   -append_partition 3 4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 "$work/std/slot.img" -appended_part_as_gpt -no-pad \
   -b boot/grub/bios.img -no-emul-boot -boot-load-size 4 -boot-info-table --grub2-boot-info \
   -eltorito-alt-boot -e --interval:appended_partition_2:all:: -no-emul-boot "$work/std/iso" 2> /dev/null
-std=$(echo "$(now) - $s" | bc)
+std=$(awk -v a="$(now)" -v b="$s" 'BEGIN { print a - b }')
 
 printf 'image assembly from %s (%s, %d cores):\n' "$rootfs" "$(du -sh "$rootfs" | cut -f1)" "$(nproc)"
 printf '  anklume-build iso --rootfs   %6.1f s  (%d MiB)\n' "$ours" $(( $(stat -c %s "$work"/ours-out/*.iso) >> 20 ))
