@@ -175,35 +175,32 @@ pub fn plan(
     } else {
         Verb::Orphan
     };
-    for (name, p) in &projects {
-        if p.config.get(MANAGED_KEY).map(String::as_str) == Some("true")
-            && !want_projects.contains(name)
-        {
-            out.push(Change {
-                kind: "project",
-                name: name.to_string(),
-                domain: String::new(),
-                verb: orphan,
-                detail: "not in infra.yml".into(),
-                body: None,
-            });
-        }
-    }
-    for (name, n) in &networks {
-        if n.config.get(MANAGED_KEY).map(String::as_str) == Some("true")
-            && !want_networks.contains(name)
-        {
-            out.push(Change {
-                kind: "network",
-                name: name.to_string(),
-                domain: String::new(),
-                verb: orphan,
-                detail: "not in infra.yml".into(),
-                body: None,
-            });
-        }
-    }
+    let have_projects = projects.iter().map(|(n, p)| (*n, &p.config));
+    let have_networks = networks.iter().map(|(n, x)| (*n, &x.config));
+    out.extend(orphans("project", have_projects, &want_projects, orphan));
+    out.extend(orphans("network", have_networks, &want_networks, orphan));
     Ok(out)
+}
+
+/// Objects anklume marked as its own that `infra.yml` no longer wants.
+fn orphans<'a>(
+    kind: &'static str,
+    have: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+    want: &BTreeSet<&str>,
+    verb: Verb,
+) -> Vec<Change> {
+    have.filter(|(name, config)| {
+        config.get(MANAGED_KEY).map(String::as_str) == Some("true") && !want.contains(name)
+    })
+    .map(|(name, _)| Change {
+        kind,
+        name: name.to_string(),
+        domain: String::new(),
+        verb,
+        detail: "not in infra.yml".into(),
+        body: None,
+    })
+    .collect()
 }
 
 /// Carry out the plan. A failing change is recorded and the other domains
