@@ -82,7 +82,8 @@ fn verity_state() -> String {
 /// Incus and RAM encryption, on any host.
 fn host_lines(out: &mut dyn Write) -> Result<()> {
     let socket = crate::incus::client::default_socket();
-    let incus = match crate::incus::Client::connect(&socket)
+    let timeout = std::time::Duration::from_secs(5);
+    let incus = match crate::incus::Client::connect_with_timeout(&socket, timeout)
         .and_then(|c| c.get::<serde_json::Value>("/1.0"))
     {
         Ok(v) => format!(

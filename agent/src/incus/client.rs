@@ -24,6 +24,9 @@ use serde_json::Value;
 pub const DEFAULT_SOCKET: &str = "/var/lib/incus/unix.socket";
 /// How long one operation may run before we give up waiting.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a plain request may take (a socket-activated daemon that never
+/// comes up must not hang us).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What went wrong talking to Incus. Callers branch on [`Error::NotFound`]
 /// (an object that does not exist yet); everything else is reported.
@@ -88,11 +91,17 @@ pub struct Client {
     socket: PathBuf,
     rt: tokio::runtime::Runtime,
     conn: RefCell<Option<SendRequest<Full<Bytes>>>>,
+    timeout: Duration,
 }
 
 impl Client {
     /// Connect and check that the daemon answers (`GET /1.0`).
     pub fn connect(socket: &Path) -> Result<Client> {
+        Self::connect_with_timeout(socket, REQUEST_TIMEOUT)
+    }
+
+    /// [`Client::connect`], with `timeout` for each plain request.
+    pub fn connect_with_timeout(socket: &Path, timeout: Duration) -> Result<Client> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -105,6 +114,7 @@ impl Client {
             socket: socket.to_path_buf(),
             rt,
             conn: RefCell::new(None),
+            timeout,
         };
         c.get::<Value>("/1.0")?;
         Ok(c)
@@ -139,6 +149,16 @@ impl Client {
     /// One request; returns Incus's envelope. Retries once on a connection
     /// the daemon closed in between.
     fn raw(&self, method: &Method, path: &str, body: Option<&Value>) -> Result<Envelope> {
+        self.raw_within(method, path, body, self.timeout)
+    }
+
+    fn raw_within(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        limit: Duration,
+    ) -> Result<Envelope> {
         let terr = |message: String| Error::Transport {
             method: method.to_string(),
             path: path.to_string(),
@@ -164,12 +184,22 @@ impl Client {
                 .body(Full::new(payload.clone()))
                 .map_err(|e| terr(e.to_string()))?;
             let result = self.rt.block_on(async {
-                send.ready().await?;
-                let resp = send.send_request(req).await?;
-                let status = resp.status().as_u16();
-                let bytes = resp.into_body().collect().await?.to_bytes();
-                Ok::<_, hyper::Error>((status, bytes))
+                tokio::time::timeout(limit, async {
+                    send.ready().await?;
+                    let resp = send.send_request(req).await?;
+                    let status = resp.status().as_u16();
+                    let bytes = resp.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>((status, bytes))
+                })
+                .await
             });
+            let result = match result {
+                Ok(r) => r,
+                Err(_) => {
+                    *slot = None;
+                    return Err(terr(format!("no answer within {limit:?}")));
+                }
+            };
             match result {
                 Ok((status, bytes)) => {
                     let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
@@ -216,7 +246,12 @@ impl Client {
 
     fn wait(&self, method: &Method, path: &str, operation: &str) -> Result<Value> {
         let url = format!("{operation}/wait?timeout={}", OPERATION_TIMEOUT.as_secs());
-        let env = self.raw(&Method::GET, &url, None)?;
+        let env = self.raw_within(
+            &Method::GET,
+            &url,
+            None,
+            OPERATION_TIMEOUT + Duration::from_secs(60),
+        )?;
         if env.kind == "error" {
             return Err(Error::Operation {
                 method: method.to_string(),
@@ -299,6 +334,24 @@ mod tests {
     fn encodes_path_segments() {
         assert_eq!(enc("pro-dev_1.x"), "pro-dev_1.x");
         assert_eq!(enc("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn a_daemon_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("silent.socket");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let holder = std::thread::spawn(move || {
+            // Accept, read nothing, answer nothing, keep it open a while.
+            let (conn, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(conn);
+        });
+        let e = Client::connect_with_timeout(&sock, Duration::from_millis(500))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GET /1.0: no answer within 500ms"), "{e}");
+        holder.join().unwrap();
     }
 
     #[test]
