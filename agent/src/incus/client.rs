@@ -210,9 +210,9 @@ impl Client {
                     })?;
                     return Ok(env);
                 }
-                Err(e) if !fresh && attempt == 0 => {
-                    // A kept-alive connection the daemon closed: reopen once.
-                    let _ = e;
+                Err(_) if !fresh && attempt == 0 => {
+                    // A kept-alive connection the daemon closed in between:
+                    // reopen once; a second failure is reported below.
                     *slot = None;
                 }
                 Err(e) => {
