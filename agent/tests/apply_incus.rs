@@ -152,5 +152,10 @@ fn projects_and_bridges_converge() {
     // Clean up the host bridge before the daemon goes.
     c.delete("/1.0/projects/akt1").unwrap();
     c.delete("/1.0/networks/net-akt1").unwrap();
+    let dir = d.dir().to_path_buf();
     d.close().unwrap();
+    assert!(
+        !dir.exists(),
+        "the daemon's directory (and its mounts) must be gone"
+    );
 }

@@ -93,5 +93,10 @@ fn client_talks_to_a_real_incusd() {
         .get_opt::<Value>(&format!("/1.0/projects/{}", enc(name)))
         .unwrap()
         .is_none());
+    let dir = d.dir().to_path_buf();
     d.close().unwrap();
+    assert!(
+        !dir.exists(),
+        "the daemon's directory (and its mounts) must be gone"
+    );
 }

@@ -1,7 +1,8 @@
 //! A private `incusd` for tests and benchmarks: its own `INCUS_DIR` in a
 //! temporary directory, started by the code that needs it, stopped (SIGTERM,
-//! then SIGKILL) and removed on [`TestDaemon::close`] or drop. Never touches
-//! the host's own Incus.
+//! then SIGKILL) on [`TestDaemon::close`] or drop; then the mounts incusd
+//! leaves under its directory (`shmounts`, `guestapi`) are detached and the
+//! directory removed. Never touches the host's own Incus.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -100,7 +101,27 @@ impl TestDaemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(())
+        self.remove_dir()
+    }
+
+    /// Detach every mount below the daemon's directory, then remove it.
+    fn remove_dir(&self) -> Result<()> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .context("reading /proc/self/mountinfo")?;
+        let mut points: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|p| p.starts_with(&self.dir))
+            .collect();
+        // Deepest first.
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in &points {
+            nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH)
+                .with_context(|| format!("unmounting {} (left by incusd)", p.display()))?;
+        }
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing {}", self.dir.display()))
     }
 }
 
