@@ -81,7 +81,7 @@ pub fn run(
         writeln!(
             out,
             "{:<10} {:<9} {:<28} {:<16} {}",
-            c.verb.as_str().split(' ').next().unwrap_or(""),
+            c.verb.as_str(),
             c.kind,
             c.name,
             c.domain,

@@ -27,7 +27,7 @@ impl Verb {
             Verb::Create => "create",
             Verb::Update => "update",
             Verb::Delete => "delete",
-            Verb::Orphan => "orphan (kept)",
+            Verb::Orphan => "orphan",
             Verb::Unchanged => "unchanged",
         }
     }
@@ -78,6 +78,23 @@ fn drift(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Ve
         .collect()
 }
 
+/// An existing object: `Update` with `body` when anything differs, else
+/// `Unchanged`.
+fn update(kind: &'static str, name: &str, domain: &str, diff: Vec<String>, body: Value) -> Change {
+    Change {
+        kind,
+        name: name.to_string(),
+        domain: domain.to_string(),
+        verb: if diff.is_empty() {
+            Verb::Unchanged
+        } else {
+            Verb::Update
+        },
+        detail: diff.join(", "),
+        body: (!diff.is_empty()).then_some(body),
+    }
+}
+
 /// Compute the plan for `desired` against what Incus has now.
 pub fn plan(
     c: &Client,
@@ -116,18 +133,8 @@ pub fn plan(
                         d.network.name
                     );
                 }
-                out.push(Change {
-                    kind: "network",
-                    name: d.network.name.clone(),
-                    domain: d.domain.clone(),
-                    verb: if diff.is_empty() {
-                        Verb::Unchanged
-                    } else {
-                        Verb::Update
-                    },
-                    detail: diff.join(", "),
-                    body: (!diff.is_empty()).then(|| json!({ "config": want_cfg })),
-                });
+                let body = json!({ "config": want_cfg });
+                out.push(update("network", &d.network.name, &d.domain, diff, body));
             }
         }
         let want_cfg = d.project_config();
@@ -152,19 +159,8 @@ pub fn plan(
                         p.description, d.description
                     ));
                 }
-                out.push(Change {
-                    kind: "project",
-                    name: d.project.clone(),
-                    domain: d.domain.clone(),
-                    verb: if diff.is_empty() {
-                        Verb::Unchanged
-                    } else {
-                        Verb::Update
-                    },
-                    detail: diff.join(", "),
-                    body: (!diff.is_empty())
-                        .then(|| json!({ "description": d.description, "config": want_cfg })),
-                });
+                let body = json!({ "description": d.description, "config": want_cfg });
+                out.push(update("project", &d.project, &d.domain, diff, body));
             }
         }
     }
