@@ -126,15 +126,14 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
     p.took("squashfs", t);
     let manifest = slot::seal(&slot_img, Slot::A, &o.version, &kernel_version, o.epoch, &p)?;
+    let raw_sizes = RawSizes {
+        esp: ESP_SIZE,
+        slot: o.slot_size,
+        persist: o.persist_size,
+    };
     if o.formats.contains(&Format::Raw) {
         // Refuse before spending time on the other formats.
-        let len = std::fs::metadata(&slot_img)?.len();
-        ensure!(
-            len <= o.slot_size,
-            "slot A is {} MiB but --slot-size is {} MiB; raise --slot-size",
-            len.div_ceil(1 << 20),
-            o.slot_size >> 20
-        );
+        raw::check_slot_fits(&slot_img, &raw_sizes)?;
     }
 
     let mut outputs = Vec::new();
@@ -168,11 +167,7 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
                 p.step("writing the raw disk image");
                 raw::assemble(&RawInputs {
                     out: &tmp,
-                    sizes: RawSizes {
-                        esp: ESP_SIZE,
-                        slot: o.slot_size,
-                        persist: o.persist_size,
-                    },
+                    sizes: raw_sizes,
                     guids: RawGuids {
                         disk: ids.disk_guid.clone(),
                         bios_boot: ids.bios_boot_guid.clone(),
@@ -343,4 +338,28 @@ pub fn write_sums(dir: &Path, files: &[&Path]) -> Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, dir.join("SHA256SUMS"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_format_gets_its_own_stable_ids() {
+        let iso = BuildIds::derive("0.1.0", 1_700_000_000, Format::Iso);
+        let raw = BuildIds::derive("0.1.0", 1_700_000_000, Format::Raw);
+        let again = BuildIds::derive("0.1.0", 1_700_000_000, Format::Iso);
+        assert_eq!(iso.slot_a_guid, again.slot_a_guid);
+        assert_eq!(iso.esp_volume_id, again.esp_volume_id);
+        for (a, b) in [
+            (&iso.disk_guid, &raw.disk_guid),
+            (&iso.esp_guid, &raw.esp_guid),
+            (&iso.slot_a_guid, &raw.slot_a_guid),
+        ] {
+            assert_ne!(a, b);
+        }
+        assert_ne!(iso.esp_volume_id, raw.esp_volume_id);
+        let other = BuildIds::derive("0.1.1", 1_700_000_000, Format::Iso);
+        assert_ne!(iso.slot_a_guid, other.slot_a_guid);
+    }
 }

@@ -116,20 +116,27 @@ pub struct RawInputs<'a> {
     pub bios_core: &'a Path,
 }
 
+/// Refuse a slot image larger than a slot partition of `sizes` (the build
+/// calls this before spending time on the other formats).
+pub fn check_slot_fits(slot_img: &Path, sizes: &RawSizes) -> Result<()> {
+    let len = std::fs::metadata(slot_img)
+        .with_context(|| format!("reading {}", slot_img.display()))?
+        .len();
+    let room = sizes.slot.div_ceil(MIB) * MIB;
+    ensure!(
+        len <= room,
+        "slot A is {} MiB but --slot-size gives each slot {} MiB; raise --slot-size",
+        len.div_ceil(MIB),
+        room / MIB
+    );
+    Ok(())
+}
+
 /// Write the raw image to `out` (created or replaced).
 pub fn assemble(i: &RawInputs<'_>) -> Result<()> {
     let (parts, total) = layout(&i.sizes, &i.guids);
     let part = |n: u32| &parts[n as usize - 1];
-    let slot_len = std::fs::metadata(i.slot_a)
-        .with_context(|| format!("reading {}", i.slot_a.display()))?
-        .len();
-    let slot_room = (part(RAW_SLOT_A_PART).last_lba + 1 - part(RAW_SLOT_A_PART).first_lba) * SECTOR;
-    ensure!(
-        slot_len <= slot_room,
-        "slot A is {} MiB but --slot-size gives each slot {} MiB; raise --slot-size",
-        slot_len.div_ceil(MIB),
-        slot_room / MIB
-    );
+    check_slot_fits(i.slot_a, &i.sizes)?;
     let esp_len = std::fs::metadata(i.esp)?.len();
     let esp_room = (part(RAW_ESP_PART).last_lba + 1 - part(RAW_ESP_PART).first_lba) * SECTOR;
     ensure!(
