@@ -13,7 +13,7 @@ IMAGES = $(foreach f,$(subst $(comma), ,$(FORMATS)),out/anklume-$(VERSION).$(f))
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
 SCENARIOS ?= all
 
-.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench verity-bench assembly-bench clean
+.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
 all: iso
 
@@ -59,10 +59,16 @@ live-os-test-vm-clean:
 	rm -rf build/vmtest
 
 ## Benchmarks (figures printed; nothing asserted).
-bench: sync-bench verity-bench assembly-bench
+bench: sync-bench apply-bench verity-bench assembly-bench
 
 sync-bench:
 	cargo bench -p anklume --bench sync
+
+## A private incusd: 20 domains × 5 containers, first and no-op apply vs
+## the incus CLI (root; several minutes).
+apply-bench:
+	bash ci/setup-image
+	cargo bench -p anklume --bench apply
 
 verity-bench:
 	bash ci/setup-image

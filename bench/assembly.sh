@@ -14,7 +14,7 @@ epoch=1700000000
 now() { date +%s.%N; }
 
 s=$(now)
-ANKLUME_BUILD_LOG=quiet ./target/release/anklume-build iso --quiet --rootfs "$rootfs" \
+ANKLUME_CMD_LOG=quiet ./target/release/anklume-build iso --quiet --rootfs "$rootfs" \
   --work-dir "$work/ours" --out-dir "$work/ours-out" --source-date-epoch $epoch
 ours=$(awk -v a="$(now)" -v b="$s" 'BEGIN { print a - b }')
 

@@ -40,9 +40,11 @@ pub enum Command {
         #[arg(long)]
         context_dir: Option<PathBuf>,
     },
-    /// Make Incus match infra.yml: each enabled domain's project and bridge
-    /// (created, drift corrected); anklume-made objects no longer in
-    /// infra.yml are reported as orphans, deleted only with --clean-orphans.
+    /// Make Incus match infra.yml: each enabled domain's bridge, project,
+    /// profiles, volumes and instances (created, drift corrected, started),
+    /// and the nftables isolation ruleset (table inet anklume, one
+    /// transaction). Anklume-made objects no longer in infra.yml are
+    /// reported as orphans, deleted only with --clean-orphans.
     Apply {
         /// Only these domains (default: every enabled domain).
         domains: Vec<String>,
@@ -52,12 +54,27 @@ pub enum Command {
         /// Print the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Delete anklume-made projects and networks no longer in infra.yml.
+        /// Delete anklume-made instances, profiles, projects and networks no
+        /// longer in infra.yml (never a protected instance).
         #[arg(long)]
         clean_orphans: bool,
         /// Bridges without NAT (nothing leaves the host; tests use this).
         #[arg(long)]
         no_nat: bool,
+        /// Storage pool for root disks and volumes.
+        #[arg(long, default_value = "default")]
+        pool: String,
+        /// Network namespace (a path such as /run/netns/NAME) that Incus's
+        /// bridges live in, when it is not this one: the ruleset is loaded
+        /// there.
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// Where the last loaded ruleset is kept (for --dry-run's diff).
+        #[arg(long, default_value = crate::apply::desired::STATE_DIR)]
+        state_dir: PathBuf,
+        /// No progress lines on stderr.
+        #[arg(long, short)]
+        quiet: bool,
         /// Incus socket (default: $INCUS_SOCKET, $INCUS_DIR/unix.socket,
         /// /var/lib/incus/unix.socket).
         #[arg(long)]
@@ -66,18 +83,47 @@ pub enum Command {
         #[arg(long)]
         context_dir: Option<PathBuf>,
     },
-    /// Show what this boot runs on: slot, version, root hash, verity state,
-    /// root file system, toram, persist.
-    Status,
+    /// Show what this boot runs on (slot, version, root hash, verity state,
+    /// root file system, toram, persist) and what runs on it: Incus, each
+    /// anklume domain's instances (state, addresses), whether the nftables
+    /// isolation table is present and current, RAM encryption.
+    Status {
+        /// infra.yml or an infra/ directory to judge the ruleset against
+        /// (default as for sync).
+        #[arg(long)]
+        infra: Option<PathBuf>,
+        /// Incus socket (default as for apply).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Network namespace of Incus's bridges (as for apply).
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// Directory of the nesting context files (as for sync).
+        #[arg(long)]
+        context_dir: Option<PathBuf>,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Status => {
+        Command::Status {
+            infra,
+            socket,
+            netns,
+            context_dir,
+        } => {
+            let d = crate::status::StatusOptions::default();
+            let o = crate::status::StatusOptions {
+                socket: socket.unwrap_or(d.socket.clone()),
+                infra,
+                netns,
+                context_dir,
+                ..d
+            };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            crate::status::run(&crate::status::StatusOptions::default(), &mut out)
+            crate::status::run(&o, &mut out)
         }
         Command::Apply {
             domains,
@@ -85,6 +131,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             dry_run,
             clean_orphans,
             no_nat,
+            pool,
+            netns,
+            state_dir,
+            quiet,
             socket,
             context_dir,
         } => {
@@ -95,7 +145,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dry_run,
                 clean_orphans,
                 socket: socket.unwrap_or_else(crate::incus::client::default_socket),
-                settings: crate::apply::desired::ApplySettings { nat: !no_nat },
+                settings: crate::apply::desired::ApplySettings {
+                    nat: !no_nat,
+                    pool,
+                    netns,
+                    state_dir: Some(state_dir),
+                },
+                progress: !quiet,
             };
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod fsutil;
 pub mod incus;
 pub mod ramcrypt;
 pub mod status;

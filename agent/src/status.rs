@@ -1,9 +1,12 @@
-//! `anklume status`: what this boot runs on (first version: the OS part).
+//! `anklume status`: what this boot runs on, and what runs on it.
 //!
-//! Facts come from `/run/anklume/boot.env`, written by the initrd when it
+//! OS facts come from `/run/anklume/boot.env`, written by the initrd when it
 //! set up the verified root (slot, version, root hash, device, toram,
 //! persist), from the mount table, and from `veritysetup status` for the
-//! kernel's current verdict on the dm-verity device.
+//! kernel's current verdict on the dm-verity device. Then: Incus (reachable,
+//! each anklume domain's instances with state and address), the isolation
+//! ruleset (present, and current against `infra.yml` when it is found),
+//! and RAM encryption.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,6 +24,14 @@ pub struct StatusOptions {
     pub run_dir: PathBuf,
     /// mountinfo to read (default `/proc/self/mountinfo`).
     pub mountinfo: PathBuf,
+    /// Incus socket.
+    pub socket: PathBuf,
+    /// `infra.yml` (or `infra/`) to judge the ruleset against (`None`: the
+    /// default of `anklume sync`, when it exists).
+    pub infra: Option<PathBuf>,
+    pub context_dir: Option<PathBuf>,
+    /// Network namespace of Incus's bridges, for `nft`.
+    pub netns: Option<PathBuf>,
 }
 
 impl Default for StatusOptions {
@@ -29,6 +40,10 @@ impl Default for StatusOptions {
             run_dir: std::env::var_os("ANKLUME_RUN_DIR")
                 .map_or_else(|| PathBuf::from("/run/anklume"), PathBuf::from),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            socket: crate::incus::client::default_socket(),
+            infra: None,
+            context_dir: None,
+            netns: None,
         }
     }
 }
@@ -78,14 +93,15 @@ fn verity_state() -> String {
     }
 }
 
-/// Print the status; returns the exit code (0, also off an anklume medium).
-/// Incus and RAM encryption, on any host.
-fn host_lines(out: &mut dyn Write) -> Result<()> {
-    let socket = crate::incus::client::default_socket();
+/// Incus, the domains, the ruleset and RAM encryption, on any host.
+fn host_lines(o: &StatusOptions, out: &mut dyn Write) -> Result<()> {
+    let socket = &o.socket;
     let timeout = std::time::Duration::from_secs(5);
-    let incus = match crate::incus::Client::connect_with_timeout(&socket, timeout)
-        .and_then(|c| c.get::<serde_json::Value>("/1.0"))
-    {
+    let client = crate::incus::Client::connect_with_timeout(socket, timeout);
+    let incus = match client.as_ref().map_err(|e| e.to_string()).and_then(|c| {
+        c.get::<serde_json::Value>("/1.0")
+            .map_err(|e| e.to_string())
+    }) {
         Ok(v) => format!(
             "reachable ({}, Incus {})",
             socket.display(),
@@ -94,6 +110,17 @@ fn host_lines(out: &mut dyn Write) -> Result<()> {
         Err(e) => format!("unreachable: {e}"),
     };
     writeln!(out, "incus:     {incus}")?;
+    if let Ok(c) = &client {
+        match domain_lines(c) {
+            Ok(lines) => {
+                for l in lines {
+                    writeln!(out, "{l}")?;
+                }
+            }
+            Err(e) => writeln!(out, "domains:   unreadable: {e:#}")?,
+        }
+    }
+    writeln!(out, "nftables:  {}", firewall_line(o))?;
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let log = crate::ramcrypt::read_kernel_log().ok();
     writeln!(
@@ -119,7 +146,7 @@ pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
                 boot_env.display()
             )?;
             writeln!(out, "root:      {fstype} ({source})")?;
-            host_lines(out)?;
+            host_lines(o, out)?;
             return Ok(0);
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", boot_env.display())),
@@ -142,8 +169,94 @@ pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
         p => p.to_string(),
     };
     writeln!(out, "persist:   {persist}")?;
-    host_lines(out)?;
+    host_lines(o, out)?;
     Ok(0)
+}
+
+/// One line per anklume domain (project carrying anklume's mark), then one
+/// per instance: state and IPv4 addresses.
+fn domain_lines(c: &crate::incus::Client) -> Result<Vec<String>> {
+    use crate::apply::desired::MANAGED_KEY;
+    use serde_json::Value;
+    let projects: Vec<Value> = c.get("/1.0/projects?recursion=1")?;
+    let instances: Vec<Value> = c.get("/1.0/instances?recursion=2&all-projects=true")?;
+    let mut lines = Vec::new();
+    for p in projects
+        .iter()
+        .filter(|p| p["config"][MANAGED_KEY] == "true")
+    {
+        let name = p["name"].as_str().unwrap_or("?");
+        let mine: Vec<&Value> = instances.iter().filter(|i| i["project"] == name).collect();
+        let running = mine.iter().filter(|i| i["status"] == "Running").count();
+        lines.push(format!(
+            "domain:    {name}: {running}/{} running",
+            mine.len()
+        ));
+        for i in mine {
+            let addrs: Vec<&str> = i["state"]["network"]
+                .as_object()
+                .into_iter()
+                .flat_map(|nics| nics.iter())
+                .filter(|(nic, _)| nic.as_str() != "lo")
+                .flat_map(|(_, n)| n["addresses"].as_array().into_iter().flatten())
+                .filter(|a| a["family"] == "inet")
+                .filter_map(|a| a["address"].as_str())
+                .collect();
+            lines.push(format!(
+                "             {} {} {}",
+                i["name"].as_str().unwrap_or("?"),
+                i["status"].as_str().unwrap_or("?"),
+                if addrs.is_empty() {
+                    "-".to_string()
+                } else {
+                    addrs.join(",")
+                }
+            ));
+        }
+    }
+    if lines.is_empty() {
+        lines.push("domains:   none (no project made by anklume apply)".into());
+    }
+    Ok(lines)
+}
+
+/// Is table `inet anklume` there, and is it the ruleset `infra.yml` gives?
+fn firewall_line(o: &StatusOptions) -> String {
+    use crate::apply::firewall::{live_hash, Firewall};
+    let live = match live_hash(o.netns.as_deref()) {
+        Ok(None) => return "table inet anklume absent: domains are not isolated".into(),
+        Ok(Some(h)) => h,
+        Err(e) => return format!("unknown ({e:#})"),
+    };
+    let mut sink = Vec::new();
+    let want = crate::sync::prepare(
+        o.infra.as_deref(),
+        o.context_dir.as_deref(),
+        None,
+        &mut sink,
+    )
+    .ok()
+    .flatten()
+    .and_then(|prepared| {
+        let settings = crate::apply::desired::ApplySettings::default();
+        let domains = crate::apply::desired::domains(&prepared.files, &settings).ok()?;
+        let all = prepared
+            .files
+            .iter()
+            .find(|f| f.rel == "group_vars/all.yml")
+            .map(|f| &f.data);
+        Firewall::new(&domains, all, None, None).ok()
+    });
+    match want {
+        Some(fw) if fw.hash == live => format!("table inet anklume present, current ({live})"),
+        Some(fw) => format!(
+            "table inet anklume present ({live}) but infra.yml gives {}: run anklume apply",
+            fw.hash
+        ),
+        None => {
+            format!("table inet anklume present ({live}); no valid infra.yml here to compare with")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +289,8 @@ mod tests {
         let o = StatusOptions {
             run_dir: dir.path().to_path_buf(),
             mountinfo: dir.path().join("mountinfo"),
+            socket: dir.path().join("no-incus.socket"),
+            ..StatusOptions::default()
         };
         let mut out = Vec::new();
         assert_eq!(run(&o, &mut out).unwrap(), 0);
@@ -197,6 +312,8 @@ mod tests {
         let o = StatusOptions {
             run_dir: dir.path().to_path_buf(),
             mountinfo: dir.path().join("none"),
+            socket: dir.path().join("no-incus.socket"),
+            ..StatusOptions::default()
         };
         let mut out = Vec::new();
         run(&o, &mut out).unwrap();

@@ -17,7 +17,7 @@
 
 pub mod biosboot;
 pub mod cli;
-pub mod cmd;
+pub use anklume_cmd as cmd;
 pub mod esp;
 pub mod gpt;
 pub mod grub;

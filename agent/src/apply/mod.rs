@@ -1,12 +1,15 @@
-//! `anklume apply`: make Incus match `infra.yml` through its REST API.
+//! `anklume apply`: make Incus match `infra.yml` through its REST API, and
+//! load the isolation ruleset.
 //!
 //! The desired state comes from the generator's validated model
 //! ([`desired`]); [`reconcile`] follows the reference's pattern (read →
-//! parse → desired → create → update → orphans). This first part converges
-//! each enabled domain's project and bridge; instances, profiles and the
-//! nftables ruleset build on it.
+//! parse → desired → create → update → orphans) and yields a [`plan`];
+//! [`firewall`] builds the `inet anklume` table.
 
 pub mod desired;
+pub mod firewall;
+pub mod images;
+pub mod plan;
 pub mod reconcile;
 
 use std::io::Write;
@@ -15,7 +18,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use self::desired::ApplySettings;
-use self::reconcile::Verb;
+use self::firewall::{Firewall, Live};
+use self::plan::{Change, Kind, Step, Verb};
 use crate::incus::Client;
 
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub struct ApplyOptions {
     pub clean_orphans: bool,
     pub socket: PathBuf,
     pub settings: ApplySettings,
+    /// Show progress on stderr.
+    pub progress: bool,
 }
 
 /// What a run did.
@@ -39,6 +45,13 @@ pub struct ApplySummary {
     pub unchanged: usize,
     pub orphans: usize,
     pub failed: usize,
+}
+
+impl ApplySummary {
+    /// Creations + updates + deletions.
+    pub fn changes(&self) -> usize {
+        self.created + self.updated + self.deleted
+    }
 }
 
 /// Run `anklume apply`; returns the exit code (1: invalid input or a change
@@ -53,7 +66,20 @@ pub fn run(
     else {
         return Ok((1, ApplySummary::default()));
     };
-    let mut domains = desired::domains(&prepared.files)?;
+    let all_domains = desired::domains(&prepared.files, &o.settings)?;
+    let all_vars = prepared
+        .files
+        .iter()
+        .find(|f| f.rel == "group_vars/all.yml")
+        .map(|f| &f.data);
+    // The ruleset always covers every enabled domain, whatever the filter.
+    let fw = Firewall::new(
+        &all_domains,
+        all_vars,
+        o.settings.netns.clone(),
+        o.settings.state_dir.as_deref(),
+    )?;
+    let mut domains = all_domains;
     if !o.domains.is_empty() {
         for want in &o.domains {
             anyhow::ensure!(
@@ -64,25 +90,46 @@ pub fn run(
         domains.retain(|d| o.domains.contains(&d.domain));
     }
     let client = Client::connect(&o.socket)?;
-    // Orphans are only judged on a full run: a run limited to some domains
-    // must not call the others orphans.
     let mut plan = reconcile::plan(&client, &domains, &o.settings, o.clean_orphans)
         .context("reading the current state from Incus")?;
+    // Orphans are only judged on a full run: a run limited to some domains
+    // must not call the others orphans.
     if !o.domains.is_empty() {
         plan.retain(|c| !c.domain.is_empty());
     }
+    let live = fw.live()?;
+    let mut fw_change = Change::new(
+        Kind::Firewall,
+        firewall::TABLE,
+        "",
+        match live {
+            Live::Absent => Verb::Create,
+            Live::Different => Verb::Update,
+            Live::Current => Verb::Unchanged,
+        },
+        match live {
+            Live::Absent => "isolation ruleset".to_string(),
+            Live::Different => "the live table is not this ruleset".to_string(),
+            Live::Current => String::new(),
+        },
+    );
+    if live != Live::Current {
+        fw_change.steps = vec![Step::LoadRuleset];
+    }
+    plan.insert(0, fw_change);
+
     let mut s = ApplySummary::default();
     writeln!(
         out,
-        "{:<10} {:<9} {:<28} {:<16} detail",
+        "{:<10} {:<9} {:<32} {:<14} detail",
         "action", "kind", "name", "domain"
     )?;
     for c in &plan {
         writeln!(
             out,
-            "{:<10} {:<9} {:<28} {:<16} {}",
+            "{:<10} {:<9} {:<32} {:<14} {}",
             c.verb.as_str(),
-            c.kind,
+            c.kind.as_str(),
             c.name,
             c.domain,
             c.detail
@@ -96,6 +143,14 @@ pub fn run(
         }
     }
     if o.dry_run {
+        if live != Live::Current {
+            fw.check()?;
+            writeln!(out, "\nnftables ruleset (checked with nft -c):")?;
+            write!(out, "{}", fw.diff())?;
+        }
+        for (alias, project) in reconcile::local_images_missing(&client, &plan)? {
+            writeln!(out, "image {alias} would be copied into project {project}")?;
+        }
         writeln!(
             out,
             "[DRY-RUN] would create {}, update {}, delete {}; {} unchanged, {} orphan(s) kept",
@@ -103,13 +158,25 @@ pub fn run(
         )?;
         return Ok((0, s));
     }
-    let failed = reconcile::execute(&client, &plan);
+    let mut progress = |i: usize, total: usize, c: &Change| {
+        if o.progress {
+            let _ = writeln!(
+                err,
+                "[{}/{total}] {} {} {}",
+                i + 1,
+                c.verb.as_str(),
+                c.kind.as_str(),
+                c.name
+            );
+        }
+    };
+    let failed = plan::execute(&client, &plan, &fw, &mut progress);
     for (c, e) in &failed {
         writeln!(
             err,
             "FAILED: {} {} {}: {e}",
             c.verb.as_str(),
-            c.kind,
+            c.kind.as_str(),
             c.name
         )?;
     }

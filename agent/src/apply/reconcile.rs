@@ -1,6 +1,10 @@
-//! Projects and bridges: read what Incus has, compare with the desired
-//! state, then create / update / report orphans (delete them only when
-//! asked, and only those anklume marked as its own).
+//! Read what Incus has, compare it with the desired state, and plan the
+//! changes: per domain its bridge, project, profiles, volumes and
+//! instances (create / update / unchanged), then the orphans (objects
+//! anklume marked as its own that `infra.yml` no longer wants).
+//!
+//! Reading costs a fixed number of requests whatever the size: every
+//! listing is one `recursion=1` call across all projects.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,44 +12,11 @@ use anyhow::Result;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::desired::{ApplySettings, DomainSpec, MANAGED_KEY};
+use super::desired::{ApplySettings, DomainSpec, InstanceSpec, ProfileSpec, MANAGED_KEY};
+use super::images;
+use super::plan::{Change, Kind, Step, Verb};
 use crate::incus::client::enc;
 use crate::incus::Client;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verb {
-    Create,
-    Update,
-    Delete,
-    Orphan,
-    Unchanged,
-}
-
-impl Verb {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verb::Create => "create",
-            Verb::Update => "update",
-            Verb::Delete => "delete",
-            Verb::Orphan => "orphan",
-            Verb::Unchanged => "unchanged",
-        }
-    }
-}
-
-/// One line of the plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub kind: &'static str,
-    pub name: String,
-    /// The domain it belongs to (empty for orphans).
-    pub domain: String,
-    pub verb: Verb,
-    /// What differs (`ipv4.address: 10.1.0.1/24 → 10.1.0.254/24`).
-    pub detail: String,
-    /// What to send (create/update), or nothing.
-    body: Option<Value>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Project {
@@ -63,6 +34,132 @@ struct Network {
     managed: bool,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    #[serde(default)]
+    used_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Profile {
+    name: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    devices: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    used_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Volume {
+    name: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+/// An instance as listed, plus its raw form (sent back whole on update so
+/// nothing anklume does not own is lost).
+#[derive(Debug)]
+struct Instance {
+    name: String,
+    project: String,
+    status: String,
+    kind: String,
+    description: String,
+    config: BTreeMap<String, String>,
+    devices: BTreeMap<String, BTreeMap<String, String>>,
+    profiles: Vec<String>,
+    raw: Value,
+}
+
+impl Instance {
+    fn from_raw(raw: Value) -> Result<Instance> {
+        #[derive(Deserialize)]
+        struct I {
+            name: String,
+            #[serde(default)]
+            project: String,
+            #[serde(default)]
+            status: String,
+            #[serde(default, rename = "type")]
+            kind: String,
+            #[serde(default)]
+            description: String,
+            #[serde(default)]
+            config: BTreeMap<String, String>,
+            #[serde(default)]
+            devices: BTreeMap<String, BTreeMap<String, String>>,
+            #[serde(default)]
+            profiles: Vec<String>,
+        }
+        let i: I = serde_json::from_value(raw.clone())?;
+        Ok(Instance {
+            name: i.name,
+            project: i.project,
+            status: i.status,
+            kind: i.kind,
+            description: i.description,
+            config: i.config,
+            devices: i.devices,
+            profiles: i.profiles,
+            raw,
+        })
+    }
+}
+
+/// Everything read from Incus for one plan.
+struct Current {
+    projects: BTreeMap<String, Project>,
+    networks: BTreeMap<String, Network>,
+    /// (project, name) →
+    profiles: BTreeMap<(String, String), Profile>,
+    instances: BTreeMap<(String, String), Instance>,
+    /// (project, pool, name) →
+    volumes: BTreeMap<(String, String, String), Volume>,
+}
+
+fn read(c: &Client, desired: &[DomainSpec]) -> Result<Current> {
+    let projects: Vec<Project> = c.get("/1.0/projects?recursion=1")?;
+    let networks: Vec<Network> = c.get("/1.0/networks?recursion=1")?;
+    let profiles: Vec<Profile> = c.get("/1.0/profiles?recursion=1&all-projects=true")?;
+    let instances: Vec<Value> = c.get("/1.0/instances?recursion=1&all-projects=true")?;
+    let pools: BTreeSet<&str> = desired
+        .iter()
+        .flat_map(|d| &d.instances)
+        .flat_map(|i| &i.volumes)
+        .map(|v| v.pool.as_str())
+        .collect();
+    let mut volumes = BTreeMap::new();
+    for pool in pools {
+        let vs: Vec<Volume> = c.get(&format!(
+            "/1.0/storage-pools/{}/volumes?recursion=1&all-projects=true",
+            enc(pool)
+        ))?;
+        for v in vs.into_iter().filter(|v| v.kind == "custom") {
+            volumes.insert((v.project.clone(), pool.to_string(), v.name.clone()), v);
+        }
+    }
+    Ok(Current {
+        projects: projects.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        networks: networks.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        profiles: profiles
+            .into_iter()
+            .map(|p| ((p.project.clone(), p.name.clone()), p))
+            .collect(),
+        instances: instances
+            .into_iter()
+            .map(Instance::from_raw)
+            .map(|i| i.map(|i| ((i.project.clone(), i.name.clone()), i)))
+            .collect::<Result<_>>()?,
+        volumes,
+    })
 }
 
 /// `key: have → want` for every desired key Incus has otherwise.
@@ -78,21 +175,37 @@ fn drift(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Ve
         .collect()
 }
 
-/// An existing object: `Update` with `body` when anything differs, else
-/// `Unchanged`.
-fn update(kind: &'static str, name: &str, domain: &str, diff: Vec<String>, body: Value) -> Change {
-    Change {
-        kind,
-        name: name.to_string(),
-        domain: domain.to_string(),
-        verb: if diff.is_empty() {
-            Verb::Unchanged
-        } else {
-            Verb::Update
-        },
-        detail: diff.join(", "),
-        body: (!diff.is_empty()).then_some(body),
+/// Differences between two device sets (anklume owns them whole).
+fn device_drift(
+    have: &BTreeMap<String, BTreeMap<String, String>>,
+    want: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, w) in want {
+        match have.get(name) {
+            None => out.push(format!("device {name}: missing")),
+            Some(h) if h != w => {
+                let mut keys: Vec<String> = drift(h, w);
+                keys.extend(
+                    h.keys()
+                        .filter(|k| !w.contains_key(*k))
+                        .map(|k| format!("{k}: {} → (unset)", h[k])),
+                );
+                out.push(format!("device {name}: {}", keys.join(", ")));
+            }
+            Some(_) => {}
+        }
     }
+    out.extend(
+        have.keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|k| format!("device {k}: not in infra.yml")),
+    );
+    out
+}
+
+fn q(project: &str) -> String {
+    format!("project={}", enc(project))
 }
 
 /// Compute the plan for `desired` against what Incus has now.
@@ -102,135 +215,446 @@ pub fn plan(
     s: &ApplySettings,
     clean_orphans: bool,
 ) -> Result<Vec<Change>> {
-    let projects: Vec<Project> = c.get("/1.0/projects?recursion=1")?;
-    let networks: Vec<Network> = c.get("/1.0/networks?recursion=1")?;
-    let projects: BTreeMap<&str, &Project> =
-        projects.iter().map(|p| (p.name.as_str(), p)).collect();
-    let networks: BTreeMap<&str, &Network> =
-        networks.iter().map(|n| (n.name.as_str(), n)).collect();
+    let cur = read(c, desired)?;
     let mut out = Vec::new();
     for d in desired {
-        let want_cfg = d.network_config(s)?;
-        match networks.get(d.network.name.as_str()) {
-            None => out.push(Change {
-                kind: "network",
-                name: d.network.name.clone(),
-                domain: d.domain.clone(),
-                verb: Verb::Create,
-                detail: want_cfg["ipv4.address"].clone(),
-                body: Some(json!({
-                    "name": d.network.name,
-                    "type": "bridge",
-                    "description": format!("anklume domain {}", d.domain),
-                    "config": want_cfg,
-                })),
-            }),
-            Some(n) => {
-                let diff = drift(&n.config, &want_cfg);
-                if !n.managed {
-                    anyhow::bail!(
-                        "network {} exists but is not managed by Incus (a host interface?): rename the domain or remove it",
-                        d.network.name
-                    );
-                }
-                let body = json!({ "config": want_cfg });
-                out.push(update("network", &d.network.name, &d.domain, diff, body));
+        out.push(network(d, &cur, s)?);
+        out.push(project(d, &cur));
+        let default = d.default_profile(s);
+        out.push(profile(d, &default, &cur, true));
+        for p in &d.profiles {
+            out.push(profile(d, p, &cur, false));
+        }
+        let mut seen_volumes = BTreeSet::new();
+        for v in d.instances.iter().flat_map(|i| &i.volumes) {
+            if seen_volumes.insert((v.pool.clone(), v.name.clone())) {
+                out.push(volume(d, v, &cur));
             }
         }
-        let want_cfg = d.project_config();
-        match projects.get(d.project.as_str()) {
-            None => out.push(Change {
-                kind: "project",
-                name: d.project.clone(),
-                domain: d.domain.clone(),
-                verb: Verb::Create,
-                detail: String::new(),
-                body: Some(json!({
-                    "name": d.project,
-                    "description": d.description,
-                    "config": want_cfg,
-                })),
-            }),
-            Some(p) => {
-                let mut diff = drift(&p.config, &want_cfg);
-                if p.description != d.description {
-                    diff.push(format!(
-                        "description: {:?} → {:?}",
-                        p.description, d.description
-                    ));
-                }
-                let body = json!({ "description": d.description, "config": want_cfg });
-                out.push(update("project", &d.project, &d.domain, diff, body));
-            }
+        for i in &d.instances {
+            out.push(instance(i, &cur));
         }
     }
-    let want_projects: BTreeSet<&str> = desired.iter().map(|d| d.project.as_str()).collect();
-    let want_networks: BTreeSet<&str> = desired.iter().map(|d| d.network.name.as_str()).collect();
-    let orphan = if clean_orphans {
-        Verb::Delete
-    } else {
-        Verb::Orphan
-    };
-    let have_projects = projects.iter().map(|(n, p)| (*n, &p.config));
-    let have_networks = networks.iter().map(|(n, x)| (*n, &x.config));
-    out.extend(orphans("project", have_projects, &want_projects, orphan));
-    out.extend(orphans("network", have_networks, &want_networks, orphan));
+    out.extend(orphans(desired, &cur, clean_orphans));
     Ok(out)
 }
 
-/// Objects anklume marked as its own that `infra.yml` no longer wants.
-fn orphans<'a>(
-    kind: &'static str,
-    have: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
-    want: &BTreeSet<&str>,
-    verb: Verb,
-) -> Vec<Change> {
-    have.filter(|(name, config)| {
-        config.get(MANAGED_KEY).map(String::as_str) == Some("true") && !want.contains(name)
+fn network(d: &DomainSpec, cur: &Current, s: &ApplySettings) -> Result<Change> {
+    let want = d.network_config(s)?;
+    let name = &d.network.name;
+    Ok(match cur.networks.get(name) {
+        None => Change::new(Kind::Network, name, &d.domain, Verb::Create, want["ipv4.address"].clone())
+            .with_steps(vec![Step::Post(
+                "/1.0/networks".into(),
+                json!({
+                    "name": name,
+                    "type": "bridge",
+                    "description": format!("anklume domain {}", d.domain),
+                    "config": want,
+                }),
+            )]),
+        Some(n) if !n.managed => Change::new(Kind::Network, name, &d.domain, Verb::Update, "not managed by Incus")
+            .with_steps(vec![Step::Refuse(format!(
+                "network {name} exists but is not managed by Incus (a host interface?): rename the domain or remove it"
+            ))]),
+        Some(n) => Change::update(
+            Kind::Network,
+            name,
+            &d.domain,
+            drift(&n.config, &want),
+            vec![Step::Patch(format!("/1.0/networks/{}", enc(name)), json!({ "config": want }))],
+        ),
     })
-    .map(|(name, _)| Change {
-        kind,
-        name: name.to_string(),
-        domain: String::new(),
-        verb,
-        detail: "not in infra.yml".into(),
-        body: None,
-    })
-    .collect()
 }
 
-/// Carry out the plan. A failing change is recorded and the other domains
-/// go on; returns the failures as `(change, error)`.
-pub fn execute(c: &Client, plan: &[Change]) -> Vec<(Change, String)> {
-    let mut failed: Vec<(Change, String)> = Vec::new();
-    let mut failed_domains: BTreeSet<String> = BTreeSet::new();
-    // Orphans: projects first (they may use the networks), then networks.
-    let mut order: Vec<&Change> = plan.iter().collect();
-    order.sort_by_key(|ch| match (ch.verb, ch.kind) {
-        (Verb::Delete, "project") => 1,
-        (Verb::Delete, _) => 2,
-        _ => 0,
-    });
-    for ch in order {
-        if !ch.domain.is_empty() && failed_domains.contains(&ch.domain) {
-            continue;
+fn project(d: &DomainSpec, cur: &Current) -> Change {
+    let want = d.project_config();
+    match cur.projects.get(&d.project) {
+        None => {
+            Change::new(Kind::Project, &d.project, &d.domain, Verb::Create, "").with_steps(vec![
+                Step::Post(
+                    "/1.0/projects".into(),
+                    json!({"name": d.project, "description": d.description, "config": want}),
+                ),
+            ])
         }
-        let path = match ch.kind {
-            "project" => "/1.0/projects",
-            _ => "/1.0/networks",
-        };
-        let r = match (ch.verb, &ch.body) {
-            (Verb::Create, Some(b)) => c.post(path, b).map(|_| ()),
-            (Verb::Update, Some(b)) => c.patch(&format!("{path}/{}", enc(&ch.name)), b).map(|_| ()),
-            (Verb::Delete, _) => c.delete(&format!("{path}/{}", enc(&ch.name))).map(|_| ()),
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
-            if !ch.domain.is_empty() {
-                failed_domains.insert(ch.domain.clone());
+        Some(p) => {
+            let mut diff = drift(&p.config, &want);
+            if p.description != d.description {
+                diff.push(format!(
+                    "description: {:?} → {:?}",
+                    p.description, d.description
+                ));
             }
-            failed.push((ch.clone(), e.to_string()));
+            Change::update(
+                Kind::Project,
+                &d.project,
+                &d.domain,
+                diff,
+                vec![Step::Patch(
+                    format!("/1.0/projects/{}", enc(&d.project)),
+                    json!({"description": d.description, "config": want}),
+                )],
+            )
         }
     }
-    failed
+}
+
+/// The project's default profile (anklume's: devices owned whole) or a
+/// custom one from `incus_profiles`.
+fn profile(d: &DomainSpec, p: &ProfileSpec, cur: &Current, is_default: bool) -> Change {
+    let mut want_cfg = p.config.clone();
+    want_cfg.insert(MANAGED_KEY.into(), "true".into());
+    let path = format!("/1.0/profiles/{}?{}", enc(&p.name), q(&d.project));
+    let body = |have: Option<&Profile>| {
+        let mut config = have.map(|h| h.config.clone()).unwrap_or_default();
+        config.extend(want_cfg.clone());
+        json!({
+            "description": have.map(|h| h.description.clone()).unwrap_or_else(|| format!("anklume domain {}", d.domain)),
+            "config": config,
+            "devices": p.devices,
+        })
+    };
+    let label = format!("{}/{}", d.project, p.name);
+    match cur.profiles.get(&(d.project.clone(), p.name.clone())) {
+        // A new project's default profile is created with it: fill it in.
+        None if is_default => {
+            Change::new(Kind::Profile, &label, &d.domain, Verb::Create, "eth0, root")
+                .with_steps(vec![Step::Put(path, body(None))])
+        }
+        None => {
+            let mut b = body(None);
+            b["name"] = json!(p.name);
+            Change::new(Kind::Profile, &label, &d.domain, Verb::Create, "").with_steps(vec![
+                Step::Post(format!("/1.0/profiles?{}", q(&d.project)), b),
+            ])
+        }
+        Some(h) => {
+            let mut diff = drift(&h.config, &want_cfg);
+            diff.extend(device_drift(&h.devices, &p.devices));
+            Change::update(
+                Kind::Profile,
+                &label,
+                &d.domain,
+                diff,
+                vec![Step::Put(path, body(Some(h)))],
+            )
+        }
+    }
+}
+
+fn volume(d: &DomainSpec, v: &super::desired::VolumeSpec, cur: &Current) -> Change {
+    let label = format!("{}/{}", d.project, v.name);
+    let mut want = BTreeMap::new();
+    if let Some(size) = &v.size {
+        want.insert("size".to_string(), size.clone());
+    }
+    want.insert(MANAGED_KEY.to_string(), "true".into());
+    let base = format!("/1.0/storage-pools/{}/volumes/custom", enc(&v.pool));
+    match cur
+        .volumes
+        .get(&(d.project.clone(), v.pool.clone(), v.name.clone()))
+    {
+        None => Change::new(
+            Kind::Volume,
+            &label,
+            &d.domain,
+            Verb::Create,
+            v.size.clone().unwrap_or_default(),
+        )
+        .with_steps(vec![Step::Post(
+            format!("{base}?{}", q(&d.project)),
+            json!({"name": v.name, "content_type": "filesystem", "config": want}),
+        )]),
+        Some(h) => Change::update(
+            Kind::Volume,
+            &label,
+            &d.domain,
+            drift(&h.config, &want),
+            vec![Step::Patch(
+                format!("{base}/{}?{}", enc(&v.name), q(&d.project)),
+                json!({ "config": want }),
+            )],
+        ),
+    }
+}
+
+fn instance(i: &InstanceSpec, cur: &Current) -> Change {
+    let label = format!("{}/{}", i.project, i.name);
+    let base = format!("/1.0/instances/{}", enc(&i.name));
+    let state = format!("{base}/state?{}", q(&i.project));
+    let Some(h) = cur.instances.get(&(i.project.clone(), i.name.clone())) else {
+        let mut steps = Vec::new();
+        if let super::desired::ImageRef::Local(alias) = &i.image {
+            steps.push(Step::EnsureImage {
+                alias: alias.clone(),
+                project: i.project.clone(),
+            });
+        }
+        steps.push(Step::Post(
+            format!("/1.0/instances?{}", q(&i.project)),
+            json!({
+                "name": i.name,
+                "type": i.kind.api_name(),
+                "description": i.description,
+                "source": i.image.source(),
+                "profiles": i.profiles,
+                "config": i.config,
+                "devices": i.devices,
+                "start": true,
+            }),
+        ));
+        let detail = format!(
+            "{} {}{}",
+            i.kind.api_name(),
+            i.image,
+            i.ip.as_deref()
+                .map(|ip| format!(", {ip}"))
+                .unwrap_or_default()
+        );
+        return Change::new(Kind::Instance, &label, &i.domain, Verb::Create, detail)
+            .with_steps(steps);
+    };
+    if h.kind != i.kind.api_name() {
+        return Change::new(Kind::Instance, &label, &i.domain, Verb::Update, format!("type: {} → {}", h.kind, i.kind.api_name()))
+            .with_steps(vec![Step::Refuse(format!(
+                "{} is a {}, infra.yml wants a {}: an instance cannot change type; delete it to have it recreated",
+                i.name, h.kind, i.kind.api_name()
+            ))]);
+    }
+    let mut diff = drift(&h.config, &i.config);
+    diff.extend(device_drift(&h.devices, &i.devices));
+    if h.profiles != i.profiles {
+        diff.push(format!("profiles: {:?} → {:?}", h.profiles, i.profiles));
+    }
+    if h.description != i.description {
+        diff.push(format!(
+            "description: {:?} → {:?}",
+            h.description, i.description
+        ));
+    }
+    let mut steps = Vec::new();
+    if !diff.is_empty() {
+        let mut body = h.raw.clone();
+        let mut config = h.config.clone();
+        config.extend(i.config.clone());
+        body["config"] = json!(config);
+        body["devices"] = json!(i.devices);
+        body["profiles"] = json!(i.profiles);
+        body["description"] = json!(i.description);
+        steps.push(Step::Put(format!("{base}?{}", q(&i.project)), body));
+    }
+    let running = h.status == "Running";
+    let ip_of = |d: &BTreeMap<String, BTreeMap<String, String>>| {
+        d.get("eth0").and_then(|e| e.get("ipv4.address")).cloned()
+    };
+    if !running {
+        diff.push(format!("state: {} → Running", h.status));
+        steps.push(Step::Put(state, json!({"action": "start", "timeout": 60})));
+    } else if ip_of(&h.devices) != ip_of(&i.devices) {
+        // The new address is served by DHCP: restart so the instance takes it.
+        diff.push("restart for the new address".into());
+        steps.push(Step::Put(
+            state,
+            json!({"action": "restart", "timeout": 60}),
+        ));
+    }
+    Change::update(Kind::Instance, &label, &i.domain, diff, steps)
+}
+
+fn managed(config: &BTreeMap<String, String>) -> bool {
+    config.get(MANAGED_KEY).map(String::as_str) == Some("true")
+}
+
+/// Objects anklume marked as its own that `infra.yml` no longer wants.
+fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec<Change> {
+    let verb = if clean { Verb::Delete } else { Verb::Orphan };
+    let want_projects: BTreeSet<&str> = desired.iter().map(|d| d.project.as_str()).collect();
+    let want_networks: BTreeSet<&str> = desired.iter().map(|d| d.network.name.as_str()).collect();
+    let want_instances: BTreeSet<(&str, &str)> = desired
+        .iter()
+        .flat_map(|d| &d.instances)
+        .map(|i| (i.project.as_str(), i.name.as_str()))
+        .collect();
+    let want_profiles: BTreeSet<(&str, &str)> = desired
+        .iter()
+        .flat_map(|d| {
+            d.profiles
+                .iter()
+                .map(move |p| (d.project.as_str(), p.name.as_str()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    // Instances that stay in a project (protected, or not anklume's) keep
+    // the project.
+    let mut kept_in: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut deleting: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for ((project, name), i) in &cur.instances {
+        if want_instances.contains(&(project.as_str(), name.as_str())) {
+            continue;
+        }
+        if !managed(&i.config) {
+            kept_in.entry(project).or_default().push(name);
+            continue;
+        }
+        let label = format!("{project}/{name}");
+        let protected = i
+            .config
+            .get("security.protection.delete")
+            .map(String::as_str)
+            == Some("true");
+        if protected {
+            kept_in.entry(project).or_default().push(name);
+            out.push(Change::new(
+                Kind::Instance,
+                &label,
+                "",
+                Verb::Orphan,
+                "not in infra.yml; protected (security.protection.delete=true), never deleted",
+            ));
+            continue;
+        }
+        if clean {
+            deleting.insert((project.as_str(), name.as_str()));
+        } else {
+            kept_in.entry(project).or_default().push(name);
+        }
+        let mut steps = Vec::new();
+        let base = format!("/1.0/instances/{}", enc(name));
+        if i.status == "Running" {
+            steps.push(Step::Put(
+                format!("{base}/state?{}", q(project)),
+                json!({"action": "stop", "force": true, "timeout": 30}),
+            ));
+        }
+        steps.push(Step::Delete(format!("{base}?{}", q(project))));
+        out.push(
+            Change::new(Kind::Instance, &label, "", verb, "not in infra.yml").with_steps(steps),
+        );
+    }
+    for ((project, name), p) in &cur.profiles {
+        if name == "default"
+            || !managed(&p.config)
+            || !want_projects.contains(project.as_str())
+            || want_profiles.contains(&(project.as_str(), name.as_str()))
+        {
+            continue;
+        }
+        let label = format!("{project}/{name}");
+        let used: Vec<&String> = p
+            .used_by
+            .iter()
+            .filter(|u| {
+                // Used by an instance deleted in this run: fine.
+                let n = u
+                    .split('?')
+                    .next()
+                    .unwrap_or("")
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("");
+                !deleting.contains(&(project.as_str(), n))
+            })
+            .collect();
+        if !used.is_empty() {
+            out.push(Change::new(
+                Kind::Profile,
+                &label,
+                "",
+                Verb::Orphan,
+                format!("not in infra.yml; still used by {used:?}"),
+            ));
+            continue;
+        }
+        out.push(
+            Change::new(Kind::Profile, &label, "", verb, "not in infra.yml").with_steps(vec![
+                Step::Delete(format!("/1.0/profiles/{}?{}", enc(name), q(project))),
+            ]),
+        );
+    }
+    let mut deleting_projects: BTreeSet<&str> = BTreeSet::new();
+    for (name, p) in &cur.projects {
+        if !managed(&p.config) || want_projects.contains(name.as_str()) {
+            continue;
+        }
+        if let Some(kept) = kept_in.get(name.as_str()) {
+            out.push(Change::new(
+                Kind::Project,
+                name,
+                "",
+                Verb::Orphan,
+                format!("not in infra.yml; still holds {}", kept.join(", ")),
+            ));
+            continue;
+        }
+        deleting_projects.insert(name);
+        out.push(
+            Change::new(Kind::Project, name, "", verb, "not in infra.yml").with_steps(vec![
+                Step::DeleteProjectImages(name.clone()),
+                Step::Delete(format!("/1.0/projects/{}", enc(name))),
+            ]),
+        );
+    }
+    for (name, n) in &cur.networks {
+        if managed(&n.config) && !want_networks.contains(name.as_str()) {
+            // Still used by something that stays (a kept project's profile)?
+            let users: Vec<&String> = n
+                .used_by
+                .iter()
+                .filter(|u| {
+                    let project = u
+                        .split_once("project=")
+                        .map_or("default", |(_, p)| p.split('&').next().unwrap_or(""));
+                    let instance = u
+                        .strip_prefix("/1.0/instances/")
+                        .map(|r| r.split('?').next().unwrap_or(""));
+                    !deleting_projects.contains(project)
+                        && !instance.is_some_and(|i| deleting.contains(&(project, i)))
+                })
+                .collect();
+            if !users.is_empty() {
+                out.push(Change::new(
+                    Kind::Network,
+                    name,
+                    "",
+                    Verb::Orphan,
+                    format!(
+                        "not in infra.yml; still used by {}",
+                        users
+                            .iter()
+                            .map(|u| u.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                continue;
+            }
+            out.push(
+                Change::new(Kind::Network, name, "", verb, "not in infra.yml")
+                    .with_steps(vec![Step::Delete(format!("/1.0/networks/{}", enc(name)))]),
+            );
+        }
+    }
+    if !clean {
+        for ch in &mut out {
+            ch.steps.clear();
+        }
+    }
+    out
+}
+
+/// The images a plan will copy between projects (for the plan's notes).
+pub fn local_images_missing(c: &Client, plan: &[Change]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for ch in plan {
+        for s in &ch.steps {
+            if let Step::EnsureImage { alias, project } = s {
+                let key = (alias.clone(), project.clone());
+                if !out.contains(&key) && images::alias_target(c, alias, project)?.is_none() {
+                    out.push(key);
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -159,14 +159,32 @@ impl Client {
         body: Option<&Value>,
         limit: Duration,
     ) -> Result<Envelope> {
+        let payload = match body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| Error::Transport {
+                method: method.to_string(),
+                path: path.to_string(),
+                message: e.to_string(),
+            })?),
+            None => Bytes::new(),
+        };
+        let (status, bytes) = self.exchange(method, path, payload, "application/json", limit)?;
+        envelope(method, path, status, &bytes)
+    }
+
+    /// One HTTP exchange on the kept-alive connection: `(status, body)`.
+    /// Retries once on a connection the daemon closed in between.
+    fn exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        payload: Bytes,
+        content_type: &str,
+        limit: Duration,
+    ) -> Result<(u16, Bytes)> {
         let terr = |message: String| Error::Transport {
             method: method.to_string(),
             path: path.to_string(),
             message,
-        };
-        let payload = match body {
-            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| terr(e.to_string()))?),
-            None => Bytes::new(),
         };
         for attempt in 0..2 {
             let mut slot = self.conn.borrow_mut();
@@ -179,7 +197,7 @@ impl Client {
                 .method(method.clone())
                 .uri(format!("http://incus{path}"))
                 .header("Host", "incus")
-                .header("Content-Type", "application/json")
+                .header("Content-Type", content_type)
                 .header("User-Agent", "anklume")
                 .body(Full::new(payload.clone()))
                 .map_err(|e| terr(e.to_string()))?;
@@ -201,15 +219,7 @@ impl Client {
                 }
             };
             match result {
-                Ok((status, bytes)) => {
-                    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
-                        terr(format!(
-                            "HTTP {status}, not an Incus response ({e}): {}",
-                            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                        ))
-                    })?;
-                    return Ok(env);
-                }
+                Ok(r) => return Ok(r),
                 Err(_) if !fresh && attempt == 0 => {
                     // A kept-alive connection the daemon closed in between:
                     // reopen once; a second failure is reported below.
@@ -224,23 +234,65 @@ impl Client {
         Err(terr("the connection kept closing".into()))
     }
 
+    /// `GET path` for a raw download (an image export): the body as is, or
+    /// Incus's error.
+    pub fn get_bytes(&self, path: &str) -> Result<Bytes> {
+        let (status, bytes) = self.exchange(
+            &Method::GET,
+            path,
+            Bytes::new(),
+            "application/json",
+            OPERATION_TIMEOUT,
+        )?;
+        if status == 200 {
+            return Ok(bytes);
+        }
+        let env = envelope(&Method::GET, path, status, &bytes)?;
+        Err(self.failure(&Method::GET, path, env))
+    }
+
+    /// `POST path` with a raw body (an image upload); async operations are
+    /// waited for, as in [`Client::request`].
+    pub fn post_bytes(&self, path: &str, data: Bytes) -> Result<Value> {
+        let (status, bytes) = self.exchange(
+            &Method::POST,
+            path,
+            data,
+            "application/octet-stream",
+            OPERATION_TIMEOUT,
+        )?;
+        let env = envelope(&Method::POST, path, status, &bytes)?;
+        self.finish(Method::POST, path, env)
+    }
+
     /// Send a request and return its metadata; async operations are waited
     /// for (their final metadata is returned).
     pub fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let env = self.raw(&method, path, body)?;
+        self.finish(method, path, env)
+    }
+
+    fn finish(&self, method: Method, path: &str, env: Envelope) -> Result<Value> {
         match env.kind.as_str() {
             "sync" => Ok(env.metadata),
             "async" => self.wait(&method, path, &env.operation),
-            _ if env.error_code == 404 => Err(Error::NotFound {
+            _ => Err(self.failure(&method, path, env)),
+        }
+    }
+
+    fn failure(&self, method: &Method, path: &str, env: Envelope) -> Error {
+        if env.error_code == 404 {
+            Error::NotFound {
                 method: method.to_string(),
                 path: path.to_string(),
-            }),
-            _ => Err(Error::Api {
+            }
+        } else {
+            Error::Api {
                 method: method.to_string(),
                 path: path.to_string(),
                 code: env.error_code,
                 message: env.error,
-            }),
+            }
         }
     }
 
@@ -309,6 +361,18 @@ impl Client {
     pub fn delete(&self, path: &str) -> Result<Value> {
         self.request(Method::DELETE, path, None)
     }
+}
+
+/// Decode Incus's envelope from an HTTP answer.
+fn envelope(method: &Method, path: &str, status: u16, bytes: &[u8]) -> Result<Envelope> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Transport {
+        method: method.to_string(),
+        path: path.to_string(),
+        message: format!(
+            "HTTP {status}, not an Incus response ({e}): {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ),
+    })
 }
 
 /// Percent-encode one path segment or query value (names are validated to

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod testd;
+pub mod testimage;
 
 pub use client::{Client, Error};

@@ -1,6 +1,6 @@
-//! The one way this crate runs external programs.
+//! The one way anklume's programs run external programs.
 //!
-//! Every command line is logged (to stderr, when `ANKLUME_BUILD_LOG` is not
+//! Every command line is logged (to stderr, when `ANKLUME_CMD_LOG` is not
 //! `quiet`) before it runs; a failure carries the command line, the exit
 //! status and the last lines of its stderr; a missing program names the
 //! Debian package that provides it.
@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{anyhow, Context, Result};
 
-/// Debian packages providing the programs the builder calls.
+/// Debian packages providing the programs anklume calls.
 pub fn package_of(program: &str) -> Option<&'static str> {
     Some(match program {
         "mkosi" => "mkosi (bookworm-backports)",
@@ -23,6 +23,8 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "zstd" => "zstd",
         "cpio" => "cpio",
         "chroot" => "coreutils",
+        "nft" => "nftables",
+        "ip" | "nsenter" => "iproute2 / util-linux",
         _ => return None,
     })
 }
@@ -35,6 +37,7 @@ const STDERR_TAIL: usize = 15;
 pub struct Cmd {
     inner: Command,
     line: String,
+    stdin: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -43,6 +46,7 @@ impl Cmd {
         Cmd {
             inner: Command::new(program),
             line,
+            stdin: None,
         }
     }
 
@@ -75,22 +79,32 @@ impl Cmd {
         self
     }
 
+    /// Feed these bytes on stdin (otherwise stdin is /dev/null).
+    pub fn input(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
     /// The command line as logged.
     pub fn line(&self) -> &str {
         &self.line
     }
 
     fn spawn_output(mut self, stdout: Stdio) -> Result<(String, Output)> {
-        if std::env::var_os("ANKLUME_BUILD_LOG").is_none_or(|v| v != "quiet") {
+        if std::env::var_os("ANKLUME_CMD_LOG").is_none_or(|v| v != "quiet") {
             eprintln!("+ {}", self.line);
         }
         let program = self.inner.get_program().to_string_lossy().into_owned();
-        let out = self
-            .inner
-            .stdin(Stdio::null())
+        let input = self.stdin.take();
+        self.inner
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(stdout)
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(Stdio::piped());
+        let out = spawn_and_feed(&mut self.inner, input.as_deref())
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     match package_of(&program) {
@@ -144,6 +158,31 @@ impl Cmd {
     }
 }
 
+/// Start `cmd`, write `input` to its stdin from a helper thread (so a
+/// program that answers before reading everything cannot deadlock us), and
+/// collect its output.
+fn spawn_and_feed(cmd: &mut Command, input: Option<&[u8]>) -> std::io::Result<Output> {
+    let mut child = cmd.spawn()?;
+    let writer = match (input, child.stdin.take()) {
+        (Some(data), Some(mut stdin)) => {
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                use std::io::Write;
+                // A program that exits without reading gives EPIPE: its exit
+                // status and stderr say why, not this write.
+                let _ = stdin.write_all(&data);
+            }))
+        }
+        _ => None,
+    };
+    let out = child.wait_with_output()?;
+    if let Some(w) = writer {
+        w.join()
+            .map_err(|_| std::io::Error::other("stdin writer thread panicked"))?;
+    }
+    Ok(out)
+}
+
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -183,6 +222,18 @@ mod tests {
         assert!(err.contains("not found"), "{err}");
         let err = format!("{:#}", anyhow!(package_of("xorriso").unwrap()));
         assert_eq!(err, "xorriso");
+    }
+
+    #[test]
+    fn input_reaches_stdin() {
+        assert_eq!(
+            Cmd::new("tr")
+                .args(["a-z", "A-Z"])
+                .input("ruleset")
+                .output_string()
+                .unwrap(),
+            "RULESET"
+        );
     }
 
     #[test]

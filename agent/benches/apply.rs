@@ -1,0 +1,225 @@
+//! `anklume apply` on 20 domains × 5 containers against a private incusd
+//! (its own network namespace, NAT off, a local busybox image):
+//!
+//! 1. the first apply (everything created and started), timed;
+//! 2. no-op applies (nothing to change), timed: median and worst of 10;
+//! 3. the same first deployment done the reference's way, one `incus` CLI
+//!    call per object and property, on a second fresh daemon, timed.
+//!
+//! Prints figures; asserts nothing about time. Run: `cargo bench -p anklume
+//! --bench apply` (as root; several minutes).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anklume::apply::desired::ApplySettings;
+use anklume::apply::{run, ApplyOptions};
+use anklume::incus::testd::TestDaemon;
+use anklume::incus::testimage;
+
+const DOMAINS: usize = 20;
+const MACHINES: usize = 5;
+const IMAGE: &str = "anklume-test";
+
+fn infra() -> String {
+    let mut s = String::from(
+        "project_name: apply-bench\nglobal:\n  addressing:\n    base_octet: 10\n    zone_base: 100\n  default_os_image: anklume-test\ndomains:\n",
+    );
+    for d in 0..DOMAINS {
+        let _ = writeln!(s, "  bd{d}:\n    trust_level: trusted\n    machines:");
+        for m in 0..MACHINES {
+            let _ = writeln!(s, "      bd{d}-m{m}: {{type: lxc}}");
+        }
+    }
+    s
+}
+
+fn daemon(dir: &Path) -> TestDaemon {
+    let d = TestDaemon::start(dir).expect("incusd");
+    let c = d.client().unwrap();
+    testimage::create_dir_pool(&c, "default").unwrap();
+    std::fs::create_dir_all(dir.join("../image")).unwrap();
+    testimage::import(&c, &dir.join("../image"), IMAGE).unwrap();
+    d
+}
+
+fn apply(work: &Path, d: &TestDaemon) -> (Duration, i32, usize) {
+    let o = ApplyOptions {
+        infra: Some(work.join("infra.yml")),
+        context_dir: Some(work.join("ctx")),
+        domains: vec![],
+        dry_run: false,
+        clean_orphans: false,
+        socket: d.socket(),
+        settings: ApplySettings {
+            nat: false,
+            pool: "default".into(),
+            netns: Some(d.netns_path()),
+            state_dir: Some(work.join("state")),
+        },
+        progress: false,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let t = Instant::now();
+    let (code, s) = run(&o, &mut out, &mut err).expect("apply");
+    let took = t.elapsed();
+    if code != 0 {
+        eprintln!("{}", String::from_utf8_lossy(&err));
+    }
+    (took, code, s.changes())
+}
+
+/// The reference's way: one `incus` call per object and per property.
+fn cli_deploy(d: &TestDaemon, image_tar: &Path) -> (Duration, usize) {
+    let mut calls = 0;
+    let incus = |args: &[String]| {
+        let out = Command::new("incus")
+            .env("INCUS_DIR", d.dir())
+            .args(args)
+            .output()
+            .expect("incus CLI");
+        assert!(
+            out.status.success(),
+            "incus {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let t = Instant::now();
+    for dn in 0..DOMAINS {
+        let (dom, net) = (format!("bd{dn}"), format!("net-bd{dn}"));
+        let octet = 100 + dn;
+        let mut run = |a: Vec<String>| {
+            incus(&a);
+            calls += 1;
+        };
+        run(s(&[
+            "network",
+            "create",
+            &net,
+            &format!("ipv4.address=10.{octet}.0.254/24"),
+            "ipv4.nat=false",
+            &format!("ipv4.dhcp.ranges=10.{octet}.0.100-10.{octet}.0.249"),
+            "ipv6.address=none",
+        ]));
+        run(s(&["project", "create", &dom]));
+        run(s(&[
+            "project",
+            "set",
+            &dom,
+            "features.images=true",
+            "features.profiles=true",
+            "features.storage.volumes=true",
+            "features.networks=false",
+        ]));
+        run(s(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "eth0",
+            "nic",
+            &format!("network={net}"),
+            "name=eth0",
+            "--project",
+            &dom,
+        ]));
+        run(s(&[
+            "profile",
+            "device",
+            "add",
+            "default",
+            "root",
+            "disk",
+            "path=/",
+            "pool=default",
+            "--project",
+            &dom,
+        ]));
+        run(vec![
+            "image".into(),
+            "import".into(),
+            image_tar.display().to_string(),
+            "--alias".into(),
+            IMAGE.into(),
+            "--project".into(),
+            dom.clone(),
+        ]);
+        for m in 0..MACHINES {
+            let name = format!("bd{dn}-m{m}");
+            run(s(&[
+                "init",
+                IMAGE,
+                &name,
+                "--project",
+                &dom,
+                "-c",
+                "security.protection.delete=true",
+            ]));
+            run(s(&[
+                "config",
+                "device",
+                "override",
+                &name,
+                "eth0",
+                &format!("ipv4.address=10.{octet}.0.{}", m + 1),
+                "--project",
+                &dom,
+            ]));
+            run(s(&["start", &name, "--project", &dom]));
+        }
+    }
+    (t.elapsed(), calls)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("apply: bench");
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("anklume-apply-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let work = tmp.path();
+    std::fs::create_dir(work.join("ctx")).unwrap();
+    std::fs::write(work.join("infra.yml"), infra()).unwrap();
+    println!(
+        "anklume apply: {DOMAINS} domains × {MACHINES} containers ({} instances)",
+        DOMAINS * MACHINES
+    );
+
+    let d = daemon(&work.join("a/incus"));
+    let (first, code, changes) = apply(work, &d);
+    assert_eq!(code, 0, "first apply failed");
+    println!(
+        "  first apply:   {:>8.2} s ({changes} changes)",
+        first.as_secs_f64()
+    );
+    let mut noop: Vec<Duration> = (0..10)
+        .map(|_| {
+            let (t, code, changes) = apply(work, &d);
+            assert_eq!((code, changes), (0, 0), "a no-op apply changed something");
+            t
+        })
+        .collect();
+    noop.sort();
+    println!(
+        "  no-op apply:   {:>8.3} s median, {:.3} s worst of {} (target < 1 s)",
+        noop[noop.len() / 2].as_secs_f64(),
+        noop[noop.len() - 1].as_secs_f64(),
+        noop.len()
+    );
+    d.close().unwrap();
+
+    let d = daemon(&work.join("b/incus"));
+    let tar = testimage::build(&work.join("b/cli-image")).unwrap();
+    let (cli, calls) = cli_deploy(&d, &tar);
+    println!(
+        "  incus CLI:     {:>8.2} s ({calls} calls, the same objects; no drift check, no isolation ruleset)",
+        cli.as_secs_f64()
+    );
+    d.close().unwrap();
+}
