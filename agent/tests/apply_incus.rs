@@ -67,11 +67,12 @@ network_policies:
     protocol: tcp
 ";
 
+/// Fields drop in order: the daemon goes before its directory.
 struct Lab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    d: Option<TestDaemon>,
     c: Client,
+    d: Option<TestDaemon>,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
 }
 
 impl Lab {
@@ -89,10 +90,10 @@ impl Lab {
         testimage::create_dir_pool(&c, "default").unwrap();
         testimage::import(&c, &dir.join("image"), IMAGE).unwrap();
         Lab {
-            _tmp: tmp,
-            dir,
-            d: Some(d),
             c,
+            d: Some(d),
+            dir,
+            _tmp: tmp,
         }
     }
 
