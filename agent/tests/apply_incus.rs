@@ -483,5 +483,46 @@ domains:
     );
     let (code, s, text) = lab.apply(false, true);
     assert_eq!((code, s.changes(), s.orphans), (0, 0, 0), "{text}");
+
+    // The same through the command line.
+    let d = lab.daemon();
+    let common = |cmd: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_anklume"));
+        c.arg(cmd)
+            .arg("--infra")
+            .arg(lab.dir.join("infra.yml"))
+            .arg("--context-dir")
+            .arg(lab.dir.join("ctx"))
+            .arg("--socket")
+            .arg(d.socket())
+            .arg("--netns")
+            .arg(d.netns_path())
+            .env("ANKLUME_CMD_LOG", "quiet");
+        c
+    };
+    let out = common("apply")
+        .args(["--dry-run", "--no-nat", "--state-dir"])
+        .arg(lab.dir.join("state"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("unchanged  instance  akt3/akt3-a"), "{text}");
+    assert!(
+        text.contains("[DRY-RUN] would create 0, update 0, delete 0"),
+        "{text}"
+    );
+    let out = common("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("domain:    akt3: 1/2 running"), "{text}");
+    assert!(
+        text.contains("table inet anklume present, current"),
+        "{text}"
+    );
     lab.close();
 }
