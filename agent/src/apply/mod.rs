@@ -9,6 +9,7 @@
 pub mod desired;
 pub mod firewall;
 pub mod images;
+mod orphans;
 pub mod plan;
 pub mod reconcile;
 

@@ -19,64 +19,64 @@ use crate::incus::client::enc;
 use crate::incus::Client;
 
 #[derive(Debug, Deserialize)]
-struct Project {
-    name: String,
+pub(super) struct Project {
+    pub(super) name: String,
     #[serde(default)]
-    description: String,
+    pub(super) description: String,
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub(super) config: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Network {
-    name: String,
+pub(super) struct Network {
+    pub(super) name: String,
     #[serde(default)]
-    managed: bool,
+    pub(super) managed: bool,
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub(super) config: BTreeMap<String, String>,
     #[serde(default)]
-    used_by: Vec<String>,
+    pub(super) used_by: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Profile {
-    name: String,
+pub(super) struct Profile {
+    pub(super) name: String,
     #[serde(default)]
-    project: String,
+    pub(super) project: String,
     #[serde(default)]
-    description: String,
+    pub(super) description: String,
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub(super) config: BTreeMap<String, String>,
     #[serde(default)]
-    devices: BTreeMap<String, BTreeMap<String, String>>,
+    pub(super) devices: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
-    used_by: Vec<String>,
+    pub(super) used_by: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Volume {
-    name: String,
+pub(super) struct Volume {
+    pub(super) name: String,
     #[serde(default)]
-    project: String,
+    pub(super) project: String,
     #[serde(default, rename = "type")]
-    kind: String,
+    pub(super) kind: String,
     #[serde(default)]
-    config: BTreeMap<String, String>,
+    pub(super) config: BTreeMap<String, String>,
 }
 
 /// An instance as listed, plus its raw form (sent back whole on update so
 /// nothing anklume does not own is lost).
 #[derive(Debug)]
-struct Instance {
-    name: String,
-    project: String,
-    status: String,
-    kind: String,
-    description: String,
-    config: BTreeMap<String, String>,
-    devices: BTreeMap<String, BTreeMap<String, String>>,
-    profiles: Vec<String>,
-    raw: Value,
+pub(super) struct Instance {
+    pub(super) name: String,
+    pub(super) project: String,
+    pub(super) status: String,
+    pub(super) kind: String,
+    pub(super) description: String,
+    pub(super) config: BTreeMap<String, String>,
+    pub(super) devices: BTreeMap<String, BTreeMap<String, String>>,
+    pub(super) profiles: Vec<String>,
+    pub(super) raw: Value,
 }
 
 impl Instance {
@@ -115,14 +115,14 @@ impl Instance {
 }
 
 /// Everything read from Incus for one plan.
-struct Current {
-    projects: BTreeMap<String, Project>,
-    networks: BTreeMap<String, Network>,
+pub(super) struct Current {
+    pub(super) projects: BTreeMap<String, Project>,
+    pub(super) networks: BTreeMap<String, Network>,
     /// (project, name) →
-    profiles: BTreeMap<(String, String), Profile>,
-    instances: BTreeMap<(String, String), Instance>,
+    pub(super) profiles: BTreeMap<(String, String), Profile>,
+    pub(super) instances: BTreeMap<(String, String), Instance>,
     /// (project, pool, name) →
-    volumes: BTreeMap<(String, String, String), Volume>,
+    pub(super) volumes: BTreeMap<(String, String, String), Volume>,
 }
 
 fn read(c: &Client, desired: &[DomainSpec]) -> Result<Current> {
@@ -204,7 +204,7 @@ fn device_drift(
     out
 }
 
-fn q(project: &str) -> String {
+pub(super) fn q(project: &str) -> String {
     format!("project={}", enc(project))
 }
 
@@ -235,7 +235,7 @@ pub fn plan(
             out.push(instance(i, &cur));
         }
     }
-    out.extend(orphans(desired, &cur, clean_orphans));
+    out.extend(super::orphans::orphans(desired, &cur, clean_orphans));
     Ok(out)
 }
 
@@ -460,187 +460,6 @@ fn instance(i: &InstanceSpec, cur: &Current) -> Change {
         ));
     }
     Change::update(Kind::Instance, &label, &i.domain, diff, steps)
-}
-
-fn managed(config: &BTreeMap<String, String>) -> bool {
-    config.get(MANAGED_KEY).map(String::as_str) == Some("true")
-}
-
-/// Objects anklume marked as its own that `infra.yml` no longer wants.
-fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec<Change> {
-    let verb = if clean { Verb::Delete } else { Verb::Orphan };
-    let want_projects: BTreeSet<&str> = desired.iter().map(|d| d.project.as_str()).collect();
-    let want_networks: BTreeSet<&str> = desired.iter().map(|d| d.network.name.as_str()).collect();
-    let want_instances: BTreeSet<(&str, &str)> = desired
-        .iter()
-        .flat_map(|d| &d.instances)
-        .map(|i| (i.project.as_str(), i.name.as_str()))
-        .collect();
-    let want_profiles: BTreeSet<(&str, &str)> = desired
-        .iter()
-        .flat_map(|d| {
-            d.profiles
-                .iter()
-                .map(move |p| (d.project.as_str(), p.name.as_str()))
-        })
-        .collect();
-    let mut out = Vec::new();
-    // Instances that stay in a project (protected, or not anklume's) keep
-    // the project.
-    let mut kept_in: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut deleting: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for ((project, name), i) in &cur.instances {
-        if want_instances.contains(&(project.as_str(), name.as_str())) {
-            continue;
-        }
-        if !managed(&i.config) {
-            kept_in.entry(project).or_default().push(name);
-            continue;
-        }
-        let label = format!("{project}/{name}");
-        let protected = i
-            .config
-            .get("security.protection.delete")
-            .map(String::as_str)
-            == Some("true");
-        if protected {
-            kept_in.entry(project).or_default().push(name);
-            out.push(Change::new(
-                Kind::Instance,
-                &label,
-                "",
-                Verb::Orphan,
-                "not in infra.yml; protected (security.protection.delete=true), never deleted",
-            ));
-            continue;
-        }
-        if clean {
-            deleting.insert((project.as_str(), name.as_str()));
-        } else {
-            kept_in.entry(project).or_default().push(name);
-        }
-        let mut steps = Vec::new();
-        let base = format!("/1.0/instances/{}", enc(name));
-        if i.status == "Running" {
-            steps.push(Step::Put(
-                format!("{base}/state?{}", q(project)),
-                json!({"action": "stop", "force": true, "timeout": 30}),
-            ));
-        }
-        steps.push(Step::Delete(format!("{base}?{}", q(project))));
-        out.push(
-            Change::new(Kind::Instance, &label, "", verb, "not in infra.yml").with_steps(steps),
-        );
-    }
-    for ((project, name), p) in &cur.profiles {
-        if name == "default"
-            || !managed(&p.config)
-            || !want_projects.contains(project.as_str())
-            || want_profiles.contains(&(project.as_str(), name.as_str()))
-        {
-            continue;
-        }
-        let label = format!("{project}/{name}");
-        let used: Vec<&String> = p
-            .used_by
-            .iter()
-            .filter(|u| {
-                // Used by an instance deleted in this run: fine.
-                let n = u
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("");
-                !deleting.contains(&(project.as_str(), n))
-            })
-            .collect();
-        if !used.is_empty() {
-            out.push(Change::new(
-                Kind::Profile,
-                &label,
-                "",
-                Verb::Orphan,
-                format!("not in infra.yml; still used by {used:?}"),
-            ));
-            continue;
-        }
-        out.push(
-            Change::new(Kind::Profile, &label, "", verb, "not in infra.yml").with_steps(vec![
-                Step::Delete(format!("/1.0/profiles/{}?{}", enc(name), q(project))),
-            ]),
-        );
-    }
-    let mut deleting_projects: BTreeSet<&str> = BTreeSet::new();
-    for (name, p) in &cur.projects {
-        if !managed(&p.config) || want_projects.contains(name.as_str()) {
-            continue;
-        }
-        if let Some(kept) = kept_in.get(name.as_str()) {
-            out.push(Change::new(
-                Kind::Project,
-                name,
-                "",
-                Verb::Orphan,
-                format!("not in infra.yml; still holds {}", kept.join(", ")),
-            ));
-            continue;
-        }
-        deleting_projects.insert(name);
-        out.push(
-            Change::new(Kind::Project, name, "", verb, "not in infra.yml").with_steps(vec![
-                Step::DeleteProjectImages(name.clone()),
-                Step::Delete(format!("/1.0/projects/{}", enc(name))),
-            ]),
-        );
-    }
-    for (name, n) in &cur.networks {
-        if managed(&n.config) && !want_networks.contains(name.as_str()) {
-            // Still used by something that stays (a kept project's profile)?
-            let users: Vec<&String> = n
-                .used_by
-                .iter()
-                .filter(|u| {
-                    let project = u
-                        .split_once("project=")
-                        .map_or("default", |(_, p)| p.split('&').next().unwrap_or(""));
-                    let instance = u
-                        .strip_prefix("/1.0/instances/")
-                        .map(|r| r.split('?').next().unwrap_or(""));
-                    !deleting_projects.contains(project)
-                        && !instance.is_some_and(|i| deleting.contains(&(project, i)))
-                })
-                .collect();
-            if !users.is_empty() {
-                out.push(Change::new(
-                    Kind::Network,
-                    name,
-                    "",
-                    Verb::Orphan,
-                    format!(
-                        "not in infra.yml; still used by {}",
-                        users
-                            .iter()
-                            .map(|u| u.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
-                continue;
-            }
-            out.push(
-                Change::new(Kind::Network, name, "", verb, "not in infra.yml")
-                    .with_steps(vec![Step::Delete(format!("/1.0/networks/{}", enc(name)))]),
-            );
-        }
-    }
-    if !clean {
-        for ch in &mut out {
-            ch.steps.clear();
-        }
-    }
-    out
 }
 
 /// The images a plan will copy between projects (for the plan's notes).
