@@ -68,13 +68,18 @@ fn main() {
     let runs = 7;
     println!("anklume sync, {runs} runs each, median (min) wall time");
     // The output tree on the disk's file system (what users get), and on a
-    // tmpfs, which shows our own cost without the file system's: creating
-    // 10,000 files right after deleting many (the previous size's runs) is
-    // slow on ext4 whatever writes them.
+    // tmpfs, which shows our own cost without the file system's. On an ext4
+    // without a journal (this VM's disk), creating files while the inode
+    // table blocks of recently deleted files are still dirty makes the
+    // kernel scan past them (`recently_deleted` in `perf`), whatever writes
+    // the files: run this bench well after any large deletion.
     let mut roots = vec![("disk", std::env::temp_dir())];
     if std::path::Path::new("/dev/shm").is_dir() {
         roots.push(("tmpfs", "/dev/shm".into()));
     }
+    // Every output tree is kept until the end: deleting thousands of files
+    // between measurements would slow the next creations (see below).
+    let mut keep = Vec::new();
     for (what, root) in roots {
         println!("output on {what} ({})", root.display());
         let mut per_machine = Vec::new();
@@ -97,6 +102,7 @@ fn main() {
                 "  {domains:>4} domains x 8 machines + 100 policies ({files} files): cold {cm:7.1} ms ({cmin:.1}), warm {wm:7.1} ms ({wmin:.1})"
             );
             per_machine.push((domains * 8, cm, wm));
+            keep.push(dir);
         }
         let (n0, c0, w0) = per_machine[0];
         let (n1, c1, w1) = per_machine[1];
