@@ -51,7 +51,8 @@ pub enum Command {
         /// infra.yml or an infra/ directory (default as for sync).
         #[arg(long)]
         infra: Option<PathBuf>,
-        /// Print the plan; change nothing.
+        /// Print the plan and the ruleset diff (checked with nft -c); change
+        /// nothing.
         #[arg(long)]
         dry_run: bool,
         /// Delete anklume-made instances, profiles, projects and networks no
