@@ -174,6 +174,59 @@ fn cli_deploy(d: &TestDaemon, image_tar: &Path) -> (Duration, usize) {
     (t.elapsed(), calls)
 }
 
+/// Where a no-op run's time goes: reading infra.yml, Incus's listings,
+/// the ruleset check.
+fn breakdown(work: &Path, d: &TestDaemon) {
+    use anklume::apply::{desired, firewall::Firewall, reconcile};
+    let settings = ApplySettings {
+        nat: false,
+        pool: "default".into(),
+        netns: Some(d.netns_path()),
+        state_dir: None,
+    };
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let mut sink = Vec::new();
+    let t = Instant::now();
+    let prepared = anklume::sync::prepare(
+        Some(&work.join("infra.yml")),
+        Some(&work.join("ctx")),
+        None,
+        &mut sink,
+    )
+    .unwrap()
+    .unwrap();
+    let domains = desired::domains(&prepared.files, &settings).unwrap();
+    let t_prepare = ms(t);
+    let c = anklume::incus::Client::connect(&d.socket()).unwrap();
+    let t = Instant::now();
+    let plan = reconcile::plan(&c, &domains, &settings, false).unwrap();
+    let t_reads = ms(t);
+    let fw = Firewall::new(&domains, None, settings.netns.clone(), None).unwrap();
+    let t = Instant::now();
+    fw.live().unwrap();
+    let t_nft = ms(t);
+    let mut each = Vec::new();
+    for path in [
+        "/1.0/projects?recursion=1",
+        "/1.0/networks?recursion=1",
+        "/1.0/profiles?recursion=1&all-projects=true",
+        "/1.0/instances?recursion=1&all-projects=true",
+    ] {
+        let t = Instant::now();
+        let _: serde_json::Value = c.get(path).unwrap();
+        each.push(format!(
+            "{} {:.0} ms",
+            path.split('?').next().unwrap(),
+            ms(t)
+        ));
+    }
+    println!(
+        "  no-op breakdown: infra.yml read+validate+render {t_prepare:.1} ms, Incus reads {t_reads:.1} ms ({} plan lines; {}), nft list {t_nft:.1} ms",
+        plan.len(),
+        each.join(", ")
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("apply: bench");
@@ -212,6 +265,7 @@ fn main() {
         noop[noop.len() - 1].as_secs_f64(),
         noop.len()
     );
+    breakdown(work, &d);
     d.close().unwrap();
 
     let d = daemon(&work.join("b/incus"));
