@@ -65,6 +65,10 @@ network_policies:
     to: akt2-a
     ports: [7777]
     protocol: tcp
+  - description: akt1-b reaches a service of the host
+    from: akt1-b
+    to: host
+    ports: [7777]
 ";
 
 /// Fields drop in order: the daemon goes before its directory.
@@ -306,6 +310,34 @@ fn converges_corrects_drift_and_isolates() {
     let refused = lab.probe("akt2", "akt2-a", "10.210.0.1");
     assert!(refused.is_err(), "akt2-a reached akt1-a: {refused:?}");
 
+    // The host (here: the daemon's network namespace) runs a service on
+    // 7777: only the machine with a `to: host` policy reaches it.
+    let mut host_service = Command::new("nsenter")
+        .arg(format!("--net={}", lab.daemon().netns_path().display()))
+        .args([
+            testimage::BUSYBOX,
+            "nc",
+            "-ll",
+            "-p",
+            "7777",
+            "-e",
+            "/bin/echo",
+            "pong",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lab.probe("akt1", "akt1-b", "10.210.0.254"),
+        Ok("pong".into())
+    );
+    let refused = lab.probe("akt1", "akt1-a", "10.210.0.254");
+    assert!(refused.is_err(), "akt1-a reached the host: {refused:?}");
+    let refused = lab.probe("akt2", "akt2-a", "10.240.0.254");
+    assert!(refused.is_err(), "akt2-a reached the host: {refused:?}");
+    host_service.kill().unwrap();
+    host_service.wait().unwrap();
+
     // Drift everywhere anklume owns something.
     c.patch(
         "/1.0/instances/akt1-a?project=akt1",
@@ -524,5 +556,20 @@ domains:
         text.contains("table inet anklume present, current"),
         "{text}"
     );
+
+    // An instance cannot change type: refused with the reason, nothing else
+    // stops.
+    std::fs::write(
+        lab.dir.join("infra.yml"),
+        std::fs::read_to_string(lab.dir.join("infra.yml"))
+            .unwrap()
+            .replace("akt3-a: {type: lxc}", "akt3-a: {type: vm}"),
+    )
+    .unwrap();
+    let (code, s, text) = lab.apply(false, false);
+    assert_eq!((code, s.failed), (1, 1), "{text}");
+    assert!(text.contains("type: container → virtual-machine"), "{text}");
+    assert!(text.contains("an instance cannot change type"), "{text}");
+    assert_eq!(lab.instance("akt3", "akt3-a")["status"], "Running");
     lab.close();
 }
