@@ -201,7 +201,7 @@ fn breakdown(work: &Path, d: &TestDaemon) {
     let t = Instant::now();
     let plan = reconcile::plan(&c, &domains, &settings, false).unwrap();
     let t_reads = ms(t);
-    let fw = Firewall::new(&domains, None, settings.netns.clone(), None).unwrap();
+    let fw = Firewall::new(&domains, None, settings.netns.clone(), None);
     let t = Instant::now();
     fw.live().unwrap();
     let t_nft = ms(t);

@@ -240,12 +240,8 @@ fn firewall_line(o: &StatusOptions) -> String {
     .and_then(|prepared| {
         let settings = crate::apply::desired::ApplySettings::default();
         let domains = crate::apply::desired::domains(&prepared.files, &settings).ok()?;
-        let all = prepared
-            .files
-            .iter()
-            .find(|f| f.rel == "group_vars/all.yml")
-            .map(|f| &f.data);
-        Firewall::new(&domains, all, None, None).ok()
+        let all = crate::apply::desired::all_vars(&prepared.files);
+        Some(Firewall::new(&domains, all, None, None))
     });
     match want {
         Some(fw) if fw.hash == live => format!("table inet anklume present, current ({live})"),

@@ -332,13 +332,21 @@ fn str_at(m: &Mapping, key: &str, file: &str) -> Result<String> {
     }
 }
 
+/// The generated file holding the global variables (`network_policies`).
+pub const ALL_VARS: &str = "group_vars/all.yml";
+
+/// The global variables among the generated files.
+pub fn all_vars(files: &[FileContent]) -> Option<&Mapping> {
+    files.iter().find(|f| f.rel == ALL_VARS).map(|f| &f.data)
+}
+
 /// Domains from the generated files: every `group_vars/<domain>.yml` that
 /// names an `incus_project` (disabled domains have no file), with their
 /// profiles and the instances of their `host_vars`.
 pub fn domains(files: &[FileContent], s: &ApplySettings) -> Result<Vec<DomainSpec>> {
     let mut out = Vec::new();
     for f in files {
-        if !f.rel.starts_with("group_vars/") || f.rel == "group_vars/all.yml" {
+        if !f.rel.starts_with("group_vars/") || f.rel == ALL_VARS {
             continue;
         }
         let m = &f.data;

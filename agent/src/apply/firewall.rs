@@ -75,7 +75,7 @@ impl Firewall {
         all: Option<&Mapping>,
         netns: Option<PathBuf>,
         state_dir: Option<&Path>,
-    ) -> Result<Firewall> {
+    ) -> Firewall {
         let mut skipped = Vec::new();
         let mut policies = Vec::new();
         if let Some(Value::Seq(items)) = all
@@ -97,12 +97,12 @@ impl Firewall {
             &format!("table inet anklume {{\n\tcomment \"anklume {hash}\"\n"),
             1,
         );
-        Ok(Firewall {
+        Firewall {
             text,
             hash,
             netns,
             state_file: state_dir.map(|d| d.join("nftables.rules")),
-        })
+        }
     }
 
     fn nft(&self) -> Cmd {
@@ -147,18 +147,26 @@ impl Firewall {
         Ok(())
     }
 
-    /// A unified diff from the last ruleset loaded (if known) to this one.
-    pub fn diff(&self) -> String {
-        let old = self
-            .state_file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .unwrap_or_default();
-        similar::TextDiff::from_lines(&old, &self.text)
+    /// A unified diff from the last ruleset loaded (when this host kept
+    /// one) to this one.
+    pub fn diff(&self) -> Result<String> {
+        let old = match &self.state_file {
+            None => String::new(),
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("reading the last loaded ruleset {}", f.display())
+                    })
+                }
+            },
+        };
+        Ok(similar::TextDiff::from_lines(&old, &self.text)
             .unified_diff()
             .context_radius(2)
             .header("last loaded", "this run")
-            .to_string()
+            .to_string())
     }
 }
 
@@ -414,7 +422,7 @@ mod tests {
              - {from: host, to: ai-llm, ports: [22]}\n\
              - {from: gone, to: ai}\n",
         );
-        let fw = Firewall::new(&ds, Some(&all), None, None).unwrap();
+        let fw = Firewall::new(&ds, Some(&all), None, None);
         let t = &fw.text;
         assert!(
             t.contains(&format!("comment \"anklume {}\"", fw.hash)),
@@ -422,6 +430,10 @@ mod tests {
         );
         assert!(
             t.contains("iifname \"net-pro\" oifname \"net-pro\" accept"),
+            "{t}"
+        );
+        assert!(
+            t.contains("iifname { \"net-pro\", \"net-ai\" } ct state invalid drop"),
             "{t}"
         );
         assert!(t.contains(
@@ -444,18 +456,18 @@ mod tests {
         // The host → machine policy needs no rule (host traffic is not filtered).
         assert!(!t.contains("dport { 22 }"), "{t}");
         // Same input, same text and hash; a change changes the hash.
-        let again = Firewall::new(&ds, Some(&all), None, None).unwrap();
+        let again = Firewall::new(&ds, Some(&all), None, None);
         assert_eq!(
             (again.text.as_str(), again.hash.as_str()),
             (t.as_str(), fw.hash.as_str())
         );
-        let fewer = Firewall::new(&ds[..1], Some(&all), None, None).unwrap();
+        let fewer = Firewall::new(&ds[..1], Some(&all), None, None);
         assert_ne!(fewer.hash, fw.hash);
     }
 
     #[test]
     fn no_domains_gives_empty_chains() {
-        let fw = Firewall::new(&[], None, None, None).unwrap();
+        let fw = Firewall::new(&[], None, None, None);
         assert!(!fw.text.contains("drop"), "{}", fw.text);
     }
 }

@@ -68,18 +68,13 @@ pub fn run(
         return Ok((1, ApplySummary::default()));
     };
     let all_domains = desired::domains(&prepared.files, &o.settings)?;
-    let all_vars = prepared
-        .files
-        .iter()
-        .find(|f| f.rel == "group_vars/all.yml")
-        .map(|f| &f.data);
     // The ruleset always covers every enabled domain, whatever the filter.
     let fw = Firewall::new(
         &all_domains,
-        all_vars,
+        desired::all_vars(&prepared.files),
         o.settings.netns.clone(),
         o.settings.state_dir.as_deref(),
-    )?;
+    );
     let mut domains = all_domains;
     if !o.domains.is_empty() {
         for want in &o.domains {
@@ -147,7 +142,7 @@ pub fn run(
         if live != Live::Current {
             fw.check()?;
             writeln!(out, "\nnftables ruleset (checked with nft -c):")?;
-            write!(out, "{}", fw.diff())?;
+            write!(out, "{}", fw.diff()?)?;
         }
         for (alias, project) in reconcile::local_images_missing(&client, &plan)? {
             writeln!(out, "image {alias} would be copied into project {project}")?;

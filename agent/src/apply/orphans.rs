@@ -16,6 +16,30 @@ fn managed(config: &BTreeMap<String, String>) -> bool {
     config.get(MANAGED_KEY).map(String::as_str) == Some("true")
 }
 
+/// The entries of an Incus `used_by` list (`/1.0/instances/web?project=pro`,
+/// `/1.0/profiles/default?project=pro`) that outlive this run: not an
+/// instance being deleted, not in a project being deleted.
+fn users_that_stay<'a>(
+    used_by: &'a [String],
+    deleting: &BTreeSet<(&str, &str)>,
+    deleting_projects: &BTreeSet<&str>,
+) -> Vec<&'a str> {
+    used_by
+        .iter()
+        .map(String::as_str)
+        .filter(|u| {
+            let (path, query) = u.split_once('?').unwrap_or((u, ""));
+            let project = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("project="))
+                .unwrap_or("default");
+            let instance = path.strip_prefix("/1.0/instances/");
+            !deleting_projects.contains(project)
+                && !instance.is_some_and(|i| deleting.contains(&(project, i)))
+        })
+        .collect()
+}
+
 /// Objects anklume marked as its own that `infra.yml` no longer wants.
 pub(super) fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec<Change> {
     let verb = if clean { Verb::Delete } else { Verb::Orphan };
@@ -91,28 +115,15 @@ pub(super) fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec
             continue;
         }
         let label = format!("{project}/{name}");
-        let used: Vec<&String> = p
-            .used_by
-            .iter()
-            .filter(|u| {
-                // Used by an instance deleted in this run: fine.
-                let n = u
-                    .split('?')
-                    .next()
-                    .unwrap_or("")
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or("");
-                !deleting.contains(&(project.as_str(), n))
-            })
-            .collect();
+        let no_set = BTreeSet::new();
+        let used = users_that_stay(&p.used_by, &deleting, &no_set);
         if !used.is_empty() {
             out.push(Change::new(
                 Kind::Profile,
                 &label,
                 "",
                 Verb::Orphan,
-                format!("not in infra.yml; still used by {used:?}"),
+                format!("not in infra.yml; still used by {}", used.join(", ")),
             ));
             continue;
         }
@@ -148,34 +159,14 @@ pub(super) fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec
     for (name, n) in &cur.networks {
         if managed(&n.config) && !want_networks.contains(name.as_str()) {
             // Still used by something that stays (a kept project's profile)?
-            let users: Vec<&String> = n
-                .used_by
-                .iter()
-                .filter(|u| {
-                    let project = u
-                        .split_once("project=")
-                        .map_or("default", |(_, p)| p.split('&').next().unwrap_or(""));
-                    let instance = u
-                        .strip_prefix("/1.0/instances/")
-                        .map(|r| r.split('?').next().unwrap_or(""));
-                    !deleting_projects.contains(project)
-                        && !instance.is_some_and(|i| deleting.contains(&(project, i)))
-                })
-                .collect();
+            let users = users_that_stay(&n.used_by, &deleting, &deleting_projects);
             if !users.is_empty() {
                 out.push(Change::new(
                     Kind::Network,
                     name,
                     "",
                     Verb::Orphan,
-                    format!(
-                        "not in infra.yml; still used by {}",
-                        users
-                            .iter()
-                            .map(|u| u.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    format!("not in infra.yml; still used by {}", users.join(", ")),
                 ));
                 continue;
             }
@@ -191,4 +182,27 @@ pub(super) fn orphans(desired: &[DomainSpec], cur: &Current, clean: bool) -> Vec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn users_of_deleted_instances_and_projects_do_not_keep_an_object() {
+        let used_by: Vec<String> = [
+            "/1.0/instances/gone?project=p1",
+            "/1.0/instances/kept?project=p1",
+            "/1.0/profiles/default?project=p2",
+            "/1.0/instances/host-one",
+        ]
+        .map(String::from)
+        .to_vec();
+        let deleting = BTreeSet::from([("p1", "gone"), ("default", "x")]);
+        let projects = BTreeSet::from(["p2"]);
+        assert_eq!(
+            super::users_that_stay(&used_by, &deleting, &projects),
+            ["/1.0/instances/kept?project=p1", "/1.0/instances/host-one"]
+        );
+    }
 }

@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::desired::{ApplySettings, DomainSpec, InstanceSpec, ProfileSpec, MANAGED_KEY};
+use super::desired::{ApplySettings, Devices, DomainSpec, InstanceSpec, ProfileSpec, MANAGED_KEY};
 use super::images;
 use super::plan::{Change, Kind, Step, Verb};
 use crate::incus::client::enc;
@@ -48,7 +48,7 @@ pub(super) struct Profile {
     #[serde(default)]
     pub(super) config: BTreeMap<String, String>,
     #[serde(default)]
-    pub(super) devices: BTreeMap<String, BTreeMap<String, String>>,
+    pub(super) devices: Devices,
     #[serde(default)]
     pub(super) used_by: Vec<String>,
 }
@@ -66,51 +66,32 @@ pub(super) struct Volume {
 
 /// An instance as listed, plus its raw form (sent back whole on update so
 /// nothing anklume does not own is lost).
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
 pub(super) struct Instance {
     pub(super) name: String,
+    #[serde(default)]
     pub(super) project: String,
+    #[serde(default)]
     pub(super) status: String,
+    #[serde(default, rename = "type")]
     pub(super) kind: String,
+    #[serde(default)]
     pub(super) description: String,
+    #[serde(default)]
     pub(super) config: BTreeMap<String, String>,
-    pub(super) devices: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub(super) devices: Devices,
+    #[serde(default)]
     pub(super) profiles: Vec<String>,
+    #[serde(skip)]
     pub(super) raw: Value,
 }
 
 impl Instance {
     fn from_raw(raw: Value) -> Result<Instance> {
-        #[derive(Deserialize)]
-        struct I {
-            name: String,
-            #[serde(default)]
-            project: String,
-            #[serde(default)]
-            status: String,
-            #[serde(default, rename = "type")]
-            kind: String,
-            #[serde(default)]
-            description: String,
-            #[serde(default)]
-            config: BTreeMap<String, String>,
-            #[serde(default)]
-            devices: BTreeMap<String, BTreeMap<String, String>>,
-            #[serde(default)]
-            profiles: Vec<String>,
-        }
-        let i: I = serde_json::from_value(raw.clone())?;
-        Ok(Instance {
-            name: i.name,
-            project: i.project,
-            status: i.status,
-            kind: i.kind,
-            description: i.description,
-            config: i.config,
-            devices: i.devices,
-            profiles: i.profiles,
-            raw,
-        })
+        let mut i: Instance = serde_json::from_value(raw.clone())?;
+        i.raw = raw;
+        Ok(i)
     }
 }
 
@@ -176,10 +157,7 @@ fn drift(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Ve
 }
 
 /// Differences between two device sets (anklume owns them whole).
-fn device_drift(
-    have: &BTreeMap<String, BTreeMap<String, String>>,
-    want: &BTreeMap<String, BTreeMap<String, String>>,
-) -> Vec<String> {
+fn device_drift(have: &Devices, want: &Devices) -> Vec<String> {
     let mut out = Vec::new();
     for (name, w) in want {
         match have.get(name) {
@@ -445,9 +423,7 @@ fn instance(i: &InstanceSpec, cur: &Current) -> Change {
         steps.push(Step::Put(format!("{base}?{}", q(&i.project)), body));
     }
     let running = h.status == "Running";
-    let ip_of = |d: &BTreeMap<String, BTreeMap<String, String>>| {
-        d.get("eth0").and_then(|e| e.get("ipv4.address")).cloned()
-    };
+    let ip_of = |d: &Devices| d.get("eth0").and_then(|e| e.get("ipv4.address")).cloned();
     if !running {
         diff.push(format!("state: {} → Running", h.status));
         steps.push(Step::Put(state, json!({"action": "start", "timeout": 60})));
