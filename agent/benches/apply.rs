@@ -14,10 +14,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anklume::apply::desired::ApplySettings;
-use anklume::apply::{run, ApplyOptions};
-use anklume::incus::testd::TestDaemon;
-use anklume::incus::testimage;
+use anklume_incus_testkit::testimage;
+use anklume_incus_testkit::TestDaemon;
+use anklume_reconciler::desired::ApplySettings;
+use anklume_reconciler::{run, ApplyOptions};
 
 const DOMAINS: usize = 20;
 const MACHINES: usize = 5;
@@ -177,7 +177,7 @@ fn cli_deploy(d: &TestDaemon, image_tar: &Path) -> (Duration, usize) {
 /// Where a no-op run's time goes: reading infra.yml, Incus's listings,
 /// the ruleset check.
 fn breakdown(work: &Path, d: &TestDaemon) {
-    use anklume::apply::{desired, firewall::Firewall, reconcile};
+    use anklume_reconciler::{desired, firewall::Firewall, reconcile};
     let settings = ApplySettings {
         nat: false,
         pool: "default".into(),
@@ -187,7 +187,7 @@ fn breakdown(work: &Path, d: &TestDaemon) {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let mut sink = Vec::new();
     let t = Instant::now();
-    let prepared = anklume::sync::prepare(
+    let prepared = anklume_generator::prepare(
         Some(&work.join("infra.yml")),
         Some(&work.join("ctx")),
         None,
@@ -197,7 +197,7 @@ fn breakdown(work: &Path, d: &TestDaemon) {
     .unwrap();
     let domains = desired::domains(&prepared.files, &settings).unwrap();
     let t_prepare = ms(t);
-    let c = anklume::incus::Client::connect(&d.socket()).unwrap();
+    let c = anklume_incus::Client::connect(&d.socket()).unwrap();
     let t = Instant::now();
     let plan = reconcile::plan(&c, &domains, &settings, false).unwrap();
     let t_reads = ms(t);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::sync::{self, SyncOptions};
+use anklume_generator::{self as sync, SyncOptions};
 
 /// anklume: compartmentalize a workstation into Incus domains described in infra.yml.
 #[derive(Debug, Parser)]
@@ -71,7 +71,7 @@ pub enum Command {
         #[arg(long)]
         netns: Option<PathBuf>,
         /// Where the last loaded ruleset is kept (for --dry-run's diff).
-        #[arg(long, default_value = crate::apply::desired::STATE_DIR)]
+        #[arg(long, default_value = anklume_reconciler::desired::STATE_DIR)]
         state_dir: PathBuf,
         /// No progress lines on stderr.
         #[arg(long, short)]
@@ -114,8 +114,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             netns,
             context_dir,
         } => {
-            let d = crate::status::StatusOptions::default();
-            let o = crate::status::StatusOptions {
+            let d = anklume_reconciler::status::StatusOptions::default();
+            let o = anklume_reconciler::status::StatusOptions {
                 socket: socket.unwrap_or(d.socket.clone()),
                 infra,
                 netns,
@@ -124,7 +124,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            crate::status::run(&o, &mut out)
+            anklume_reconciler::status::run(&o, &mut out)
         }
         Command::Apply {
             domains,
@@ -139,14 +139,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             socket,
             context_dir,
         } => {
-            let o = crate::apply::ApplyOptions {
+            let o = anklume_reconciler::ApplyOptions {
                 infra,
                 context_dir,
                 domains,
                 dry_run,
                 clean_orphans,
-                socket: socket.unwrap_or_else(crate::incus::client::default_socket),
-                settings: crate::apply::desired::ApplySettings {
+                socket: socket.unwrap_or_else(anklume_incus::client::default_socket),
+                settings: anklume_reconciler::desired::ApplySettings {
                     nat: !no_nat,
                     pool,
                     netns,
@@ -158,7 +158,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             let stderr = std::io::stderr();
             let mut out = stdout.lock();
             let mut err = stderr.lock();
-            Ok(crate::apply::run(&o, &mut out, &mut err)?.0)
+            Ok(anklume_reconciler::run(&o, &mut out, &mut err)?.0)
         }
         Command::Sync {
             infra,

@@ -16,10 +16,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anklume::apply::desired::ApplySettings;
-use anklume::apply::{run, ApplyOptions, ApplySummary};
-use anklume::incus::testd::TestDaemon;
-use anklume::incus::{testimage, Client};
+use anklume_incus::Client;
+use anklume_incus_testkit::testimage;
+use anklume_incus_testkit::TestDaemon;
+use anklume_reconciler::desired::ApplySettings;
+use anklume_reconciler::{run, ApplyOptions, ApplySummary};
 use serde_json::{json, Value};
 
 const IMAGE: &str = "anklume-test";
@@ -205,7 +206,7 @@ impl Lab {
     }
 
     fn status(&self) -> String {
-        let o = anklume::status::StatusOptions {
+        let o = anklume_reconciler::status::StatusOptions {
             run_dir: self.dir.join("run"),
             mountinfo: self.dir.join("no-mountinfo"),
             socket: self.daemon().socket(),
@@ -214,7 +215,7 @@ impl Lab {
             netns: Some(self.daemon().netns_path()),
         };
         let mut out = Vec::new();
-        anklume::status::run(&o, &mut out).unwrap();
+        anklume_reconciler::status::run(&o, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 

@@ -1,4 +1,4 @@
-//! The reference generator's vectors (`../shared/vectors/generator/`),
+//! The reference generator's vectors (`crates/generator/tests/vectors/`),
 //! judged as their README says, through the real `anklume` binary.
 
 mod common;

@@ -1,0 +1,285 @@
+//! `anklume sync`: `infra.yml` → Ansible tree (inventory, group_vars,
+//! host_vars), compatible with the reference generator (anklume v1).
+//!
+//! Pipeline: load → validate (all errors) → enrich → validate again →
+//! warnings → render every file in memory → write changed files atomically
+//! → report orphans. Nothing is written unless every step before succeeded.
+
+pub mod access;
+pub mod addressing;
+pub mod context;
+pub mod diag;
+pub mod enrich;
+pub mod fsutil;
+pub mod generate;
+pub mod input;
+pub mod managed;
+pub mod orphans;
+pub mod resources;
+pub mod validate;
+pub mod warnings;
+pub mod write;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use self::context::HostContext;
+use self::diag::Diags;
+use anklume_yaml::emit::to_yaml;
+use anklume_yaml::load::Sources;
+use anklume_yaml::Value;
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// `infra.yml` or an `infra/` directory; `None`: the default.
+    pub infra: Option<PathBuf>,
+    pub base_dir: PathBuf,
+    pub dry_run: bool,
+    pub clean_orphans: bool,
+    pub context_dir: Option<PathBuf>,
+    /// Use this host context instead of reading the host (tests).
+    pub host: Option<HostContext>,
+}
+
+/// Counts of a finished run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub written: usize,
+    pub unchanged: usize,
+    pub orphans: usize,
+    pub deleted: usize,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Summary),
+    /// Invalid input; nothing was written. Messages are already printed.
+    Invalid,
+}
+
+fn print_diags(err: &mut dyn Write, header: &str, d: &Diags, sources: &Sources) -> Result<()> {
+    writeln!(err, "{header}")?;
+    for item in &d.items {
+        writeln!(err, "{}", item.render("  - ", sources))?;
+    }
+    Ok(())
+}
+
+/// Emit every file and read what exists, spread over the available cores
+/// (both are independent per file).
+fn render_and_plan(
+    base: &std::path::Path,
+    files: Vec<generate::FileContent>,
+) -> Result<Vec<write::Planned>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = files.len().div_ceil(workers).max(1);
+    let mut chunks: Vec<Vec<generate::FileContent>> = Vec::new();
+    let mut it = files.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(chunk).collect());
+    }
+    let results: Vec<Result<Vec<write::Planned>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let rendered = c
+                        .into_iter()
+                        .map(|f| (f.rel, managed::block(&to_yaml(&Value::Map(f.data)))))
+                        .collect();
+                    write::plan(base, rendered)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut plans = Vec::new();
+    for r in results {
+        plans.extend(r?);
+    }
+    Ok(plans)
+}
+
+/// The validated, enriched model of one `infra.yml` and the content of
+/// every file `anklume sync` writes from it (the reconciler reads its
+/// desired state from the same data).
+#[derive(Debug)]
+pub struct Prepared {
+    pub infra: anklume_yaml::Mapping,
+    pub prefix: String,
+    /// Enabled domains.
+    pub enabled: usize,
+    pub files: Vec<generate::FileContent>,
+}
+
+/// Load, validate (printing every finding to `err`), enrich and render the
+/// model; `None` when the input is invalid (findings already printed).
+pub fn prepare(
+    infra: Option<&std::path::Path>,
+    context_dir: Option<&std::path::Path>,
+    host: Option<&HostContext>,
+    err: &mut dyn Write,
+) -> Result<Option<Prepared>> {
+    let infra_path = match infra {
+        Some(p) => p.to_path_buf(),
+        None => {
+            input::default_path(&std::env::current_dir().context("reading the current directory")?)
+        }
+    };
+    let loaded = match input::load(&infra_path) {
+        Ok(l) => l,
+        Err(e) => {
+            for d in &e.errors {
+                writeln!(err, "{}", d.render("ERROR: ", &e.sources))?;
+            }
+            return Ok(None);
+        }
+    };
+    for w in &loaded.warnings {
+        writeln!(err, "{}", w.render("WARNING: ", &loaded.sources))?;
+    }
+    let sources = loaded.sources;
+    let Value::Map(mut infra) = loaded.root.value else {
+        unreachable!("input::load returns a mapping")
+    };
+    let ctx = match host {
+        Some(h) => h.clone(),
+        None => HostContext::detect(context_dir)?,
+    };
+    for w in &ctx.warnings {
+        writeln!(err, "WARNING: {w}")?;
+    }
+
+    let errors = validate::validate(&infra, &ctx, true);
+    if !errors.is_empty() {
+        print_diags(err, "Validation errors:", &errors, &sources)?;
+        return Ok(None);
+    }
+    let enriched = match enrich::enrich(&mut infra, &ctx) {
+        Ok(e) => e,
+        Err(msg) => {
+            writeln!(err, "ERROR: {msg}")?;
+            return Ok(None);
+        }
+    };
+    for i in &enriched.infos {
+        writeln!(err, "INFO: {i}")?;
+    }
+    for w in &enriched.warnings {
+        writeln!(err, "WARNING: {w}")?;
+    }
+    let post = validate::validate(&infra, &ctx, false);
+    if !post.is_empty() {
+        print_diags(err, "Post-enrichment validation errors:", &post, &sources)?;
+        return Ok(None);
+    }
+    for w in warnings::warnings(&infra, &ctx) {
+        writeln!(err, "WARNING: {w}")?;
+    }
+    let enabled = access::domains(&infra)
+        .values()
+        .filter(|d| {
+            !access::val(access::map_or_empty(Some(d)), "enabled")
+                .is_some_and(|v| matches!(v, Value::Bool(false)))
+        })
+        .count();
+    let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
+    let files = generate::files(&infra, &enriched, &prefix);
+    Ok(Some(Prepared {
+        infra,
+        prefix,
+        enabled,
+        files,
+    }))
+}
+
+/// Run `anklume sync`, printing progress to `out` and findings to `err`.
+pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome> {
+    let Some(Prepared {
+        infra,
+        enabled,
+        files,
+        ..
+    }) = prepare(
+        opts.infra.as_deref(),
+        opts.context_dir.as_deref(),
+        opts.host.as_ref(),
+        err,
+    )?
+    else {
+        return Ok(Outcome::Invalid);
+    };
+    if access::domains(&infra).is_empty() {
+        writeln!(out, "No domains defined. Nothing to generate.")?;
+        return Ok(Outcome::Done(Summary::default()));
+    }
+    let plans = render_and_plan(&opts.base_dir, files)?;
+    let orphans = orphans::detect(&infra, &opts.base_dir)?;
+
+    let dry = if opts.dry_run { "[DRY-RUN] " } else { "" };
+    writeln!(out, "{dry}Generating files for {enabled} domain(s)...")?;
+    if !opts.dry_run {
+        write::commit(&plans)
+            .with_context(|| format!("writing into {}", opts.base_dir.display()))?;
+    }
+    let mut summary = Summary::default();
+    for p in &plans {
+        let verb = match (opts.dry_run, p.changed) {
+            (true, true) => "Would write",
+            (true, false) => "Unchanged",
+            (false, true) => "Written",
+            (false, false) => "Unchanged",
+        };
+        if p.changed {
+            summary.written += 1;
+        } else {
+            summary.unchanged += 1;
+        }
+        writeln!(out, "  {dry}{verb}: {}", p.rel)?;
+    }
+    summary.orphans = orphans.len();
+    if !orphans.is_empty() {
+        writeln!(out, "\nOrphan files ({}):", orphans.len())?;
+        for o in &orphans {
+            if o.protected {
+                writeln!(
+                    out,
+                    "  PROTECTED (ephemeral=false): {} — manual removal required",
+                    o.rel
+                )?;
+            } else {
+                writeln!(out, "  ORPHAN: {}", o.rel)?;
+            }
+        }
+        if opts.clean_orphans && !opts.dry_run {
+            for o in &orphans {
+                if o.protected {
+                    writeln!(out, "  Skipped (protected): {}", o.rel)?;
+                } else {
+                    let p = opts.base_dir.join(&o.rel);
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("deleting orphan {}", p.display()))?;
+                    summary.deleted += 1;
+                    writeln!(out, "  Deleted: {}", o.rel)?;
+                }
+            }
+        }
+    }
+    if !opts.dry_run {
+        writeln!(
+            out,
+            "\nDone: {} written, {} unchanged, {} orphan(s).",
+            summary.written, summary.unchanged, summary.orphans
+        )?;
+    }
+    Ok(Outcome::Done(summary))
+}

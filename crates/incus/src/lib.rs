@@ -1,0 +1,8 @@
+//! Talking to Incus: the REST client over the daemon's unix socket.
+//!
+//! The private daemon and test image that tests and benchmarks start live
+//! in `anklume-incus-testkit`, a dev-dependency only.
+
+pub mod client;
+
+pub use client::{Client, Error};

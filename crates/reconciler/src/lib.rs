@@ -1,0 +1,188 @@
+//! `anklume apply`: make Incus match `infra.yml` through its REST API, and
+//! load the isolation ruleset.
+//!
+//! The desired state comes from the generator's validated model
+//! ([`desired`]); [`reconcile`] follows the reference's pattern (read →
+//! parse → desired → create → update → orphans) and yields a [`plan`];
+//! [`firewall`] builds the `inet anklume` table.
+
+pub mod desired;
+pub mod firewall;
+pub mod images;
+mod orphans;
+pub mod plan;
+pub mod ramcrypt;
+pub mod reconcile;
+pub mod status;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use self::desired::ApplySettings;
+use self::firewall::{Firewall, Live};
+use self::plan::{Change, Kind, Step, Verb};
+use anklume_incus::Client;
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub infra: Option<PathBuf>,
+    pub context_dir: Option<PathBuf>,
+    /// Only these domains (all enabled ones when empty).
+    pub domains: Vec<String>,
+    pub dry_run: bool,
+    pub clean_orphans: bool,
+    pub socket: PathBuf,
+    pub settings: ApplySettings,
+    /// Show progress on stderr.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplySummary {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub orphans: usize,
+    pub failed: usize,
+}
+
+impl ApplySummary {
+    /// Creations + updates + deletions.
+    pub fn changes(&self) -> usize {
+        self.created + self.updated + self.deleted
+    }
+}
+
+/// Run `anklume apply`; returns the exit code (1: invalid input or a change
+/// failed).
+pub fn run(
+    o: &ApplyOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(i32, ApplySummary)> {
+    let Some(prepared) =
+        anklume_generator::prepare(o.infra.as_deref(), o.context_dir.as_deref(), None, err)?
+    else {
+        return Ok((1, ApplySummary::default()));
+    };
+    let all_domains = desired::domains(&prepared.files, &o.settings)?;
+    // The ruleset always covers every enabled domain, whatever the filter.
+    let fw = Firewall::new(
+        &all_domains,
+        desired::all_vars(&prepared.files),
+        o.settings.netns.clone(),
+        o.settings.state_dir.as_deref(),
+    );
+    let mut domains = all_domains;
+    if !o.domains.is_empty() {
+        for want in &o.domains {
+            anyhow::ensure!(
+                domains.iter().any(|d| &d.domain == want),
+                "domain {want:?} is not an enabled domain of infra.yml"
+            );
+        }
+        domains.retain(|d| o.domains.contains(&d.domain));
+    }
+    let client = Client::connect(&o.socket)?;
+    let mut plan = reconcile::plan(&client, &domains, &o.settings, o.clean_orphans)
+        .context("reading the current state from Incus")?;
+    // Orphans are only judged on a full run: a run limited to some domains
+    // must not call the others orphans.
+    if !o.domains.is_empty() {
+        plan.retain(|c| !c.domain.is_empty());
+    }
+    let live = fw.live()?;
+    let mut fw_change = Change::new(
+        Kind::Firewall,
+        firewall::TABLE,
+        "",
+        match live {
+            Live::Absent => Verb::Create,
+            Live::Different => Verb::Update,
+            Live::Current => Verb::Unchanged,
+        },
+        match live {
+            Live::Absent => "isolation ruleset".to_string(),
+            Live::Different => "the live table is not this ruleset".to_string(),
+            Live::Current => String::new(),
+        },
+    );
+    if live != Live::Current {
+        fw_change.steps = vec![Step::LoadRuleset];
+    }
+    plan.insert(0, fw_change);
+
+    let mut s = ApplySummary::default();
+    writeln!(
+        out,
+        "{:<10} {:<9} {:<32} {:<14} detail",
+        "action", "kind", "name", "domain"
+    )?;
+    for c in &plan {
+        writeln!(
+            out,
+            "{:<10} {:<9} {:<32} {:<14} {}",
+            c.verb.as_str(),
+            c.kind.as_str(),
+            c.name,
+            c.domain,
+            c.detail
+        )?;
+        match c.verb {
+            Verb::Create => s.created += 1,
+            Verb::Update => s.updated += 1,
+            Verb::Delete => s.deleted += 1,
+            Verb::Orphan => s.orphans += 1,
+            Verb::Unchanged => s.unchanged += 1,
+        }
+    }
+    if o.dry_run {
+        if live != Live::Current {
+            fw.check()?;
+            writeln!(out, "\nnftables ruleset (checked with nft -c):")?;
+            write!(out, "{}", fw.diff()?)?;
+        }
+        for (alias, project) in reconcile::local_images_missing(&client, &plan)? {
+            writeln!(out, "image {alias} would be copied into project {project}")?;
+        }
+        writeln!(
+            out,
+            "[DRY-RUN] would create {}, update {}, delete {}; {} unchanged, {} orphan(s) kept",
+            s.created, s.updated, s.deleted, s.unchanged, s.orphans
+        )?;
+        return Ok((0, s));
+    }
+    let mut progress = |i: usize, total: usize, c: &Change| {
+        if o.progress {
+            let _ = writeln!(
+                err,
+                "[{}/{total}] {} {} {}",
+                i + 1,
+                c.verb.as_str(),
+                c.kind.as_str(),
+                c.name
+            );
+        }
+    };
+    let failed = plan::execute(&client, &plan, &fw, &mut progress);
+    for (c, e) in &failed {
+        writeln!(
+            err,
+            "FAILED: {} {} {}: {e}",
+            c.verb.as_str(),
+            c.kind.as_str(),
+            c.name
+        )?;
+    }
+    s.failed = failed.len();
+    writeln!(
+        out,
+        "Done: {} created, {} updated, {} deleted, {} unchanged, {} orphan(s) kept, {} failed.",
+        s.created, s.updated, s.deleted, s.unchanged, s.orphans, s.failed
+    )?;
+    Ok((if failed.is_empty() { 0 } else { 1 }, s))
+}
