@@ -322,3 +322,74 @@ fn host_subnet_conflicts_are_refused() {
     );
     assert!(tree(&d.path().join("group_vars")).is_empty());
 }
+
+const POLICY_TO_MACHINE: &str = "network_policies:\n  - description: only work-one's service\n    from: admin\n    to: work-noip\n    ports: [80]\n";
+
+/// A policy end naming a machine without an address would have to open the
+/// machine's whole bridge: refused by sync and apply with the policy and the
+/// machine named, before anything is written or any daemon is contacted.
+#[test]
+fn a_policy_to_a_machine_without_an_address_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "infra.yml",
+        &format!(
+            "project_name: legacy\nglobal:\n  base_subnet: \"10.100\"\n  default_os_image: images:debian/13\n\
+             domains:\n  admin:\n    subnet_id: 0\n    machines:\n      admin-one:\n        ip: 10.100.0.10\n\
+             \x20 work:\n    subnet_id: 1\n    machines:\n      work-one:\n        ip: 10.100.1.10\n      work-noip: {{}}\n{POLICY_TO_MACHINE}"
+        ),
+    );
+    let o = sync(d.path(), &["--base-dir", "out"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("network_policies[0]: 'to: work-noip' names machine work-noip (domain work), which has no IP address"),
+        "{t}"
+    );
+    assert!(
+        t.contains("at network_policies[0].to (") && t.contains("infra.yml:20:9)"),
+        "{t}"
+    );
+    assert!(!d.path().join("out").exists());
+
+    // apply: the same finding, and no attempt to reach Incus (the socket
+    // does not exist; reaching for it would be a different error).
+    let o = Command::new(env!("CARGO_BIN_EXE_anklume"))
+        .current_dir(d.path())
+        .args([
+            "apply",
+            "--infra",
+            "infra.yml",
+            "--socket",
+            "/nonexistent/unix.socket",
+        ])
+        .arg("--context-dir")
+        .arg(d.path().join("ctx"))
+        .env("ANKLUME_SKIP_HOST_SUBNET_CHECK", "1")
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("'to: work-noip' names machine work-noip"), "{t}");
+    assert!(!t.contains("nonexistent"), "{t}");
+}
+
+/// With zone addressing every machine gets an address, so the same policy
+/// is accepted and stays narrow (its IP in the machine's host_vars).
+#[test]
+fn a_policy_to_a_machine_is_accepted_with_zone_addressing() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "infra.yml",
+        &format!(
+            "{BASE}domains:\n  admin:\n    trust_level: admin\n    machines:\n      admin-one: {{}}\n\
+             \x20 work:\n    trust_level: trusted\n    machines:\n      work-one: {{}}\n      work-noip: {{}}\n{POLICY_TO_MACHINE}"
+        ),
+    );
+    let o = sync(d.path(), &["--base-dir", "out"], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let hv = std::fs::read_to_string(d.path().join("out/host_vars/work-noip.yml")).unwrap();
+    assert!(hv.contains("instance_ip: 10.110.0."), "{hv}");
+}

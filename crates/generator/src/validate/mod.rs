@@ -209,6 +209,10 @@ pub fn validate(infra: &Mapping, ctx: &HostContext, check_host_subnets: bool) ->
     }
 
     policies::validate_network_policies(&st, &mut d);
+    if !check_host_subnets {
+        // After enrichment every machine has the address it will have.
+        policies::validate_policy_addresses(&st, &mut d);
+    }
     policies::validate_ai_access(&st, &mut d);
     for (key, what) in [
         ("shared_volumes_base", "shared_volumes_base"),

@@ -19,6 +19,52 @@ fn known(st: &State, v: &Value) -> bool {
     }
 }
 
+/// A policy end that names one machine must name a machine with an address:
+/// the isolation ruleset matches a machine by its IP, and without one the
+/// rule could only name the machine's whole bridge, i.e. its whole domain.
+/// Run after enrichment (zone addressing has given machines their IPs by
+/// then; legacy `base_subnet` mode gives none). The reference generator
+/// accepted this; we refuse it rather than widen a policy silently.
+pub(super) fn validate_policy_addresses(st: &State, d: &mut Diags) {
+    for (i, pn) in seq_or_empty(get(st.infra, "network_policies"))
+        .iter()
+        .enumerate()
+    {
+        let Some(p) = pn.value.as_map() else { continue };
+        for field in ["from", "to"] {
+            let Some(r) = non_null(p, field) else {
+                continue;
+            };
+            let Some(mname) = r.value.as_str() else {
+                continue;
+            };
+            if mname == "host" || domains(st.infra).contains_key(mname) {
+                continue;
+            }
+            let Some(dname) = st.all_machines.get(mname) else {
+                continue;
+            };
+            let m = domains(st.infra)
+                .get(dname.as_str())
+                .map(|dn| machines(dn))
+                .and_then(|ms| ms.get(mname).cloned());
+            let has_ip = m
+                .as_ref()
+                .and_then(|mn| val(map_or_empty(Some(mn)), "ip"))
+                .is_some_and(|v| v.truthy());
+            if !has_ip {
+                d.err(
+                    format!(
+                        "network_policies[{i}]: '{field}: {mname}' names machine {mname} (domain {dname}), which has no IP address: the rule would open its whole domain. Give {mname} an 'ip', or name the domain {dname} if that is what you mean"
+                    ),
+                    format!("network_policies[{i}].{field}"),
+                    Some(r),
+                );
+            }
+        }
+    }
+}
+
 pub(super) fn validate_network_policies(st: &State, d: &mut Diags) {
     for (i, pn) in seq_or_empty(get(st.infra, "network_policies"))
         .iter()
