@@ -195,13 +195,13 @@ fn breakdown(work: &Path, d: &TestDaemon) {
     )
     .unwrap()
     .unwrap();
-    let domains = desired::domains(&prepared.files, &settings).unwrap();
+    let domains = desired::domains(&prepared.model, &settings).unwrap();
     let t_prepare = ms(t);
     let c = anklume_incus::Client::connect(&d.socket()).unwrap();
     let t = Instant::now();
     let plan = reconcile::plan(&c, &domains, &settings, false).unwrap();
     let t_reads = ms(t);
-    let fw = Firewall::new(&domains, None, settings.netns.clone(), None);
+    let fw = Firewall::new(&domains, &[], settings.netns.clone(), None);
     let t = Instant::now();
     fw.live().unwrap();
     let t_nft = ms(t);

@@ -4,9 +4,8 @@
 use std::collections::BTreeSet;
 
 use super::access::{domains, get, machines, map_or_empty, name, val};
-use super::addressing::base_octet;
 use super::enrich::Enriched;
-use anklume_yaml::pyfmt::py_str;
+use super::model::{merged_devices, Model};
 use anklume_yaml::{Mapping, Value};
 
 /// One file to write: its path relative to the base directory, and the
@@ -61,7 +60,10 @@ pub fn nesting_prefix(infra: &Mapping, absolute_level: Option<i64>) -> String {
     }
 }
 
-pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
+/// Every file, rendered from the model (names, addressing, devices) and
+/// the enriched document (what the reference passes through as written).
+pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
+    let prefix = model.prefix.as_str();
     let g = map_or_empty(get(infra, "global"));
     let has_addressing = g.contains_key("addressing");
     let mut out = Vec::new();
@@ -120,27 +122,16 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
             continue;
         }
         let dname = name(dk);
-        let zone = e
-            .addressing
-            .as_ref()
-            .and_then(|a| a.get(&dname))
-            .filter(|_| has_addressing);
-        let (subnet, gateway, sid) = match zone {
-            Some(info) => {
-                let p = info.prefix(&base_octet(map_or_empty(get(g, "addressing"))));
-                (
-                    format!("{p}.0/24"),
-                    format!("{p}.254"),
-                    Some(info.domain_seq.clone()),
-                )
-            }
-            None => {
-                let sid = val(dm, "subnet_id").cloned();
-                let bs = val(g, "base_subnet").map_or("10.100".to_string(), py_str);
-                let s = sid.as_ref().map_or("None".to_string(), py_str);
-                (format!("{bs}.{s}.0/24"), format!("{bs}.{s}.254"), sid)
-            }
-        };
+        let md = model
+            .domains
+            .iter()
+            .find(|d| d.name == dname)
+            .expect("the model has every domain");
+        let (subnet, gateway, sid) = (
+            md.network.subnet.clone(),
+            md.network.gateway.clone(),
+            md.subnet_id.clone(),
+        );
         let ms = machines(dn);
         let mut hosts = Mapping::new();
         for (mk, mn) in ms.iter() {
@@ -179,7 +170,7 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
             None => Value::Bool(provider.is_str("cloud") || provider.is_str("local-first")),
         };
         let net = build(vec![
-            ("name", Some(Value::str(format!("{prefix}net-{dname}")))),
+            ("name", Some(Value::str(md.network.name.clone()))),
             ("subnet", Some(Value::str(subnet))),
             ("gateway", Some(Value::str(gateway))),
         ]);
@@ -193,10 +184,7 @@ pub fn files(infra: &Mapping, e: &Enriched, prefix: &str) -> Vec<FileContent> {
             ("domain_trust_level", val(dm, "trust_level").cloned()),
             ("domain_ai_provider", Some(provider)),
             ("domain_ai_sanitize", Some(sanitize)),
-            (
-                "incus_project",
-                Some(Value::str(format!("{prefix}{dname}"))),
-            ),
+            ("incus_project", Some(Value::str(md.project.clone()))),
             ("incus_network", Some(Value::Map(net))),
             ("subnet_id", sid),
         ]);
@@ -236,29 +224,7 @@ fn host_vars(
         .filter(|v| !v.is_null())
         .unwrap_or(domain_ephemeral)
         .clone();
-    let user = val(m, "devices").cloned();
-    let mut merged = Mapping::new();
-    for map in [
-        e.shared_volume_devices.get(mname),
-        e.persistent_data_devices.get(mname),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        for (k, dev) in map {
-            merged.insert_str(k, Value::Map(dev.clone()));
-        }
-    }
-    if let Some(Value::Map(u)) = user.as_ref().filter(|v| v.truthy()) {
-        for (k, v) in u.iter() {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
-    let devices = if merged.is_empty() {
-        user
-    } else {
-        Some(Value::Map(merged))
-    };
+    let devices = merged_devices(mname, m, e);
     let os_image = match get(m, "os_image") {
         Some(n) => Some(n.value.clone()),
         None => val(g, "default_os_image").cloned(),

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod input;
 pub mod managed;
+pub mod model;
 pub mod orphans;
 pub mod resources;
 pub mod validate;
@@ -115,7 +116,9 @@ fn render_and_plan(
 #[derive(Debug)]
 pub struct Prepared {
     pub infra: anklume_yaml::Mapping,
-    pub prefix: String,
+    /// The typed model the files are rendered from; what the reconciler
+    /// consumes.
+    pub model: model::Model,
     /// Enabled domains.
     pub enabled: usize,
     pub files: Vec<generate::FileContent>,
@@ -193,10 +196,11 @@ pub fn prepare(
         })
         .count();
     let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
-    let files = generate::files(&infra, &enriched, &prefix);
+    let model = model::build(&infra, &enriched, &prefix);
+    let files = generate::files(&infra, &model, &enriched);
     Ok(Some(Prepared {
         infra,
-        prefix,
+        model,
         enabled,
         files,
     }))

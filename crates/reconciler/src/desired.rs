@@ -1,13 +1,12 @@
-//! The desired Incus state, read from the same data `anklume sync` writes
-//! (the group_vars of each enabled domain), so the reconciler and the
-//! Ansible tree can never disagree.
+//! The desired Incus state, from the generator's typed model (the same
+//! model `anklume sync` renders), so the reconciler and the Ansible tree can
+//! never disagree.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 
-use anklume_generator::generate::FileContent;
-use anklume_yaml::{Mapping, Value};
+use anklume_generator::model::{self, incus_value, Machine, MachineType, Model};
 
 /// Marks every object anklume creates; orphans are only ever looked for
 /// among objects carrying it.
@@ -244,72 +243,38 @@ fn strings(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// An Incus config value from a YAML scalar (`true`, `4`, `8GiB`).
-fn incus_value(v: &Value, file: &str, key: &str) -> Result<Option<String>> {
-    Ok(Some(match v {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => anklume_yaml::pyfmt::float_repr(*f),
-        Value::Str(s) | Value::Timestamp(s) => s.clone(),
-        Value::Seq(_) | Value::Map(_) => {
-            bail!("{file}: {key} is a {}, expected a scalar", v.kind())
-        }
-    }))
-}
-
-/// A `key: scalar` mapping as Incus config.
-fn config_map(v: Option<&Value>, file: &str, key: &str) -> Result<BTreeMap<String, String>> {
+/// A model config map in Incus's form (strings); `at` names where it is in
+/// `infra.yml` for the error about a list or mapping value (Incus takes
+/// only scalars).
+fn incus_config(c: &model::Config, at: &str) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    match v {
-        None | Some(Value::Null) => {}
-        Some(Value::Map(m)) => {
-            for (k, val) in m.iter() {
-                let k = k
-                    .value
-                    .as_str()
-                    .with_context(|| format!("{file}: {key} has a non-string key"))?;
-                if let Some(s) = incus_value(&val.value, file, &format!("{key}.{k}"))? {
-                    out.insert(k.to_string(), s);
-                }
+    for (k, v) in c {
+        match incus_value(v) {
+            Ok(Some(s)) => {
+                out.insert(k.clone(), s);
             }
+            Ok(None) => {}
+            Err(kind) => bail!("{at}.{k} is a {kind}: Incus takes a single value there"),
         }
-        Some(other) => bail!("{file}: {key} is a {}, expected a mapping", other.kind()),
     }
     Ok(out)
 }
 
-/// `name: {key: scalar}` mappings as Incus devices.
-fn devices_map(v: Option<&Value>, file: &str, key: &str) -> Result<Devices> {
-    let mut out = Devices::new();
-    match v {
-        None | Some(Value::Null) => {}
-        Some(Value::Map(m)) => {
-            for (k, val) in m.iter() {
-                let k = k
-                    .value
-                    .as_str()
-                    .with_context(|| format!("{file}: {key} has a non-string key"))?;
-                out.insert(
-                    k.to_string(),
-                    config_map(Some(&val.value), file, &format!("{key}.{k}"))?,
-                );
-            }
-        }
-        Some(other) => bail!("{file}: {key} is a {}, expected a mapping", other.kind()),
-    }
-    Ok(out)
+fn incus_devices(d: &model::Devices, at: &str) -> Result<Devices> {
+    d.iter()
+        .map(|(k, c)| Ok((k.clone(), incus_config(c, &format!("{at}.{k}"))?)))
+        .collect()
 }
 
 /// Parse `os_image`: `remote:alias` for a known remote, else a local alias.
-pub fn image_ref(s: &str, file: &str) -> Result<ImageRef> {
+pub fn image_ref(s: &str, at: &str) -> Result<ImageRef> {
     match s.split_once(':') {
         None => Ok(ImageRef::Local(s.to_string())),
         Some(("local", alias)) => Ok(ImageRef::Local(alias.to_string())),
         Some((remote, alias)) => {
             let Some((_, server, protocol)) = REMOTES.iter().find(|(r, ..)| *r == remote) else {
                 bail!(
-                    "{file}: instance_os_image {s:?}: unknown remote {remote:?} (known: {}, or a local alias without a remote)",
+                    "{at}: os_image {s:?}: unknown remote {remote:?} (known: {}, or a local alias without a remote)",
                     REMOTES.iter().map(|r| r.0).collect::<Vec<_>>().join(", ")
                 );
             };
@@ -323,243 +288,162 @@ pub fn image_ref(s: &str, file: &str) -> Result<ImageRef> {
     }
 }
 
-fn str_at(m: &Mapping, key: &str, file: &str) -> Result<String> {
-    match m.get(key).map(|n| &n.value) {
-        Some(Value::Str(s)) => Ok(s.clone()),
-        Some(Value::Int(i)) => Ok(i.to_string()),
-        Some(other) => bail!("{file}: {key} is {other:?}, expected a string"),
-        None => bail!("{file}: {key} is missing"),
-    }
-}
-
-/// The generated file holding the global variables (`network_policies`).
-pub const ALL_VARS: &str = "group_vars/all.yml";
-
-/// The global variables among the generated files.
-pub fn all_vars(files: &[FileContent]) -> Option<&Mapping> {
-    files.iter().find(|f| f.rel == ALL_VARS).map(|f| &f.data)
-}
-
-/// Domains from the generated files: every `group_vars/<domain>.yml` that
-/// names an `incus_project` (disabled domains have no file), with their
-/// profiles and the instances of their `host_vars`.
-pub fn domains(files: &[FileContent], s: &ApplySettings) -> Result<Vec<DomainSpec>> {
+/// The enabled domains of the generator's model, in Incus's terms.
+pub fn domains(model: &Model, s: &ApplySettings) -> Result<Vec<DomainSpec>> {
     let mut out = Vec::new();
-    for f in files {
-        if !f.rel.starts_with("group_vars/") || f.rel == ALL_VARS {
-            continue;
-        }
-        let m = &f.data;
-        if m.get("incus_project").is_none() {
-            continue;
-        }
-        let net = match m.get("incus_network").map(|n| &n.value) {
-            Some(Value::Map(n)) => n,
-            _ => bail!("{}: incus_network is missing", f.rel),
-        };
-        out.push(DomainSpec {
-            domain: str_at(m, "domain_name", &f.rel)?,
-            project: str_at(m, "incus_project", &f.rel)?,
-            description: m
-                .get("domain_description")
-                .map(|n| match &n.value {
-                    Value::Str(s) => s.clone(),
-                    _ => String::new(),
-                })
-                .unwrap_or_default(),
+    for md in model.domains.iter().filter(|d| d.enabled) {
+        let at = format!("domains.{}", md.name);
+        let mut d = DomainSpec {
+            domain: md.name.clone(),
+            project: md.project.clone(),
+            description: md.description.clone(),
             network: NetworkSpec {
-                name: str_at(net, "name", &f.rel)?,
-                gateway: str_at(net, "gateway", &f.rel)?,
-                subnet: str_at(net, "subnet", &f.rel)?,
+                name: md.network.name.clone(),
+                gateway: md.network.gateway.clone(),
+                subnet: md.network.subnet.clone(),
             },
-            profiles: profiles(m.get("incus_profiles").map(|n| &n.value), &f.rel)?,
+            profiles: md
+                .profiles
+                .iter()
+                .map(|p| {
+                    let at = format!("{at}.profiles.{}", p.name);
+                    Ok(ProfileSpec {
+                        name: p.name.clone(),
+                        config: incus_config(&p.config, &format!("{at}.config"))?,
+                        devices: incus_devices(&p.devices, &format!("{at}.devices"))?,
+                    })
+                })
+                .collect::<Result<_>>()?,
             instances: Vec::new(),
-        });
-    }
-    for f in files {
-        if !f.rel.starts_with("host_vars/") {
-            continue;
-        }
-        let dom = str_at(&f.data, "instance_domain", &f.rel)?;
-        let Some(d) = out.iter_mut().find(|d| d.domain == dom) else {
-            continue;
         };
-        let inst = instance(d, &f.data, &f.rel, s)?;
-        d.instances.push(inst);
-    }
-    Ok(out)
-}
-
-fn profiles(v: Option<&Value>, file: &str) -> Result<Vec<ProfileSpec>> {
-    let mut out = Vec::new();
-    if let Some(Value::Map(m)) = v {
-        for (k, p) in m.iter() {
-            let name = k.value.as_str().unwrap_or_default().to_string();
-            let key = format!("incus_profiles.{name}");
-            let pm = p.value.as_map();
-            out.push(ProfileSpec {
-                config: config_map(
-                    pm.and_then(|m| m.get("config")).map(|n| &n.value),
-                    file,
-                    &format!("{key}.config"),
-                )?,
-                devices: devices_map(
-                    pm.and_then(|m| m.get("devices")).map(|n| &n.value),
-                    file,
-                    &format!("{key}.devices"),
-                )?,
-                name,
-            });
+        for m in &md.machines {
+            let i = instance(&d, m, &format!("{at}.machines.{}", m.name), s)?;
+            d.instances.push(i);
         }
+        out.push(d);
     }
     Ok(out)
 }
 
 pub(crate) fn instance(
     d: &DomainSpec,
-    m: &Mapping,
-    file: &str,
+    m: &Machine,
+    at: &str,
     s: &ApplySettings,
 ) -> Result<InstanceSpec> {
-    let get = |k: &str| m.get(k).map(|n| &n.value);
-    let name = str_at(m, "instance_name", file)?;
-    let kind = match get("instance_type").and_then(Value::as_str) {
-        Some("vm") => InstanceKind::Vm,
-        Some("lxc") | None => InstanceKind::Container,
-        Some(other) => bail!("{file}: instance_type {other:?} is neither lxc nor vm"),
-    };
-    let ephemeral = get("instance_ephemeral")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let ip = get("instance_ip")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let mut config = config_map(get("instance_config"), file, "instance_config")?;
-    for (key, incus_key) in [
-        ("instance_boot_autostart", "boot.autostart"),
-        ("instance_boot_priority", "boot.autostart.priority"),
-        ("instance_snapshots_schedule", "snapshots.schedule"),
-        ("instance_snapshots_expiry", "snapshots.expiry"),
+    let mut config = incus_config(&m.config, &format!("{at}.config"))?;
+    for (v, key, incus_key) in [
+        (&m.boot_autostart, "boot_autostart", "boot.autostart"),
+        (&m.boot_priority, "boot_priority", "boot.autostart.priority"),
+        (
+            &m.snapshots_schedule,
+            "snapshots_schedule",
+            "snapshots.schedule",
+        ),
+        (&m.snapshots_expiry, "snapshots_expiry", "snapshots.expiry"),
     ] {
-        if let Some(v) = get(key) {
-            if let Some(v) = incus_value(v, file, key)? {
-                config.insert(incus_key.into(), v);
+        if let Some(v) = v {
+            match incus_value(v) {
+                Ok(Some(v)) => {
+                    config.insert(incus_key.into(), v);
+                }
+                Ok(None) => {}
+                Err(kind) => bail!("{at}.{key} is a {kind}, expected a single value"),
             }
         }
     }
     config.insert(
         "security.protection.delete".into(),
-        (!ephemeral).to_string(),
+        (!m.ephemeral).to_string(),
     );
     config.insert(MANAGED_KEY.into(), "true".into());
 
-    let mut devices = devices_map(get("instance_devices"), file, "instance_devices")?;
-    if let Some(ip) = &ip {
+    let mut devices = incus_devices(&m.devices, &format!("{at}.devices"))?;
+    if let Some(ip) = &m.ip {
         devices.insert("eth0".into(), d.nic(Some(ip)));
     }
     let mut volumes = Vec::new();
-    if let Some(Value::Map(vm)) = get("instance_storage_volumes") {
-        for (k, v) in vm.iter() {
-            let vname = k.value.as_str().unwrap_or_default().to_string();
-            let key = format!("instance_storage_volumes.{vname}");
-            let opts = config_map(Some(&v.value), file, &key)?;
-            let vol = VolumeSpec {
-                pool: opts.get("pool").cloned().unwrap_or_else(|| s.pool.clone()),
-                size: opts.get("size").cloned(),
-                path: opts.get("path").cloned(),
-                name: vname,
-            };
-            if let Some(path) = &vol.path {
-                devices.insert(
-                    vol.name.clone(),
-                    strings(&[
-                        ("type", "disk"),
-                        ("pool", &vol.pool),
-                        ("source", &vol.name),
-                        ("path", path),
-                    ]),
-                );
-            }
-            volumes.push(vol);
+    for (vname, opts) in &m.storage_volumes {
+        let opts = incus_config(opts, &format!("{at}.storage_volumes.{vname}"))?;
+        let vol = VolumeSpec {
+            pool: opts.get("pool").cloned().unwrap_or_else(|| s.pool.clone()),
+            size: opts.get("size").cloned(),
+            path: opts.get("path").cloned(),
+            name: vname.clone(),
+        };
+        if let Some(path) = &vol.path {
+            devices.insert(
+                vol.name.clone(),
+                strings(&[
+                    ("type", "disk"),
+                    ("pool", &vol.pool),
+                    ("source", &vol.name),
+                    ("path", path),
+                ]),
+            );
         }
+        volumes.push(vol);
     }
-    let profiles = match get("instance_profiles") {
-        Some(Value::Seq(items)) => items
-            .iter()
-            .map(|n| {
-                n.value
-                    .as_str()
-                    .map(str::to_string)
-                    .with_context(|| format!("{file}: instance_profiles holds a non-string"))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        _ => vec!["default".to_string()],
+    let image = match &m.os_image {
+        Some(img) => image_ref(img, at)?,
+        None => bail!("{at}: no os_image, and global.default_os_image is not set"),
     };
-    let image = image_ref(&str_at(m, "instance_os_image", file)?, file)?;
     Ok(InstanceSpec {
-        description: get("instance_description")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+        name: m.instance_name.clone(),
+        description: m.description.clone(),
         domain: d.domain.clone(),
         project: d.project.clone(),
-        kind,
+        kind: match m.kind {
+            MachineType::Vm => InstanceKind::Vm,
+            MachineType::Lxc => InstanceKind::Container,
+        },
         image,
-        ip,
-        profiles,
+        ip: m.ip.clone(),
+        profiles: m
+            .profiles
+            .clone()
+            .unwrap_or_else(|| vec!["default".to_string()]),
         config,
         devices,
         volumes,
-        name,
     })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn domain() -> DomainSpec {
-        DomainSpec {
-            domain: "lab".into(),
-            project: "lab".into(),
-            description: String::new(),
-            network: NetworkSpec {
-                name: "net-lab".into(),
-                gateway: "10.140.0.254".into(),
-                subnet: "10.140.0.0/24".into(),
-            },
-            profiles: vec![],
-            instances: vec![],
-        }
+    /// The generator's model of an `infra.yml` text (neutral host).
+    pub(crate) fn model(infra: &str) -> Model {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("infra.yml");
+        std::fs::write(&p, infra).unwrap();
+        let mut err = Vec::new();
+        let host = anklume_generator::context::HostContext::default();
+        anklume_generator::prepare(Some(&p), None, Some(&host), &mut err)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&err)))
+            .model
     }
 
-    fn host_vars(yaml: &str) -> Mapping {
-        let l = anklume_yaml::load::load_bytes(yaml.as_bytes(), 0).unwrap();
-        l.root.value.as_map().unwrap().clone()
-    }
+    const LAB: &str = "project_name: t\nglobal:\n  addressing:\n    base_octet: 10\n    zone_base: 100\n  default_os_image: base\ndomains:\n  lab:\n    trust_level: trusted\n    machines:\n";
 
     #[test]
     fn a_vm_machine_becomes_a_virtual_machine_with_its_settings() {
-        let m = host_vars(
-            "instance_name: lab-vm\ninstance_type: vm\ninstance_domain: lab\n\
-             instance_ephemeral: true\ninstance_os_image: images:debian/13\n\
-             instance_ip: 10.140.0.1\ninstance_config:\n  limits.memory: 2GiB\n  limits.cpu: 2\n\
-             instance_boot_autostart: true\ninstance_snapshots_expiry: 7d\n",
-        );
-        let i = instance(
-            &domain(),
-            &m,
-            "host_vars/lab-vm.yml",
-            &ApplySettings::default(),
-        )
-        .unwrap();
+        let m = model(&format!(
+            "{LAB}      lab-vm:\n        type: vm\n        ephemeral: true\n        os_image: images:debian/13\n\
+             \x20       ip: 10.110.0.1\n        config:\n          limits.memory: 2GiB\n          limits.cpu: 2\n\
+             \x20       boot_autostart: true\n        snapshots_expiry: 7d\n"
+        ));
+        let d = domains(&m, &ApplySettings::default()).unwrap();
+        let i = &d[0].instances[0];
         assert_eq!(i.kind, InstanceKind::Vm);
         assert_eq!(i.kind.api_name(), "virtual-machine");
         assert_eq!(i.config["limits.cpu"], "2");
         assert_eq!(i.config["boot.autostart"], "true");
         assert_eq!(i.config["snapshots.expiry"], "7d");
         assert_eq!(i.config["security.protection.delete"], "false");
-        assert_eq!(i.devices["eth0"]["ipv4.address"], "10.140.0.1");
+        assert_eq!(i.devices["eth0"]["ipv4.address"], "10.110.0.1");
         assert_eq!(i.devices["eth0"]["network"], "net-lab");
         assert_eq!(i.profiles, ["default"]);
         assert_eq!(
@@ -579,25 +463,25 @@ mod tests {
             image_ref("local:base", "f").unwrap(),
             ImageRef::Local("base".into())
         );
-        let e = image_ref("ubuntu:24.04", "host_vars/x.yml")
+        let e = image_ref("ubuntu:24.04", "domains.lab.machines.x")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("host_vars/x.yml") && e.contains("unknown remote \"ubuntu\""),
+            e.contains("domains.lab.machines.x") && e.contains("unknown remote \"ubuntu\""),
             "{e}"
         );
     }
 
     #[test]
-    fn wrong_shapes_name_the_file_and_key() {
-        let m = host_vars(
-            "instance_name: x\ninstance_domain: lab\ninstance_os_image: base\ninstance_config:\n  limits.cpu: [1, 2]\n",
-        );
-        let e = instance(&domain(), &m, "host_vars/x.yml", &ApplySettings::default())
+    fn a_list_where_incus_takes_a_value_names_the_key() {
+        let m = model(&format!(
+            "{LAB}      x:\n        config:\n          limits.cpu: [1, 2]\n"
+        ));
+        let e = domains(&m, &ApplySettings::default())
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("host_vars/x.yml: instance_config.limits.cpu is a"),
+            e.contains("domains.lab.machines.x.config.limits.cpu is a"),
             "{e}"
         );
     }

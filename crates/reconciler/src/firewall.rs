@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::desired::DomainSpec;
-use anklume_yaml::{Mapping, Value};
+use anklume_generator::model;
 
 pub const TABLE: &str = "inet anklume";
 
@@ -67,27 +67,21 @@ pub enum Live {
 }
 
 impl Firewall {
-    /// Build the ruleset from every enabled domain and the policies of
-    /// `group_vars/all.yml` (`all`). Policies naming something not enabled
-    /// are kept as a comment.
+    /// Build the ruleset from every enabled domain and the model's
+    /// policies. Policies naming something not enabled are kept as a
+    /// comment.
     pub fn new(
         domains: &[DomainSpec],
-        all: Option<&Mapping>,
+        model_policies: &[model::Policy],
         netns: Option<PathBuf>,
         state_dir: Option<&Path>,
     ) -> Firewall {
         let mut skipped = Vec::new();
         let mut policies = Vec::new();
-        if let Some(Value::Seq(items)) = all
-            .and_then(|m| m.get("network_policies"))
-            .map(|n| &n.value)
-        {
-            for (i, p) in items.iter().enumerate() {
-                let Some(m) = p.value.as_map() else { continue };
-                match policy(m, domains) {
-                    Ok(p) => policies.push(p),
-                    Err(why) => skipped.push(format!("network_policies[{i}]: {why}")),
-                }
+        for p in model_policies {
+            match policy(p, domains) {
+                Ok(r) => policies.push(r),
+                Err(why) => skipped.push(format!("network_policies[{}]: {why}", p.index)),
             }
         }
         let text = ruleset(domains, &policies, &skipped);
@@ -208,11 +202,12 @@ fn hex16(d: &[u8]) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Resolve a policy's ends against the enabled domains and machines.
-fn policy(m: &Mapping, domains: &[DomainSpec]) -> std::result::Result<Policy, String> {
-    let s = |k: &str| m.get(k).and_then(|n| n.value.as_str()).map(str::to_string);
-    let end = |k: &str| -> std::result::Result<End, String> {
-        let name = s(k).ok_or_else(|| format!("{k} is missing"))?;
+/// Resolve a policy's ends against the enabled domains and machines. A
+/// machine end is its address, never its whole bridge: a machine without
+/// one is refused (validation already reports it; this keeps the ruleset
+/// from widening whatever the caller).
+fn policy(p: &model::Policy, domains: &[DomainSpec]) -> std::result::Result<Policy, String> {
+    let end = |k: &str, name: &str| -> std::result::Result<End, String> {
         if name == "host" {
             return Ok(End::Host);
         }
@@ -224,32 +219,24 @@ fn policy(m: &Mapping, domains: &[DomainSpec]) -> std::result::Result<Policy, St
         }
         for d in domains {
             if let Some(i) = d.instances.iter().find(|i| i.name == name) {
+                let Some(ip) = &i.ip else {
+                    return Err(format!("{k}: machine {name} has no IP address"));
+                };
                 return Ok(End::Bridge {
                     bridge: d.network.name.clone(),
-                    addr: i.ip.clone(),
+                    addr: Some(ip.clone()),
                 });
             }
         }
         Err(format!("{k}: {name} is not an enabled domain or machine"))
     };
-    let ports = match m.get("ports").map(|n| &n.value) {
-        Some(Value::Seq(items)) => items
-            .iter()
-            .filter_map(|n| n.value.as_int())
-            .filter_map(|i| u16::try_from(i).ok())
-            .collect(),
-        _ => Vec::new(),
-    };
     Ok(Policy {
-        description: s("description").unwrap_or_default(),
-        from: end("from")?,
-        to: end("to")?,
-        ports,
-        protocol: s("protocol"),
-        bidirectional: m
-            .get("bidirectional")
-            .and_then(|n| n.value.as_bool())
-            .unwrap_or(false),
+        description: p.description.clone(),
+        from: end("from", &p.from)?,
+        to: end("to", &p.to)?,
+        ports: p.ports.clone(),
+        protocol: p.protocol.clone(),
+        bidirectional: p.bidirectional,
     })
 }
 
@@ -371,9 +358,9 @@ fn ruleset(domains: &[DomainSpec], policies: &[Policy], skipped: &[String]) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{ApplySettings, NetworkSpec};
+    use crate::desired::{InstanceKind, InstanceSpec, NetworkSpec};
 
-    fn dom(name: &str, net: u8, machines: &[(&str, &str)]) -> DomainSpec {
+    fn dom(name: &str, net: u8, machines: &[(&str, Option<&str>)]) -> DomainSpec {
         let mut d = DomainSpec {
             domain: name.into(),
             project: name.into(),
@@ -386,43 +373,62 @@ mod tests {
             profiles: vec![],
             instances: vec![],
         };
-        let s = ApplySettings::default();
         for (m, ip) in machines {
-            let mut f = anklume_yaml::Mapping::new();
-            for (k, v) in [
-                ("instance_name", *m),
-                ("instance_domain", name),
-                ("instance_os_image", "local-test"),
-                ("instance_ip", *ip),
-            ] {
-                f.insert_str(k, Value::str(v));
-            }
-            let i = crate::desired::instance(&d, &f, "host_vars/t.yml", &s).unwrap();
-            d.instances.push(i);
+            d.instances.push(InstanceSpec {
+                name: m.to_string(),
+                domain: name.into(),
+                project: name.into(),
+                kind: InstanceKind::Container,
+                description: String::new(),
+                image: crate::desired::ImageRef::Local("local-test".into()),
+                ip: ip.map(str::to_string),
+                profiles: vec![],
+                config: Default::default(),
+                devices: Default::default(),
+                volumes: vec![],
+            });
         }
         d
     }
 
-    fn policies(yaml: &str) -> Mapping {
-        let v = anklume_yaml::load::load_bytes(yaml.as_bytes(), 0).unwrap();
-        v.root.value.as_map().unwrap().clone()
+    fn pol(
+        i: usize,
+        from: &str,
+        to: &str,
+        ports: &[u16],
+        proto: Option<&str>,
+        bi: bool,
+    ) -> model::Policy {
+        model::Policy {
+            index: i,
+            description: String::new(),
+            from: from.into(),
+            to: to.into(),
+            ports: ports.to_vec(),
+            protocol: proto.map(str::to_string),
+            bidirectional: bi,
+        }
     }
 
     #[test]
     fn isolation_policies_and_host_rules() {
         let ds = vec![
-            dom("pro", 110, &[("pro-dev", "10.110.0.1")]),
-            dom("ai", 120, &[("ai-llm", "10.120.0.1")]),
+            dom("pro", 110, &[("pro-dev", Some("10.110.0.1"))]),
+            dom(
+                "ai",
+                120,
+                &[("ai-llm", Some("10.120.0.1")), ("ai-noip", None)],
+            ),
         ];
-        let all = policies(
-            "network_policies:\n\
-             - {description: LLM, from: pro, to: ai-llm, ports: [11434], protocol: tcp}\n\
-             - {from: ai, to: pro, bidirectional: true}\n\
-             - {from: pro-dev, to: host, ports: [8080]}\n\
-             - {from: host, to: ai-llm, ports: [22]}\n\
-             - {from: gone, to: ai}\n",
-        );
-        let fw = Firewall::new(&ds, Some(&all), None, None);
+        let all = vec![
+            pol(0, "pro", "ai-llm", &[11434], Some("tcp"), false),
+            pol(1, "ai", "pro", &[], None, true),
+            pol(2, "pro-dev", "host", &[8080], None, false),
+            pol(3, "host", "ai-llm", &[22], None, false),
+            pol(4, "gone", "ai", &[], None, false),
+            pol(5, "pro", "ai-noip", &[80], None, false),
+        ];
+        let fw = Firewall::new(&ds, &all, None, None);
         let t = &fw.text;
         assert!(
             t.contains(&format!("comment \"anklume {}\"", fw.hash)),
@@ -448,6 +454,12 @@ mod tests {
             ),
             "{t}"
         );
+        // A machine without an address never becomes its whole bridge.
+        assert!(
+            t.contains("# skipped network_policies[5]: to: machine ai-noip has no IP address"),
+            "{t}"
+        );
+        assert!(!t.contains("dport { 80 }"), "{t}");
         // Accept rules come before the drop between bridges.
         let drop = t
             .find("oifname { \"net-pro\", \"net-ai\" } drop")
@@ -456,18 +468,18 @@ mod tests {
         // The host → machine policy needs no rule (host traffic is not filtered).
         assert!(!t.contains("dport { 22 }"), "{t}");
         // Same input, same text and hash; a change changes the hash.
-        let again = Firewall::new(&ds, Some(&all), None, None);
+        let again = Firewall::new(&ds, &all, None, None);
         assert_eq!(
             (again.text.as_str(), again.hash.as_str()),
             (t.as_str(), fw.hash.as_str())
         );
-        let fewer = Firewall::new(&ds[..1], Some(&all), None, None);
+        let fewer = Firewall::new(&ds[..1], &all, None, None);
         assert_ne!(fewer.hash, fw.hash);
     }
 
     #[test]
     fn no_domains_gives_empty_chains() {
-        let fw = Firewall::new(&[], None, None, None);
+        let fw = Firewall::new(&[], &[], None, None);
         assert!(!fw.text.contains("drop"), "{}", fw.text);
     }
 }

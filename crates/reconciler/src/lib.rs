@@ -69,11 +69,11 @@ pub fn run(
     else {
         return Ok((1, ApplySummary::default()));
     };
-    let all_domains = desired::domains(&prepared.files, &o.settings)?;
+    let all_domains = desired::domains(&prepared.model, &o.settings)?;
     // The ruleset always covers every enabled domain, whatever the filter.
     let fw = Firewall::new(
         &all_domains,
-        desired::all_vars(&prepared.files),
+        &prepared.model.policies,
         o.settings.netns.clone(),
         o.settings.state_dir.as_deref(),
     );

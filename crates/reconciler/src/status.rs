@@ -239,8 +239,8 @@ fn firewall_line(o: &StatusOptions) -> String {
     .flatten()
     .and_then(|prepared| {
         let settings = crate::desired::ApplySettings::default();
-        let domains = crate::desired::domains(&prepared.files, &settings).ok()?;
-        let all = crate::desired::all_vars(&prepared.files);
+        let domains = crate::desired::domains(&prepared.model, &settings).ok()?;
+        let all = &prepared.model.policies;
         Some(Firewall::new(&domains, all, None, None))
     });
     match want {

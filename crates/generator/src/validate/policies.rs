@@ -46,7 +46,7 @@ pub(super) fn validate_policy_addresses(st: &State, d: &mut Diags) {
             };
             let m = domains(st.infra)
                 .get(dname.as_str())
-                .map(|dn| machines(dn))
+                .map(machines)
                 .and_then(|ms| ms.get(mname).cloned());
             let has_ip = m
                 .as_ref()
