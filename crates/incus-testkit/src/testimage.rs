@@ -6,7 +6,7 @@
 //! static IP set by `anklume apply` is really served), and answers `pong` on
 //! TCP port 7777, which the isolation tests probe.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anklume_cmd::Cmd;
 use anyhow::{Context, Result};
@@ -39,8 +39,8 @@ esac
 exit 0
 "#;
 
-/// Build the image tarball (metadata.yaml + rootfs/) in `work`.
-pub fn build(work: &Path) -> Result<std::path::PathBuf> {
+/// Build the image's tree in `work`: `metadata.yaml` and `rootfs/`.
+fn build_tree(work: &Path) -> Result<()> {
     anyhow::ensure!(
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} is missing: install busybox-static (ci/setup-image)"
@@ -79,30 +79,83 @@ pub fn build(work: &Path) -> Result<std::path::PathBuf> {
         work.join("metadata.yaml"),
         "architecture: x86_64\ncreation_date: 1700000000\nproperties:\n  os: busybox\n  description: anklume test image\n",
     )?;
-    let tar = work.join("image.tar");
+    Ok(())
+}
+
+/// `tar` of `members` of `work` into `out`, owned by root.
+fn tar(work: &Path, out: &Path, members: &[&str]) -> Result<()> {
     Cmd::new("tar")
         .arg("-C")
         .arg(work)
         .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(&tar)
-        .args(["metadata.yaml", "rootfs"])
-        .run()?;
-    Ok(tar)
+        .arg(out)
+        .args(members)
+        .run()
 }
 
-/// Build the image and import it into the default project as `alias`.
+/// Build the unified image tarball (metadata.yaml + rootfs/) in `work`.
+pub fn build(work: &Path) -> Result<PathBuf> {
+    build_tree(work)?;
+    let tar_path = work.join("image.tar");
+    tar(work, &tar_path, &["metadata.yaml", "rootfs"])?;
+    Ok(tar_path)
+}
+
+/// Build the split image in `work`, as image servers publish them: a
+/// metadata tarball (`metadata.yaml`) and the root filesystem as a
+/// squashfs. Returns `(metadata, rootfs)`.
+pub fn build_split(work: &Path) -> Result<(PathBuf, PathBuf)> {
+    build_tree(work)?;
+    let meta = work.join("meta.tar");
+    tar(work, &meta, &["metadata.yaml"])?;
+    let rootfs = work.join("rootfs.squashfs");
+    Cmd::new("mksquashfs")
+        .arg(work.join("rootfs"))
+        .arg(&rootfs)
+        .args(["-noappend", "-all-root", "-no-progress", "-quiet"])
+        .run()?;
+    Ok((meta, rootfs))
+}
+
+/// Build the unified image and import it into the default project as
+/// `alias`; returns its fingerprint.
 pub fn import(c: &Client, work: &Path, alias: &str) -> Result<String> {
     let tar = build(work)?;
-    let data = std::fs::read(&tar)?;
+    let data = std::fs::read(&tar).with_context(|| format!("reading {}", tar.display()))?;
     let meta = c
         .post_bytes("/1.0/images", data.into())
         .context("importing the test image")?;
-    let fp = meta
+    name(c, meta, alias)
+}
+
+/// Build the split image and import it into the default project as
+/// `alias` (a multipart upload, as `incus image import META ROOTFS`);
+/// returns its fingerprint.
+pub fn import_split(c: &Client, work: &Path, alias: &str) -> Result<String> {
+    let (meta, rootfs) = build_split(work)?;
+    let m = std::fs::read(&meta).with_context(|| format!("reading {}", meta.display()))?;
+    let r = std::fs::read(&rootfs).with_context(|| format!("reading {}", rootfs.display()))?;
+    let answer = c
+        .post_multipart(
+            "/1.0/images",
+            &[
+                ("metadata", "meta.tar", &m),
+                ("rootfs", "rootfs.squashfs", &r),
+            ],
+        )
+        .context("importing the split test image")?;
+    name(c, answer, alias)
+}
+
+/// Name the image an import answered with `alias` in the default project.
+fn name(c: &Client, answer: serde_json::Value, alias: &str) -> Result<String> {
+    let fp = answer
         .get("fingerprint")
         .and_then(|v| v.as_str())
         .context("image import returned no fingerprint")?
         .to_string();
-    c.post("/1.0/images/aliases", &json!({"name": alias, "target": fp}))?;
+    c.post("/1.0/images/aliases", &json!({"name": alias, "target": fp}))
+        .with_context(|| format!("naming image {fp} {alias}"))?;
     Ok(fp)
 }
 

@@ -265,6 +265,22 @@ impl Client {
         self.finish(Method::POST, path, env)
     }
 
+    /// `POST path` with a `multipart/form-data` body, one part per
+    /// `(field, filename, data)` in order (a split image upload: `metadata`
+    /// then `rootfs`); async operations are waited for.
+    pub fn post_multipart(&self, path: &str, parts: &[(&str, &str, &[u8])]) -> Result<Value> {
+        let (boundary, body) = multipart(parts);
+        let (status, bytes) = self.exchange(
+            &Method::POST,
+            path,
+            body,
+            &format!("multipart/form-data; boundary={boundary}"),
+            OPERATION_TIMEOUT,
+        )?;
+        let env = envelope(&Method::POST, path, status, &bytes)?;
+        self.finish(Method::POST, path, env)
+    }
+
     /// Send a request and return its metadata; async operations are waited
     /// for (their final metadata is returned).
     pub fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -375,6 +391,33 @@ fn envelope(method: &Method, path: &str, status: u16, bytes: &[u8]) -> Result<En
     })
 }
 
+/// A `multipart/form-data` body of `parts` (`(field, filename, data)`):
+/// `(boundary, body)`, the boundary chosen so that no part contains it.
+fn multipart(parts: &[(&str, &str, &[u8])]) -> (String, Bytes) {
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let mut n: u64 = 0;
+    let boundary = loop {
+        let b = format!("anklume-part-boundary-{n:016x}");
+        if !parts.iter().any(|(_, _, d)| contains(d, b.as_bytes())) {
+            break b;
+        }
+        n += 1;
+    };
+    let mut body = Vec::with_capacity(parts.iter().map(|p| p.2.len() + 200).sum::<usize>() + 64);
+    for (field, filename, data) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (boundary, Bytes::from(body))
+}
+
 /// Percent-encode one path segment or query value (names are validated to
 /// be simple, but never trust that twice).
 pub fn enc(s: &str) -> String {
@@ -398,6 +441,19 @@ mod tests {
     fn encodes_path_segments() {
         assert_eq!(enc("pro-dev_1.x"), "pro-dev_1.x");
         assert_eq!(enc("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn multipart_bodies_frame_each_part() {
+        let first = b"anklume-part-boundary-0000000000000000 inside".to_vec();
+        let (b, body) = multipart(&[("metadata", "m.tar", &first), ("rootfs", "r.sqfs", b"\0x")]);
+        assert_eq!(b, "anklume-part-boundary-0000000000000001");
+        let want = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"metadata\"; filename=\"m.tar\"\r\nContent-Type: application/octet-stream\r\n\r\nanklume-part-boundary-0000000000000000 inside\r\n\
+             --{b}\r\nContent-Disposition: form-data; name=\"rootfs\"; filename=\"r.sqfs\"\r\nContent-Type: application/octet-stream\r\n\r\n\0x\r\n\
+             --{b}--\r\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&body), want);
     }
 
     #[test]
