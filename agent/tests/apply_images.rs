@@ -13,11 +13,12 @@
 
 use std::path::PathBuf;
 
-use anklume::apply::desired::ApplySettings;
-use anklume::apply::images::{self, Ensured};
-use anklume::apply::{run, ApplyOptions, ApplySummary};
-use anklume::incus::testd::TestDaemon;
-use anklume::incus::{testimage, Client};
+use anklume_incus::Client;
+use anklume_incus_testkit::testimage;
+use anklume_incus_testkit::TestDaemon;
+use anklume_reconciler::desired::ApplySettings;
+use anklume_reconciler::images::{self, Ensured};
+use anklume_reconciler::{run, ApplyOptions, ApplySummary};
 use serde_json::{json, Value};
 
 const SPLIT: &str = "anklume-split";
