@@ -60,6 +60,7 @@ fn apply(work: &Path, d: &TestDaemon) -> (Duration, i32, usize) {
             state_dir: Some(work.join("state")),
         },
         progress: false,
+        json: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let t = Instant::now();

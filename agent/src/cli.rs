@@ -11,6 +11,10 @@ use anklume_generator::{self as sync, SyncOptions};
 #[derive(Debug, Parser)]
 #[command(name = "anklume", version, about)]
 pub struct Cli {
+    /// Trace every external command line (`+ nft ...`) on stderr.
+    /// Also: ANKLUME_CMD_LOG=trace.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -76,6 +80,10 @@ pub enum Command {
         /// No progress lines on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// With --dry-run: print the plan as JSON (schema in
+        /// docs/reconciler.md) instead of the table.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// Incus socket (default: $INCUS_SOCKET, $INCUS_DIR/unix.socket,
         /// /var/lib/incus/unix.socket).
         #[arg(long)]
@@ -102,17 +110,24 @@ pub enum Command {
         /// Directory of the nesting context files (as for sync).
         #[arg(long)]
         context_dir: Option<PathBuf>,
+        /// Print the report as JSON (schema in docs/reconciler.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
 /// Run the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    // Reports are for people and scripts: command traces only when asked.
+    let env_trace = std::env::var_os("ANKLUME_CMD_LOG").is_some_and(|v| v == "trace");
+    anklume_cmd::set_trace(cli.verbose || env_trace);
     match cli.command {
         Command::Status {
             infra,
             socket,
             netns,
             context_dir,
+            json,
         } => {
             let d = anklume_reconciler::status::StatusOptions::default();
             let o = anklume_reconciler::status::StatusOptions {
@@ -124,7 +139,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            anklume_reconciler::status::run(&o, &mut out)
+            anklume_reconciler::status::run(&o, json, &mut out)
         }
         Command::Apply {
             domains,
@@ -136,6 +151,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             netns,
             state_dir,
             quiet,
+            json,
             socket,
             context_dir,
         } => {
@@ -152,7 +168,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     netns,
                     state_dir: Some(state_dir),
                 },
-                progress: !quiet,
+                progress: !quiet && !json,
+                json,
             };
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();

@@ -112,6 +112,7 @@ impl Lab {
                 state_dir: Some(self.dir.join("state")),
             },
             progress: false,
+            json: false,
         };
         let mut out = Vec::new();
         let mut err = Vec::new();

@@ -121,6 +121,7 @@ impl Lab {
                 state_dir: Some(self.dir.join("state")),
             },
             progress: false,
+            json: false,
         }
     }
 
@@ -215,7 +216,7 @@ impl Lab {
             netns: Some(self.daemon().netns_path()),
         };
         let mut out = Vec::new();
-        anklume_reconciler::status::run(&o, &mut out).unwrap();
+        anklume_reconciler::status::run(&o, false, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -535,7 +536,7 @@ domains:
             .arg(d.socket())
             .arg("--netns")
             .arg(d.netns_path())
-            .env("ANKLUME_CMD_LOG", "quiet");
+            .env_remove("ANKLUME_CMD_LOG");
         c
     };
     let out = common("apply")
@@ -561,6 +562,69 @@ domains:
     assert!(
         text.contains("table inet anklume present, current"),
         "{text}"
+    );
+    // No command traces anywhere unless asked (they used to run into the
+    // report on a terminal); --verbose shows them on stderr only.
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("nft list tables"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("+ "), "{text}");
+    let out = common("status").arg("--verbose").output().unwrap();
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        trace
+            .lines()
+            .any(|l| l.starts_with("+ ") && l.contains("nft list tables")),
+        "{trace}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("nft list tables"));
+
+    // The same as JSON.
+    let out = common("status").arg("--json").output().unwrap();
+    assert!(out.status.success());
+    let j: Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
+    assert_eq!(j["schema"], 1);
+    assert_eq!(j["incus"]["reachable"], true);
+    assert_eq!(j["ruleset"]["state"], "current");
+    let akt3 = j["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["project"] == "akt3")
+        .expect("akt3 in status --json");
+    assert_eq!(akt3["running"], 1);
+    assert_eq!(akt3["instances"].as_array().unwrap().len(), 2);
+    let out = common("apply")
+        .args(["--dry-run", "--json", "--no-nat", "--state-dir"])
+        .arg(lab.dir.join("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).expect("apply --dry-run --json is JSON");
+    assert_eq!(j["schema"], 1);
+    assert_eq!(j["summary"]["create"], 0);
+    assert_eq!(j["ruleset"]["live"], "current");
+    assert!(
+        j["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "unchanged"
+                && c["kind"] == "instance"
+                && c["name"] == "akt3/akt3-a"),
+        "{j}"
+    );
+    let out = common("apply").args(["--json"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--json without --dry-run is a usage error"
     );
 
     // An instance cannot change type: refused with the reason, nothing else

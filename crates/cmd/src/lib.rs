@@ -1,12 +1,13 @@
 //! The one way anklume's programs run external programs.
 //!
-//! Every command line is logged (to stderr, when `ANKLUME_CMD_LOG` is not
-//! `quiet`) before it runs; a failure carries the command line, the exit
-//! status and the last lines of its stderr; a missing program names the
-//! Debian package that provides it.
+//! Every command line is traced (`+ cmd args` on stderr) before it runs,
+//! when tracing is on (see [`set_trace`]); a failure carries the command
+//! line, the exit status and the last lines of its stderr; a missing
+//! program names the Debian package that provides it.
 
 use std::ffi::OsStr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -27,6 +28,26 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "ip" | "nsenter" => "iproute2 / util-linux",
         _ => return None,
     })
+}
+
+/// 0: not set (the environment decides), 1: off, 2: on.
+static TRACE: AtomicU8 = AtomicU8::new(0);
+
+/// Turn the command-line traces on or off for this process. A program
+/// whose output is a report (`anklume status`) turns them off unless asked
+/// (`--verbose`); a build log keeps them. Without a call, the environment
+/// decides: `ANKLUME_CMD_LOG=quiet` off, anything else on.
+pub fn set_trace(on: bool) {
+    TRACE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Are command lines traced?
+pub fn tracing() -> bool {
+    match TRACE.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => std::env::var_os("ANKLUME_CMD_LOG").is_none_or(|v| v != "quiet"),
+    }
 }
 
 /// How many stderr lines a failure message keeps.
@@ -79,6 +100,14 @@ impl Cmd {
         self
     }
 
+    /// Start the child in process group `pgid` (0: a new group of its own,
+    /// so the caller can end it and everything it started at once).
+    pub fn process_group(mut self, pgid: i32) -> Self {
+        use std::os::unix::process::CommandExt;
+        self.inner.process_group(pgid);
+        self
+    }
+
     /// Feed these bytes on stdin (otherwise stdin is /dev/null).
     pub fn input(mut self, data: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(data.into());
@@ -90,10 +119,41 @@ impl Cmd {
         &self.line
     }
 
-    fn spawn_output(mut self, stdout: Stdio) -> Result<(String, Output)> {
-        if std::env::var_os("ANKLUME_CMD_LOG").is_none_or(|v| v != "quiet") {
+    fn trace(&self) {
+        if tracing() {
             eprintln!("+ {}", self.line);
         }
+    }
+
+    fn not_found(program: &str, e: std::io::Error) -> anyhow::Error {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            match package_of(program) {
+                Some(p) => anyhow!(
+                    "{program} not found: install the Debian package {p} (or run ci/setup-image)"
+                ),
+                None => anyhow!("{program} not found in PATH"),
+            }
+        } else {
+            anyhow!(e).context(format!("starting {program}"))
+        }
+    }
+
+    /// Start a long-running child (a daemon, a VM) with the given stdio
+    /// and return it; the caller owns its lifetime. Traced like every
+    /// command; a missing program names its package.
+    pub fn spawn(mut self, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+        self.trace();
+        let program = self.inner.get_program().to_string_lossy().into_owned();
+        self.inner
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| Self::not_found(&program, e))
+    }
+
+    fn spawn_output(mut self, stdout: Stdio) -> Result<(String, Output)> {
+        self.trace();
         let program = self.inner.get_program().to_string_lossy().into_owned();
         let input = self.stdin.take();
         self.inner
@@ -105,16 +165,7 @@ impl Cmd {
             .stdout(stdout)
             .stderr(Stdio::piped());
         let out = spawn_and_feed(&mut self.inner, input.as_deref())
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    match package_of(&program) {
-                        Some(p) => anyhow!("{program} not found: install the Debian package {p} (or run ci/setup-image)"),
-                        None => anyhow!("{program} not found in PATH"),
-                    }
-                } else {
-                    anyhow!(e).context(format!("starting {program}"))
-                }
-            })?;
+            .map_err(|e| Self::not_found(&program, e))?;
         Ok((self.line, out))
     }
 

@@ -12,7 +12,7 @@
 //! deletes it and removes the directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -70,17 +70,14 @@ impl TestDaemon {
             .args(["-n", &netns, "link", "set", "lo", "up"])
             .run()?;
         let log = dir.join("incusd.log");
-        let child = Command::new("unshare")
+        let child = Cmd::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c", LAUNCH, "sh"])
             .arg(&scratch)
             .arg(d.netns_path())
             .arg(&dir)
             .arg(INCUSD)
             .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            .spawn(Stdio::null(), Stdio::null())
             .context("starting incusd (unshare)")?;
         d.child = Some(child);
         let start = Instant::now();

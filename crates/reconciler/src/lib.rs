@@ -37,6 +37,63 @@ pub struct ApplyOptions {
     pub settings: ApplySettings,
     /// Show progress on stderr.
     pub progress: bool,
+    /// With `dry_run`: print the plan as JSON ([`PlanReport`]) instead of
+    /// the table.
+    pub json: bool,
+}
+
+/// Version of the JSON plan; bumped when a field changes meaning or goes.
+pub const PLAN_SCHEMA: u32 = 1;
+
+/// `anklume apply --dry-run --json` (documented in `docs/reconciler.md`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanReport {
+    pub schema: u32,
+    /// One entry per object, in plan order.
+    pub changes: Vec<PlannedChange>,
+    pub ruleset: RulesetPlan,
+    /// Local images that would be copied into a domain's project.
+    pub images: Vec<ImageCopy>,
+    pub summary: PlanSummary,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedChange {
+    /// `create`, `update`, `delete`, `orphan` or `unchanged`.
+    pub action: &'static str,
+    /// `nftables`, `network`, `project`, `profile`, `volume` or `instance`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The domain (empty for the ruleset and orphans).
+    pub domain: String,
+    /// What differs, or why.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RulesetPlan {
+    /// `absent`, `different` or `current`.
+    pub live: &'static str,
+    /// The hash the new ruleset carries.
+    pub hash: String,
+    /// Unified diff from the last loaded ruleset (empty when current); the
+    /// new ruleset passed `nft -c` when this is present.
+    pub diff: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageCopy {
+    pub alias: String,
+    pub project: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanSummary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub unchanged: usize,
+    pub orphans: usize,
 }
 
 /// What a run did.
@@ -117,6 +174,59 @@ pub fn run(
     plan.insert(0, fw_change);
 
     let mut s = ApplySummary::default();
+    for c in &plan {
+        match c.verb {
+            Verb::Create => s.created += 1,
+            Verb::Update => s.updated += 1,
+            Verb::Delete => s.deleted += 1,
+            Verb::Orphan => s.orphans += 1,
+            Verb::Unchanged => s.unchanged += 1,
+        }
+    }
+    if o.dry_run && o.json {
+        let diff = if live != Live::Current {
+            fw.check()?;
+            fw.diff()?
+        } else {
+            String::new()
+        };
+        let report = PlanReport {
+            schema: PLAN_SCHEMA,
+            changes: plan
+                .iter()
+                .map(|c| PlannedChange {
+                    action: c.verb.as_str(),
+                    kind: c.kind.as_str(),
+                    name: c.name.clone(),
+                    domain: c.domain.clone(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            ruleset: RulesetPlan {
+                live: match live {
+                    Live::Absent => "absent",
+                    Live::Different => "different",
+                    Live::Current => "current",
+                },
+                hash: fw.hash.clone(),
+                diff,
+            },
+            images: reconcile::local_images_missing(&client, &plan)?
+                .into_iter()
+                .map(|(alias, project)| ImageCopy { alias, project })
+                .collect(),
+            summary: PlanSummary {
+                create: s.created,
+                update: s.updated,
+                delete: s.deleted,
+                unchanged: s.unchanged,
+                orphans: s.orphans,
+            },
+        };
+        serde_json::to_writer_pretty(&mut *out, &report).context("writing the plan as JSON")?;
+        writeln!(out)?;
+        return Ok((0, s));
+    }
     writeln!(
         out,
         "{:<10} {:<9} {:<32} {:<14} detail",
@@ -132,13 +242,6 @@ pub fn run(
             c.domain,
             c.detail
         )?;
-        match c.verb {
-            Verb::Create => s.created += 1,
-            Verb::Update => s.updated += 1,
-            Verb::Delete => s.deleted += 1,
-            Verb::Orphan => s.orphans += 1,
-            Verb::Unchanged => s.unchanged += 1,
-        }
     }
     if o.dry_run {
         if live != Live::Current {

@@ -1,22 +1,26 @@
 //! `anklume status`: what this boot runs on, and what runs on it.
 //!
-//! OS facts come from `/run/anklume/boot.env`, written by the initrd when it
-//! set up the verified root (slot, version, root hash, device, toram,
-//! persist), from the mount table, and from `veritysetup status` for the
-//! kernel's current verdict on the dm-verity device. Then: Incus (reachable,
-//! each anklume domain's instances with state and address), the isolation
+//! OS facts come from the initrd's boot facts (`anklume_contract::bootenv`),
+//! from the mount table, and from `veritysetup status` for the kernel's
+//! current verdict on the dm-verity device. Then: Incus (reachable, each
+//! anklume domain's instances with state and address), the isolation
 //! ruleset (present, and current against `infra.yml` when it is found),
 //! and RAM encryption.
+//!
+//! [`collect`] gathers a [`Status`]; [`render`] prints it for people and
+//! `anklume status --json` prints it as JSON (schema in
+//! `docs/reconciler.md`, versioned by [`SCHEMA`]).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 
+use anklume_cmd::Cmd;
+use anklume_contract::bootenv::{BootEnv, VERITY_NAME};
 use anyhow::{Context, Result};
+use serde::Serialize;
 
-/// Name of the dm-verity mapping the initrd creates.
-pub const VERITY_NAME: &str = "anklume-root";
+/// Version of the JSON output; bumped when a field changes meaning or goes.
+pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone)]
 pub struct StatusOptions {
@@ -48,12 +52,71 @@ impl Default for StatusOptions {
     }
 }
 
-/// `key=value` lines; other lines are ignored.
-pub fn parse_env(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+/// Everything `anklume status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema: u32,
+    /// The boot facts; `None` when this is not an anklume Live OS boot.
+    pub boot: Option<Boot>,
+    pub root: Mount,
+    pub incus: Incus,
+    /// Anklume's domains (projects carrying its mark); `None` when Incus is
+    /// unreachable or the listing failed (see `incus.error`).
+    pub domains: Option<Vec<DomainStatus>>,
+    pub ruleset: Ruleset,
+    /// What the CPU and kernel say about memory encryption.
+    pub ram_encryption: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Boot {
+    #[serde(flatten)]
+    pub env: BootEnv,
+    /// `veritysetup status`'s verdict on the verity device (`verified`, …).
+    pub verity: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Mount {
+    pub fstype: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Incus {
+    pub socket: PathBuf,
+    pub reachable: bool,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainStatus {
+    pub project: String,
+    pub running: usize,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    /// Incus's status (`Running`, `Stopped`, …).
+    pub status: String,
+    pub ipv4: Vec<String>,
+}
+
+/// The `inet anklume` table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ruleset {
+    /// `absent`, `current`, `different` (not what `infra.yml` gives),
+    /// `present` (no valid `infra.yml` to compare with) or `unknown` (nft
+    /// failed: see `error`).
+    pub state: &'static str,
+    /// The hash in the live table's comment.
+    pub live_hash: Option<String>,
+    /// The hash of the ruleset `infra.yml` gives, when it was read.
+    pub want_hash: Option<String>,
+    pub error: Option<String>,
 }
 
 /// File system type and source of the mount at `/` (the last one wins).
@@ -73,160 +136,235 @@ pub fn root_mount(mountinfo: &str) -> Option<(String, String)> {
 
 /// The `status:` line of `veritysetup status anklume-root`.
 fn verity_state() -> String {
-    match Command::new("veritysetup")
+    match Cmd::new("veritysetup")
         .args(["status", VERITY_NAME])
-        .output()
+        .output_string()
     {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let status = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("status:"))
-                .map(|s| s.trim().to_string());
-            match status {
-                Some(s) => s,
-                None if o.status.success() => "unknown".into(),
-                None => format!("not active ({})", text.lines().next().unwrap_or("").trim()),
-            }
-        }
-        Err(e) => format!("unknown (veritysetup: {e})"),
+        Ok(text) => text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("status:"))
+            .map_or_else(|| "unknown".into(), |s| s.trim().to_string()),
+        Err(e) => format!(
+            "not active ({})",
+            format!("{e:#}").lines().last().unwrap_or("").trim()
+        ),
     }
 }
 
-/// Incus, the domains, the ruleset and RAM encryption, on any host.
-fn host_lines(o: &StatusOptions, out: &mut dyn Write) -> Result<()> {
-    let socket = &o.socket;
+/// Gather the whole report. Nothing here fails the command: what cannot be
+/// read is reported as such.
+pub fn collect(o: &StatusOptions) -> Result<Status> {
+    let boot_env = o.run_dir.join("boot.env");
+    let (fstype, source) = std::fs::read_to_string(&o.mountinfo)
+        .ok()
+        .and_then(|m| root_mount(&m))
+        .unwrap_or_else(|| ("unknown".into(), "unknown".into()));
+    let boot = BootEnv::read(&boot_env)
+        .with_context(|| format!("reading {}", boot_env.display()))?
+        .map(|env| Boot {
+            env,
+            verity: verity_state(),
+        });
     let timeout = std::time::Duration::from_secs(5);
-    let client = anklume_incus::Client::connect_with_timeout(socket, timeout);
-    let incus = match client.as_ref().map_err(|e| e.to_string()).and_then(|c| {
+    let client = anklume_incus::Client::connect_with_timeout(&o.socket, timeout);
+    let version = client.as_ref().map_err(|e| e.to_string()).and_then(|c| {
         c.get::<serde_json::Value>("/1.0")
             .map_err(|e| e.to_string())
-    }) {
-        Ok(v) => format!(
-            "reachable ({}, Incus {})",
-            socket.display(),
-            v["environment"]["server_version"].as_str().unwrap_or("?")
-        ),
-        Err(e) => format!("unreachable: {e}"),
+    });
+    let mut incus = Incus {
+        socket: o.socket.clone(),
+        reachable: version.is_ok(),
+        version: version.as_ref().ok().and_then(|v| {
+            v["environment"]["server_version"]
+                .as_str()
+                .map(str::to_string)
+        }),
+        error: version.as_ref().err().cloned(),
     };
-    writeln!(out, "incus:     {incus}")?;
-    if let Ok(c) = &client {
-        match domain_lines(c) {
-            Ok(lines) => {
-                for l in lines {
-                    writeln!(out, "{l}")?;
-                }
+    let domains = match (&client, incus.reachable) {
+        (Ok(c), true) => match domains(c) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                incus.error = Some(format!("listing the domains: {e:#}"));
+                None
             }
-            Err(e) => writeln!(out, "domains:   unreadable: {e:#}")?,
-        }
-    }
-    writeln!(out, "nftables:  {}", firewall_line(o))?;
+        },
+        _ => None,
+    };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let log = crate::ramcrypt::read_kernel_log().ok();
-    writeln!(
-        out,
-        "ram crypt: {}",
-        crate::ramcrypt::describe(&cpuinfo, log.as_deref())
-    )?;
+    Ok(Status {
+        schema: SCHEMA,
+        boot,
+        root: Mount { fstype, source },
+        incus,
+        domains,
+        ruleset: ruleset(o),
+        ram_encryption: crate::ramcrypt::describe(&cpuinfo, log.as_deref()),
+    })
+}
+
+/// The report for people.
+pub fn render(s: &Status, out: &mut dyn Write) -> Result<()> {
+    match &s.boot {
+        None => writeln!(out, "os:        not an anklume Live OS boot (no boot.env)")?,
+        Some(b) => {
+            let or_q = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+            let slot = b.env.slot.map_or("?".to_string(), |s| s.to_string());
+            writeln!(out, "slot:      {slot}")?;
+            writeln!(out, "version:   {}", or_q(&b.env.version))?;
+            writeln!(out, "root hash: {}", or_q(&b.env.roothash))?;
+            writeln!(
+                out,
+                "verity:    {} (/dev/mapper/{VERITY_NAME} on {})",
+                b.verity,
+                or_q(&b.env.device)
+            )?;
+        }
+    }
+    writeln!(out, "root:      {} ({})", s.root.fstype, s.root.source)?;
+    if let Some(b) = &s.boot {
+        writeln!(out, "toram:     {}", if b.env.toram { "yes" } else { "no" })?;
+        writeln!(
+            out,
+            "persist:   {}",
+            b.env.persist.as_deref().unwrap_or("none")
+        )?;
+    }
+    let i = &s.incus;
+    if i.reachable {
+        writeln!(
+            out,
+            "incus:     reachable ({}, Incus {})",
+            i.socket.display(),
+            i.version.as_deref().unwrap_or("?")
+        )?;
+    } else {
+        writeln!(
+            out,
+            "incus:     unreachable: {}",
+            i.error.as_deref().unwrap_or("?")
+        )?;
+    }
+    match &s.domains {
+        Some(ds) if ds.is_empty() => {
+            writeln!(out, "domains:   none (no project made by anklume apply)")?
+        }
+        Some(ds) => {
+            for d in ds {
+                writeln!(
+                    out,
+                    "domain:    {}: {}/{} running",
+                    d.project,
+                    d.running,
+                    d.instances.len()
+                )?;
+                for inst in &d.instances {
+                    let addrs = if inst.ipv4.is_empty() {
+                        "-".to_string()
+                    } else {
+                        inst.ipv4.join(",")
+                    };
+                    writeln!(out, "             {} {} {addrs}", inst.name, inst.status)?;
+                }
+            }
+        }
+        None if i.reachable => writeln!(
+            out,
+            "domains:   unreadable: {}",
+            i.error.as_deref().unwrap_or("?")
+        )?,
+        None => {}
+    }
+    let r = &s.ruleset;
+    let live = r.live_hash.as_deref().unwrap_or("");
+    let line = match r.state {
+        "absent" => "table inet anklume absent: domains are not isolated".to_string(),
+        "current" => format!("table inet anklume present, current ({live})"),
+        "different" => format!(
+            "table inet anklume present ({live}) but infra.yml gives {}: run anklume apply",
+            r.want_hash.as_deref().unwrap_or("?")
+        ),
+        "present" => {
+            format!("table inet anklume present ({live}); no valid infra.yml here to compare with")
+        }
+        _ => format!("unknown ({})", r.error.as_deref().unwrap_or("?")),
+    };
+    writeln!(out, "nftables:  {line}")?;
+    writeln!(out, "ram crypt: {}", s.ram_encryption)?;
     Ok(())
 }
 
-pub fn run(o: &StatusOptions, out: &mut dyn Write) -> Result<i32> {
-    let boot_env = o.run_dir.join("boot.env");
-    let root = std::fs::read_to_string(&o.mountinfo)
-        .ok()
-        .and_then(|m| root_mount(&m));
-    let (fstype, source) = root.unwrap_or_else(|| ("unknown".into(), "unknown".into()));
-    let env = match std::fs::read_to_string(&boot_env) {
-        Ok(t) => parse_env(&t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            writeln!(
-                out,
-                "os:        not an anklume Live OS boot (no {})",
-                boot_env.display()
-            )?;
-            writeln!(out, "root:      {fstype} ({source})")?;
-            host_lines(o, out)?;
-            return Ok(0);
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", boot_env.display())),
-    };
-    let get = |k: &str| env.get(k).map(String::as_str).unwrap_or("?");
-    let yes_no = |k: &str| if get(k) == "1" { "yes" } else { "no" };
-    writeln!(out, "slot:      {}", get("slot"))?;
-    writeln!(out, "version:   {}", get("version"))?;
-    writeln!(out, "root hash: {}", get("roothash"))?;
-    writeln!(
-        out,
-        "verity:    {} (/dev/mapper/{VERITY_NAME} on {})",
-        verity_state(),
-        get("device")
-    )?;
-    writeln!(out, "root:      {fstype} ({source})")?;
-    writeln!(out, "toram:     {}", yes_no("toram"))?;
-    let persist = match get("persist") {
-        "" | "?" => "none".to_string(),
-        p => p.to_string(),
-    };
-    writeln!(out, "persist:   {persist}")?;
-    host_lines(o, out)?;
+/// `anklume status`: the report as text, or as JSON.
+pub fn run(o: &StatusOptions, json: bool, out: &mut dyn Write) -> Result<i32> {
+    let s = collect(o)?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &s).context("writing the status as JSON")?;
+        writeln!(out)?;
+    } else {
+        render(&s, out)?;
+    }
     Ok(0)
 }
 
-/// One line per anklume domain (project carrying anklume's mark), then one
-/// per instance: state and IPv4 addresses.
-fn domain_lines(c: &anklume_incus::Client) -> Result<Vec<String>> {
+/// Anklume's domains (projects carrying its mark), each instance's state
+/// and IPv4 addresses.
+fn domains(c: &anklume_incus::Client) -> Result<Vec<DomainStatus>> {
     use crate::desired::MANAGED_KEY;
     use serde_json::Value;
     let projects: Vec<Value> = c.get("/1.0/projects?recursion=1")?;
     let instances: Vec<Value> = c.get("/1.0/instances?recursion=2&all-projects=true")?;
-    let mut lines = Vec::new();
+    let mut out = Vec::new();
     for p in projects
         .iter()
         .filter(|p| p["config"][MANAGED_KEY] == "true")
     {
         let name = p["name"].as_str().unwrap_or("?");
-        let mine: Vec<&Value> = instances.iter().filter(|i| i["project"] == name).collect();
-        let running = mine.iter().filter(|i| i["status"] == "Running").count();
-        lines.push(format!(
-            "domain:    {name}: {running}/{} running",
-            mine.len()
-        ));
-        for i in mine {
-            let addrs: Vec<&str> = i["state"]["network"]
-                .as_object()
-                .into_iter()
-                .flat_map(|nics| nics.iter())
-                .filter(|(nic, _)| nic.as_str() != "lo")
-                .flat_map(|(_, n)| n["addresses"].as_array().into_iter().flatten())
-                .filter(|a| a["family"] == "inet")
-                .filter_map(|a| a["address"].as_str())
-                .collect();
-            lines.push(format!(
-                "             {} {} {}",
-                i["name"].as_str().unwrap_or("?"),
-                i["status"].as_str().unwrap_or("?"),
-                if addrs.is_empty() {
-                    "-".to_string()
-                } else {
-                    addrs.join(",")
-                }
-            ));
-        }
+        let mine: Vec<InstanceStatus> = instances
+            .iter()
+            .filter(|i| i["project"] == name)
+            .map(|i| InstanceStatus {
+                name: i["name"].as_str().unwrap_or("?").to_string(),
+                status: i["status"].as_str().unwrap_or("?").to_string(),
+                ipv4: i["state"]["network"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|nics| nics.iter())
+                    .filter(|(nic, _)| nic.as_str() != "lo")
+                    .flat_map(|(_, n)| n["addresses"].as_array().into_iter().flatten())
+                    .filter(|a| a["family"] == "inet")
+                    .filter_map(|a| a["address"].as_str().map(str::to_string))
+                    .collect(),
+            })
+            .collect();
+        out.push(DomainStatus {
+            project: name.to_string(),
+            running: mine.iter().filter(|i| i.status == "Running").count(),
+            instances: mine,
+        });
     }
-    if lines.is_empty() {
-        lines.push("domains:   none (no project made by anklume apply)".into());
-    }
-    Ok(lines)
+    Ok(out)
 }
 
 /// Is table `inet anklume` there, and is it the ruleset `infra.yml` gives?
-fn firewall_line(o: &StatusOptions) -> String {
+fn ruleset(o: &StatusOptions) -> Ruleset {
     use crate::firewall::{live_hash, Firewall};
+    let mut r = Ruleset {
+        state: "unknown",
+        live_hash: None,
+        want_hash: None,
+        error: None,
+    };
     let live = match live_hash(o.netns.as_deref()) {
-        Ok(None) => return "table inet anklume absent: domains are not isolated".into(),
+        Ok(None) => {
+            r.state = "absent";
+            return r;
+        }
         Ok(Some(h)) => h,
-        Err(e) => return format!("unknown ({e:#})"),
+        Err(e) => {
+            r.error = Some(format!("{e:#}"));
+            return r;
+        }
     };
     let mut sink = Vec::new();
     let want = anklume_generator::prepare(
@@ -240,19 +378,21 @@ fn firewall_line(o: &StatusOptions) -> String {
     .and_then(|prepared| {
         let settings = crate::desired::ApplySettings::default();
         let domains = crate::desired::domains(&prepared.model, &settings).ok()?;
-        let all = &prepared.model.policies;
-        Some(Firewall::new(&domains, all, None, None))
+        Some(Firewall::new(
+            &domains,
+            &prepared.model.policies,
+            None,
+            None,
+        ))
     });
-    match want {
-        Some(fw) if fw.hash == live => format!("table inet anklume present, current ({live})"),
-        Some(fw) => format!(
-            "table inet anklume present ({live}) but infra.yml gives {}: run anklume apply",
-            fw.hash
-        ),
-        None => {
-            format!("table inet anklume present ({live}); no valid infra.yml here to compare with")
-        }
-    }
+    r.state = match &want {
+        Some(fw) if fw.hash == live => "current",
+        Some(_) => "different",
+        None => "present",
+    };
+    r.want_hash = want.map(|fw| fw.hash);
+    r.live_hash = Some(live);
+    r
 }
 
 #[cfg(test)]
@@ -289,7 +429,7 @@ mod tests {
             ..StatusOptions::default()
         };
         let mut out = Vec::new();
-        assert_eq!(run(&o, &mut out).unwrap(), 0);
+        assert_eq!(run(&o, false, &mut out).unwrap(), 0);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("slot:      b\n"), "{text}");
         assert!(text.contains("version:   0.2.0\n"), "{text}");
@@ -300,6 +440,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("verity:    "), "{text}");
+
+        let mut out = Vec::new();
+        run(&o, true, &mut out).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["schema"], SCHEMA);
+        assert_eq!(j["boot"]["slot"], "b");
+        assert_eq!(j["boot"]["version"], "0.2.0");
+        assert_eq!(j["boot"]["toram"], true);
+        assert_eq!(j["boot"]["persist"], serde_json::Value::Null);
+        assert_eq!(j["root"]["fstype"], "overlay");
+        assert_eq!(j["incus"]["reachable"], false);
+        assert!(j["incus"]["error"].is_string(), "{j}");
+        assert_eq!(j["domains"], serde_json::Value::Null);
     }
 
     #[test]
@@ -312,7 +465,7 @@ mod tests {
             ..StatusOptions::default()
         };
         let mut out = Vec::new();
-        run(&o, &mut out).unwrap();
+        run(&o, false, &mut out).unwrap();
         assert!(String::from_utf8(out)
             .unwrap()
             .starts_with("os:        not an anklume Live OS boot"));

@@ -3,9 +3,10 @@
 //! ttyS0 (humans, the console) and ttyS1 (the guest's report) go to two files.
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
+
+use anklume_cmd::Cmd;
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::{killpg, Signal};
@@ -64,38 +65,40 @@ impl Vm {
         for f in [&console_log, &report_log] {
             File::create(f).with_context(|| format!("creating {}", f.display()))?;
         }
-        let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args([
-            "-accel",
-            "tcg",
-            "-smp",
-            "2",
-            "-m",
-            &c.memory_mib.to_string(),
-        ])
-        .args(["-nic", "none", "-display", "none"])
-        .arg("-serial")
-        .arg(format!("file:{}", console_log.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", report_log.display()))
-        .arg("-fw_cfg")
-        // QEMU option values escape a comma by doubling it.
-        .arg(format!(
-            "name=opt/org.anklume/test,string={}",
-            c.test_actions.replace(',', ",,")
-        ));
+        let mut cmd = Cmd::new("qemu-system-x86_64");
+        cmd = cmd
+            .args([
+                "-accel",
+                "tcg",
+                "-smp",
+                "2",
+                "-m",
+                &c.memory_mib.to_string(),
+            ])
+            .args(["-nic", "none", "-display", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", console_log.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", report_log.display()))
+            .arg("-fw_cfg")
+            // QEMU option values escape a comma by doubling it.
+            .arg(format!(
+                "name=opt/org.anklume/test,string={}",
+                c.test_actions.replace(',', ",,")
+            ));
         if !c.allow_reboot {
-            cmd.arg("-no-reboot");
+            cmd = cmd.arg("-no-reboot");
         }
         let monitor = c.monitor.then(|| c.dir.join("monitor.sock"));
         match &monitor {
             Some(m) => {
                 let _ = std::fs::remove_file(m);
-                cmd.arg("-monitor")
+                cmd = cmd
+                    .arg("-monitor")
                     .arg(format!("unix:{},server=on,wait=off", m.display()));
             }
             None => {
-                cmd.args(["-monitor", "none"]);
+                cmd = cmd.args(["-monitor", "none"]);
             }
         }
         if c.firmware == Firmware::Uefi {
@@ -105,7 +108,8 @@ impl Vm {
             );
             let vars = c.dir.join("OVMF_VARS.fd");
             std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
-            cmd.arg("-drive")
+            cmd = cmd
+                .arg("-drive")
                 .arg(format!(
                     "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
                 ))
@@ -118,7 +122,8 @@ impl Vm {
         let img = c.image.display();
         match c.medium {
             Medium::Cd => {
-                cmd.arg("-drive")
+                cmd = cmd
+                    .arg("-drive")
                     .arg(format!(
                         "if=none,id=cd,file={img},format=raw,media=cdrom,readonly=on"
                     ))
@@ -130,7 +135,8 @@ impl Vm {
                 } else {
                     "off"
                 };
-                cmd.arg("-drive")
+                cmd = cmd
+                    .arg("-drive")
                     .arg(format!(
                         "if=none,id=stick,file={img},format=raw,snapshot={snapshot}"
                     ))
@@ -141,14 +147,12 @@ impl Vm {
                     ]);
             }
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(c.dir.join("qemu.stderr"))?)
-            .process_group(0);
-        std::fs::write(c.dir.join("qemu.cmdline"), format!("{cmd:?}\n"))?;
-        let child = cmd
-            .spawn()
-            .context("starting qemu-system-x86_64 (install qemu-system-x86: ci/setup-image)")?;
+        let cmd = cmd.process_group(0);
+        std::fs::write(c.dir.join("qemu.cmdline"), format!("{}\n", cmd.line()))?;
+        let child = cmd.spawn(
+            Stdio::null(),
+            File::create(c.dir.join("qemu.stderr"))?.into(),
+        )?;
         Ok(Vm {
             child: Some(child),
             monitor,

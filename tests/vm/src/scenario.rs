@@ -361,17 +361,11 @@ pub(crate) fn write_env(
 pub(crate) fn copy_image(image: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let copy = dir.join(name);
-    let st = std::process::Command::new("cp")
+    anklume_cmd::Cmd::new("cp")
         .arg("--sparse=always")
         .arg(image)
         .arg(&copy)
-        .status()
-        .context("running cp")?;
-    anyhow::ensure!(
-        st.success(),
-        "copying {} to {} failed",
-        image.display(),
-        copy.display()
-    );
+        .run()
+        .with_context(|| format!("copying {} to {}", image.display(), copy.display()))?;
     Ok(copy)
 }
