@@ -85,7 +85,8 @@ pub fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-/// One client = one connection to one daemon (not shared across threads).
+/// One client = one connection to one daemon, used by one thread at a time
+/// (`Send`, not `Sync`; [`Client::another`] opens one more).
 #[derive(Debug)]
 pub struct Client {
     socket: PathBuf,
@@ -118,6 +119,12 @@ impl Client {
         };
         c.get::<Value>("/1.0")?;
         Ok(c)
+    }
+
+    /// Another connection to the same daemon, with the same deadlines: a
+    /// `Client` serves one thread, so concurrent work opens one per thread.
+    pub fn another(&self) -> Result<Client> {
+        Self::connect_with_timeout(&self.socket, self.timeout)
     }
 
     pub fn socket(&self) -> &Path {

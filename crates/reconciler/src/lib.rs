@@ -105,6 +105,9 @@ pub struct ApplySummary {
     pub unchanged: usize,
     pub orphans: usize,
     pub failed: usize,
+    /// Not attempted because something they need failed (their domain's
+    /// bridge, project or profile; the isolation ruleset).
+    pub skipped: usize,
 }
 
 impl ApplySummary {
@@ -152,24 +155,29 @@ pub fn run(
     if !o.domains.is_empty() {
         plan.retain(|c| !c.domain.is_empty());
     }
-    let live = fw.live()?;
+    // Unreadable, the live table counts as a failed ruleset: nothing else
+    // may run (no instance without its isolation).
+    let live = fw.live();
     let mut fw_change = Change::new(
         Kind::Firewall,
         firewall::TABLE,
         "",
         match live {
-            Live::Absent => Verb::Create,
-            Live::Different => Verb::Update,
-            Live::Current => Verb::Unchanged,
+            Ok(Live::Absent) => Verb::Create,
+            Ok(Live::Different) | Err(_) => Verb::Update,
+            Ok(Live::Current) => Verb::Unchanged,
         },
         match live {
-            Live::Absent => "isolation ruleset".to_string(),
-            Live::Different => "the live table is not this ruleset".to_string(),
-            Live::Current => String::new(),
+            Ok(Live::Absent) => "isolation ruleset",
+            Ok(Live::Different) => "the live table is not this ruleset",
+            Ok(Live::Current) => "",
+            Err(_) => "the live table could not be read",
         },
     );
-    if live != Live::Current {
-        fw_change.steps = vec![Step::LoadRuleset];
+    match &live {
+        Ok(Live::Current) => {}
+        Ok(_) => fw_change.steps = vec![Step::LoadRuleset],
+        Err(e) => fw_change.steps = vec![Step::Refuse(format!("{e:#}"))],
     }
     plan.insert(0, fw_change);
 
@@ -244,8 +252,29 @@ pub fn run(
         )?;
     }
     if o.dry_run {
-        if live != Live::Current {
-            fw.check()?;
+        let checked = match &live {
+            Ok(Live::Current) => Ok(()),
+            Ok(_) => fw.check(),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        if let Err(e) = checked {
+            let others = plan.iter().filter(|c| !c.steps.is_empty()).count() - 1;
+            writeln!(
+                err,
+                "FAILED: {} {} {}: {e:#}",
+                plan[0].verb.as_str(),
+                Kind::Firewall.as_str(),
+                firewall::TABLE
+            )?;
+            writeln!(
+                out,
+                "[DRY-RUN] the isolation ruleset could not be checked: a run would make none of the {others} other change(s)"
+            )?;
+            s.failed = 1;
+            s.skipped = others;
+            return Ok((1, s));
+        }
+        if live.as_ref().is_ok_and(|l| *l != Live::Current) {
             writeln!(out, "\nnftables ruleset (checked with nft -c):")?;
             write!(out, "{}", fw.diff()?)?;
         }
@@ -259,33 +288,43 @@ pub fn run(
         )?;
         return Ok((0, s));
     }
-    let mut progress = |i: usize, total: usize, c: &Change| {
+    let mut progress = |p: plan::Progress<'_>| {
         if o.progress {
             let _ = writeln!(
                 err,
-                "[{}/{total}] {} {} {}",
-                i + 1,
-                c.verb.as_str(),
-                c.kind.as_str(),
-                c.name
+                "[{}/{}] {} {} {} ({:.1} s){}",
+                p.done,
+                p.total,
+                p.change.verb.as_str(),
+                p.change.kind.as_str(),
+                p.change.name,
+                p.took.as_secs_f64(),
+                if p.error.is_some() { ": FAILED" } else { "" }
             );
         }
     };
-    let failed = plan::execute(&client, &plan, &fw, &mut progress);
-    for (c, e) in &failed {
+    let failed = plan::execute(&client, &plan, &fw, plan::JOBS, &mut progress)?;
+    for f in &failed {
+        let c = &f.change;
         writeln!(
             err,
-            "FAILED: {} {} {}: {e}",
+            "{}: {} {} {}: {}",
+            if f.skipped { "SKIPPED" } else { "FAILED" },
             c.verb.as_str(),
             c.kind.as_str(),
-            c.name
+            c.name,
+            f.reason
         )?;
+        if f.skipped {
+            s.skipped += 1;
+        } else {
+            s.failed += 1;
+        }
     }
-    s.failed = failed.len();
     writeln!(
         out,
-        "Done: {} created, {} updated, {} deleted, {} unchanged, {} orphan(s) kept, {} failed.",
-        s.created, s.updated, s.deleted, s.unchanged, s.orphans, s.failed
+        "Done: {} created, {} updated, {} deleted, {} unchanged, {} orphan(s) kept, {} failed, {} skipped.",
+        s.created, s.updated, s.deleted, s.unchanged, s.orphans, s.failed, s.skipped
     )?;
     Ok((if failed.is_empty() { 0 } else { 1 }, s))
 }
