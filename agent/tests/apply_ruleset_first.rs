@@ -17,10 +17,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anklume::apply::desired::ApplySettings;
-use anklume::apply::{run, ApplyOptions, ApplySummary};
-use anklume::incus::testd::TestDaemon;
-use anklume::incus::{testimage, Client};
+use anklume_incus::Client;
+use anklume_incus_testkit::testimage;
+use anklume_incus_testkit::TestDaemon;
+use anklume_reconciler::desired::ApplySettings;
+use anklume_reconciler::{run, ApplyOptions, ApplySummary};
 use serde_json::Value;
 
 const IMAGE: &str = "anklume-test";
@@ -136,6 +137,7 @@ impl Lab {
                 state_dir: Some(self.dir.join("state")),
             },
             progress: true,
+            json: false,
         };
         let mut out = Vec::new();
         let mut err = Vec::new();

@@ -192,6 +192,12 @@ pub fn run(
         }
     }
     if o.dry_run && o.json {
+        // Without the live ruleset there is no plan to show: an error
+        // (exit 1) with the reason, as for the table.
+        let live = match &live {
+            Ok(l) => l.clone(),
+            Err(e) => anyhow::bail!("the isolation ruleset could not be read: {e:#}"),
+        };
         let diff = if live != Live::Current {
             fw.check()?;
             fw.diff()?
