@@ -7,6 +7,7 @@
 //! [`firewall`] builds the `inet anklume` table.
 
 pub mod desired;
+pub mod execute;
 pub mod firewall;
 pub mod images;
 mod orphans;
@@ -294,7 +295,7 @@ pub fn run(
         )?;
         return Ok((0, s));
     }
-    let mut progress = |p: plan::Progress<'_>| {
+    let mut progress = |p: execute::Progress<'_>| {
         if o.progress {
             let _ = writeln!(
                 err,
@@ -309,7 +310,7 @@ pub fn run(
             );
         }
     };
-    let failed = plan::execute(&client, &plan, &fw, plan::JOBS, &mut progress)?;
+    let failed = execute::execute(&client, &plan, &fw, execute::JOBS, &mut progress)?;
     for f in &failed {
         let c = &f.change;
         writeln!(
