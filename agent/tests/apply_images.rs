@@ -11,14 +11,10 @@
 //!   store leaves the `default` image (files shared by fingerprint) intact;
 //!   an alias in no project is a clear error.
 
-use std::path::PathBuf;
+mod common;
 
-use anklume_incus::Client;
-use anklume_incus_testkit::testimage;
-use anklume_incus_testkit::TestDaemon;
-use anklume_reconciler::desired::ApplySettings;
 use anklume_reconciler::images::{self, Ensured};
-use anklume_reconciler::{run, ApplyOptions, ApplySummary};
+use anklume_reconciler::ApplySummary;
 use serde_json::{json, Value};
 
 const SPLIT: &str = "anklume-split";
@@ -45,44 +41,25 @@ domains:
     s
 }
 
-/// Fields drop in order: the daemon goes before its directory.
+/// The shared lab with one image imported into `default`.
 struct Lab {
-    c: Client,
-    d: Option<TestDaemon>,
-    dir: PathBuf,
+    lab: common::lab::Lab,
     /// The fingerprint of the image imported into `default`.
     fp: String,
-    _tmp: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = common::lab::Lab;
+    fn deref(&self) -> &common::lab::Lab {
+        &self.lab
+    }
 }
 
 impl Lab {
     fn new(alias: &str, split: bool) -> Lab {
-        let tmp = tempfile::Builder::new()
-            .prefix("anklume-images-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir(dir.join("ctx")).unwrap();
-        std::fs::create_dir(dir.join("image")).unwrap();
-        let d = TestDaemon::start(&dir.join("incus")).expect("start incusd");
-        let c = d.client().unwrap();
-        testimage::create_dir_pool(&c, "default").unwrap();
-        let fp = if split {
-            testimage::import_split(&c, &dir.join("image"), alias).unwrap()
-        } else {
-            testimage::import(&c, &dir.join("image"), alias).unwrap()
-        };
-        Lab {
-            c,
-            d: Some(d),
-            dir,
-            fp,
-            _tmp: tmp,
-        }
-    }
-
-    fn daemon(&self) -> &TestDaemon {
-        self.d.as_ref().unwrap()
+        let lab = common::lab::Lab::new("anklume-images-", None);
+        let fp = lab.import_image(alias, split);
+        Lab { lab, fp }
     }
 
     /// Whether Incus stores the image as two files (`FP` + `FP.rootfs`).
@@ -98,31 +75,7 @@ impl Lab {
 
     fn apply(&self, infra: &str) -> (i32, ApplySummary, String) {
         std::fs::write(self.dir.join("infra.yml"), infra).unwrap();
-        let o = ApplyOptions {
-            infra: Some(self.dir.join("infra.yml")),
-            context_dir: Some(self.dir.join("ctx")),
-            domains: vec![],
-            dry_run: false,
-            clean_orphans: false,
-            socket: self.daemon().socket(),
-            settings: ApplySettings {
-                nat: false,
-                pool: "default".into(),
-                netns: Some(self.daemon().netns_path()),
-                state_dir: Some(self.dir.join("state")),
-            },
-            progress: false,
-            json: false,
-        };
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let (code, s) = run(&o, &mut out, &mut err).expect("apply runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&err)
-        );
-        (code, s, text)
+        self.apply_with(&self.options(false, false))
     }
 
     /// The images of `project`, with their details.
@@ -146,16 +99,13 @@ impl Lab {
     }
 
     fn running(&self, name: &str) {
-        let i: Value = self
-            .c
-            .get(&format!("/1.0/instances/{name}?project=aki"))
-            .unwrap();
+        let i = self.instance("aki", name);
         assert_eq!(i["status"], "Running", "{i:#}");
         assert_eq!(i["config"]["volatile.base_image"], self.fp.as_str());
     }
 
-    fn close(mut self) {
-        self.d.take().unwrap().close().unwrap();
+    fn close(self) {
+        self.lab.close()
     }
 }
 

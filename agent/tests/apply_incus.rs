@@ -12,15 +12,13 @@
 //!   never what anklume did not make; a failing instance stops nothing
 //!   else.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anklume_incus::Client;
 use anklume_incus_testkit::testimage;
-use anklume_incus_testkit::TestDaemon;
-use anklume_reconciler::desired::ApplySettings;
-use anklume_reconciler::{run, ApplyOptions, ApplySummary};
+use anklume_reconciler::ApplySummary;
 use serde_json::{json, Value};
 
 const IMAGE: &str = "anklume-test";
@@ -72,79 +70,25 @@ network_policies:
     ports: [7777]
 ";
 
-/// Fields drop in order: the daemon goes before its directory.
-struct Lab {
-    c: Client,
-    d: Option<TestDaemon>,
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
+/// The shared lab with this file's test image and probes.
+struct Lab(common::lab::Lab);
+
+impl std::ops::Deref for Lab {
+    type Target = common::lab::Lab;
+    fn deref(&self) -> &common::lab::Lab {
+        &self.0
+    }
 }
 
 impl Lab {
     fn new(infra: &str) -> Lab {
-        let tmp = tempfile::Builder::new()
-            .prefix("anklume-apply-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir(dir.join("ctx")).unwrap();
-        std::fs::create_dir(dir.join("image")).unwrap();
-        std::fs::write(dir.join("infra.yml"), infra).unwrap();
-        let d = TestDaemon::start(&dir.join("incus")).expect("start incusd");
-        let c = d.client().unwrap();
-        testimage::create_dir_pool(&c, "default").unwrap();
-        testimage::import(&c, &dir.join("image"), IMAGE).unwrap();
-        Lab {
-            c,
-            d: Some(d),
-            dir,
-            _tmp: tmp,
-        }
-    }
-
-    fn daemon(&self) -> &TestDaemon {
-        self.d.as_ref().unwrap()
-    }
-
-    fn options(&self, dry_run: bool, clean_orphans: bool) -> ApplyOptions {
-        ApplyOptions {
-            infra: Some(self.dir.join("infra.yml")),
-            context_dir: Some(self.dir.join("ctx")),
-            domains: vec![],
-            dry_run,
-            clean_orphans,
-            socket: self.daemon().socket(),
-            settings: ApplySettings {
-                nat: false,
-                pool: "default".into(),
-                netns: Some(self.daemon().netns_path()),
-                state_dir: Some(self.dir.join("state")),
-            },
-            progress: false,
-            json: false,
-        }
-    }
-
-    fn apply_with(&self, o: &ApplyOptions) -> (i32, ApplySummary, String) {
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let (code, s) = run(o, &mut out, &mut err).expect("apply runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&err)
-        );
-        (code, s, text)
+        let lab = common::lab::Lab::new("anklume-apply-", Some(infra));
+        lab.import_image(IMAGE, false);
+        Lab(lab)
     }
 
     fn apply(&self, dry_run: bool, clean_orphans: bool) -> (i32, ApplySummary, String) {
         self.apply_with(&self.options(dry_run, clean_orphans))
-    }
-
-    fn instance(&self, project: &str, name: &str) -> Value {
-        self.c
-            .get(&format!("/1.0/instances/{name}?project={project}"))
-            .unwrap()
     }
 
     fn state(&self, project: &str, name: &str) -> Value {
@@ -220,16 +164,8 @@ impl Lab {
         String::from_utf8(out).unwrap()
     }
 
-    fn close(mut self) {
-        let d = self.d.take().unwrap();
-        let dir = d.dir().to_path_buf();
-        let netns = d.netns_path();
-        d.close().unwrap();
-        assert!(!dir.exists(), "the daemon's directory must be gone");
-        assert!(
-            !netns.exists(),
-            "the daemon's network namespace must be gone"
-        );
+    fn close(self) {
+        self.0.close()
     }
 }
 

@@ -14,14 +14,12 @@
 //! One test in its own binary: it changes this process's `PATH` (after the
 //! daemon started, so only anklume's own `nft` calls see the wrapper).
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
-use anklume_incus::Client;
-use anklume_incus_testkit::testimage;
-use anklume_incus_testkit::TestDaemon;
-use anklume_reconciler::desired::ApplySettings;
-use anklume_reconciler::{run, ApplyOptions, ApplySummary};
+use anklume_reconciler::ApplySummary;
 use serde_json::Value;
 
 const IMAGE: &str = "anklume-test";
@@ -60,42 +58,28 @@ esac
 exec REAL "$@"
 "#;
 
-/// Fields drop in order: the daemon goes before its directory.
+/// The shared lab and the real `nft` (for the test's own looks at the
+/// table).
 struct Lab {
-    c: Client,
-    d: Option<TestDaemon>,
-    dir: PathBuf,
-    /// The real `nft`, for the test's own looks at the table.
+    lab: common::lab::Lab,
     nft: PathBuf,
-    _tmp: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = common::lab::Lab;
+    fn deref(&self) -> &common::lab::Lab {
+        &self.lab
+    }
 }
 
 impl Lab {
     fn new(infra: &str) -> Lab {
-        let tmp = tempfile::Builder::new()
-            .prefix("anklume-apply-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir(dir.join("ctx")).unwrap();
-        std::fs::create_dir(dir.join("image")).unwrap();
-        std::fs::write(dir.join("infra.yml"), infra).unwrap();
-        let d = TestDaemon::start(&dir.join("incus")).expect("start incusd");
-        let c = d.client().unwrap();
-        testimage::create_dir_pool(&c, "default").unwrap();
-        testimage::import(&c, &dir.join("image"), IMAGE).unwrap();
-        let nft = which("nft");
+        let lab = common::lab::Lab::new("anklume-apply-", Some(infra));
+        lab.import_image(IMAGE, false);
         Lab {
-            c,
-            d: Some(d),
-            dir,
-            nft,
-            _tmp: tmp,
+            lab,
+            nft: which("nft"),
         }
-    }
-
-    fn daemon(&self) -> &TestDaemon {
-        self.d.as_ref().unwrap()
     }
 
     /// Put the wrapper first in `PATH`, in `mode` (`real` passes all).
@@ -123,31 +107,7 @@ impl Lab {
     }
 
     fn apply(&self, dry_run: bool) -> (i32, ApplySummary, String) {
-        let o = ApplyOptions {
-            infra: Some(self.dir.join("infra.yml")),
-            context_dir: Some(self.dir.join("ctx")),
-            domains: vec![],
-            dry_run,
-            clean_orphans: false,
-            socket: self.daemon().socket(),
-            settings: ApplySettings {
-                nat: false,
-                pool: "default".into(),
-                netns: Some(self.daemon().netns_path()),
-                state_dir: Some(self.dir.join("state")),
-            },
-            progress: true,
-            json: false,
-        };
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let (code, s) = run(&o, &mut out, &mut err).expect("apply runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&err)
-        );
-        (code, s, text)
+        self.apply_with(&self.options(dry_run, false))
     }
 
     /// Every instance, in every project: `project/name status`.
@@ -205,8 +165,8 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn close(mut self) {
-        self.d.take().unwrap().close().unwrap();
+    fn close(self) {
+        self.lab.close()
     }
 }
 
