@@ -18,8 +18,17 @@ const BEST_INDENT: usize = 2;
 
 /// Serialize a value as a YAML document, byte-compatible with PyYAML.
 pub fn to_yaml(v: &Value) -> String {
+    let mut out = String::new();
+    to_yaml_into(v, &mut out);
+    out
+}
+
+/// [`to_yaml`], appended to `out` (the generator writes each file into one
+/// buffer: header, document, trailer). The emitter's state does not depend
+/// on what `out` already holds.
+pub fn to_yaml_into(v: &Value, out: &mut String) {
     let mut e = Emitter {
-        out: String::new(),
+        out: std::mem::take(out),
         column: 0,
         whitespace: true,
         indention: true,
@@ -29,7 +38,7 @@ pub fn to_yaml(v: &Value) -> String {
     };
     e.node(v, false);
     e.write_indent();
-    e.out
+    *out = e.out;
 }
 
 struct Emitter {
@@ -50,6 +59,35 @@ struct Analysis {
     allow_single_quoted: bool,
 }
 
+/// One character of a scalar's text: PyYAML works on code points. Nearly
+/// every scalar is ASCII, whose bytes are its code points, so the emitter
+/// runs on the bytes of the `str` then; other text is decoded to `char`s
+/// first.
+trait Ch: Copy {
+    fn ch(self) -> char;
+    /// Append these characters to `out`.
+    fn put(out: &mut String, s: &[Self]);
+}
+
+impl Ch for u8 {
+    fn ch(self) -> char {
+        char::from(self)
+    }
+    fn put(out: &mut String, s: &[u8]) {
+        // Only ever called with slices of ASCII text (see `Ch`).
+        out.push_str(std::str::from_utf8(s).expect("ASCII text"));
+    }
+}
+
+impl Ch for char {
+    fn ch(self) -> char {
+        self
+    }
+    fn put(out: &mut String, s: &[char]) {
+        out.extend(s.iter());
+    }
+}
+
 fn is_break(c: char) -> bool {
     matches!(c, '\n' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
@@ -62,7 +100,7 @@ fn is_ws_or_break(c: char) -> bool {
 }
 
 /// PyYAML's `analyze_scalar` (allow_unicode=True).
-fn analyze(s: &[char]) -> Analysis {
+fn analyze<C: Ch>(s: &[C]) -> Analysis {
     if s.is_empty() {
         return Analysis {
             empty: true,
@@ -80,18 +118,35 @@ fn analyze(s: &[char]) -> Analysis {
     let (mut trailing_space, mut trailing_break) = (false, false);
     let (mut break_space, mut space_break) = (false, false);
 
-    let starts = |p: &str| s.len() >= 3 && s[..3].iter().copied().eq(p.chars());
+    let starts = |p: &str| s.len() >= 3 && s[..3].iter().map(|c| c.ch()).eq(p.chars());
     if starts("---") || starts("...") {
         block_ind = true;
         flow_ind = true;
     }
     let mut preceded_by_ws = true;
-    let mut followed_by_ws = s.len() == 1 || is_ws_or_break(s[1]);
+    let mut followed_by_ws = s.len() == 1 || is_ws_or_break(s[1].ch());
     let (mut prev_space, mut prev_break) = (false, false);
     let n = s.len();
-    for (i, &ch) in s.iter().enumerate() {
+    for (i, ch) in s.iter().map(|c| c.ch()).enumerate() {
         if i == 0 {
-            if "#,[]{}&*!|>'\"%@`".contains(ch) {
+            if matches!(
+                ch,
+                '#' | ','
+                    | '['
+                    | ']'
+                    | '{'
+                    | '}'
+                    | '&'
+                    | '*'
+                    | '!'
+                    | '|'
+                    | '>'
+                    | '\''
+                    | '"'
+                    | '%'
+                    | '@'
+                    | '`'
+            ) {
                 flow_ind = true;
                 block_ind = true;
             }
@@ -106,7 +161,7 @@ fn analyze(s: &[char]) -> Analysis {
                 block_ind = true;
             }
         } else {
-            if ",?[]{}".contains(ch) {
+            if matches!(ch, ',' | '?' | '[' | ']' | '{' | '}') {
                 flow_ind = true;
             }
             if ch == ':' {
@@ -162,7 +217,7 @@ fn analyze(s: &[char]) -> Analysis {
             prev_break = false;
         }
         preceded_by_ws = is_ws_or_break(ch);
-        followed_by_ws = i + 2 >= n || is_ws_or_break(s[i + 2]);
+        followed_by_ws = i + 2 >= n || is_ws_or_break(s[i + 2].ch());
     }
     let mut a = Analysis {
         empty: false,
@@ -198,6 +253,36 @@ fn analyze(s: &[char]) -> Analysis {
     a
 }
 
+/// Whether a plain scalar `s` resolves to a string: [`resolve_plain`],
+/// answered without it when the first character selects no resolver
+/// (`resolve_plain` tries a pattern only for the first characters listed
+/// here), which is most keys and values.
+fn plain_is_str(s: &str) -> bool {
+    match s.as_bytes().first() {
+        None => false,
+        Some(
+            b'y'
+            | b'Y'
+            | b'n'
+            | b'N'
+            | b't'
+            | b'T'
+            | b'f'
+            | b'F'
+            | b'o'
+            | b'O'
+            | b'-'
+            | b'+'
+            | b'0'..=b'9'
+            | b'.'
+            | b'<'
+            | b'~'
+            | b'=',
+        ) => resolve_plain(s) == Implicit::Str,
+        Some(_) => true,
+    }
+}
+
 /// The scalar text PyYAML's representer produces, and whether a plain
 /// scalar with that text would resolve back to the same type.
 fn scalar_text(v: &Value) -> (Cow<'_, str>, bool) {
@@ -210,7 +295,7 @@ fn scalar_text(v: &Value) -> (Cow<'_, str>, bool) {
             Cow::Borrowed(t.as_str()),
             resolve_plain(t) == Implicit::Timestamp,
         ),
-        Value::Str(s) => (Cow::Borrowed(s.as_str()), resolve_plain(s) == Implicit::Str),
+        Value::Str(s) => (Cow::Borrowed(s.as_str()), plain_is_str(s)),
         Value::Seq(_) | Value::Map(_) => unreachable!("collections are not scalars"),
     }
 }
@@ -259,8 +344,10 @@ impl Emitter {
         }
         if self.column < indent {
             self.whitespace = true;
-            let pad = " ".repeat(indent - self.column);
-            self.push(&pad);
+            for _ in self.column..indent {
+                self.out.push(' ');
+            }
+            self.column = indent;
         }
     }
 
@@ -292,16 +379,34 @@ impl Emitter {
                 self.increase_indent(false);
                 for (k, val) in m.iter() {
                     self.write_indent();
-                    if self.is_simple_key(&k.value) {
-                        self.node(&k.value, true);
-                        self.write_indicator(":", false, false, false);
-                        self.node(&val.value, false);
-                    } else {
-                        self.write_indicator("?", true, false, true);
-                        self.node(&k.value, false);
-                        self.write_indent();
-                        self.write_indicator(":", true, false, true);
-                        self.node(&val.value, false);
+                    match &k.value {
+                        // Only empty collections are simple keys.
+                        Value::Seq(_) | Value::Map(_) => {
+                            let simple = match &k.value {
+                                Value::Seq(s) => s.is_empty(),
+                                Value::Map(m) => m.is_empty(),
+                                _ => unreachable!("matched a collection"),
+                            };
+                            if simple {
+                                self.node(&k.value, true);
+                                self.write_indicator(":", false, false, false);
+                            } else {
+                                self.write_indicator("?", true, false, true);
+                                self.node(&k.value, false);
+                                self.write_indent();
+                                self.write_indicator(":", true, false, true);
+                            }
+                            self.node(&val.value, false);
+                        }
+                        scalar => {
+                            let (text, implicit) = scalar_text(scalar);
+                            if text.is_ascii() {
+                                self.scalar_key(text.as_bytes(), implicit, &val.value);
+                            } else {
+                                let chars: Vec<char> = text.chars().collect();
+                                self.scalar_key(&chars, implicit, &val.value);
+                            }
+                        }
                     }
                 }
                 self.pop_indent();
@@ -314,6 +419,26 @@ impl Emitter {
         }
     }
 
+    /// A mapping entry whose key is a scalar: the key is analysed once,
+    /// both to decide whether it is a simple key and to choose its style.
+    fn scalar_key<C: Ch>(&mut self, key: &[C], implicit: bool, val: &Value) {
+        let a = analyze(key);
+        if key.len() < 128 && !a.empty && !a.multiline {
+            self.increase_indent(true);
+            self.styled(key, implicit, &a, true);
+            self.pop_indent();
+            self.write_indicator(":", false, false, false);
+        } else {
+            self.write_indicator("?", true, false, true);
+            self.increase_indent(true);
+            self.styled(key, implicit, &a, false);
+            self.pop_indent();
+            self.write_indent();
+            self.write_indicator(":", true, false, true);
+        }
+        self.node(val, false);
+    }
+
     /// Only empty collections are written in flow style.
     fn flow_empty(&mut self, open: &str, close: &str) {
         self.write_indicator(open, true, true, false);
@@ -324,23 +449,18 @@ impl Emitter {
         self.write_indicator(close, false, false, false);
     }
 
-    fn is_simple_key(&self, k: &Value) -> bool {
-        match k {
-            Value::Seq(s) => s.is_empty(),
-            Value::Map(m) => m.is_empty(),
-            scalar => {
-                let (text, _) = scalar_text(scalar);
-                let chars: Vec<char> = text.chars().collect();
-                let a = analyze(&chars);
-                chars.len() < 128 && !a.empty && !a.multiline
-            }
+    fn scalar(&mut self, v: &Value, simple_key: bool) {
+        let (text, implicit) = scalar_text(v);
+        if text.is_ascii() {
+            let t = text.as_bytes();
+            self.styled(t, implicit, &analyze(t), simple_key);
+        } else {
+            let chars: Vec<char> = text.chars().collect();
+            self.styled(&chars, implicit, &analyze(&chars), simple_key);
         }
     }
 
-    fn scalar(&mut self, v: &Value, simple_key: bool) {
-        let (text, implicit) = scalar_text(v);
-        let chars: Vec<char> = text.chars().collect();
-        let a = analyze(&chars);
+    fn styled<C: Ch>(&mut self, chars: &[C], implicit: bool, a: &Analysis, simple_key: bool) {
         let mut style = if a.allow_single_quoted && !(simple_key && a.multiline) {
             Style::Single
         } else {
@@ -355,28 +475,28 @@ impl Emitter {
         }
         let split = !simple_key;
         match style {
-            Style::Plain => self.write_plain(&chars, split),
-            Style::Single => self.write_single_quoted(&chars, split),
-            Style::Double => self.write_double_quoted(&chars, split),
+            Style::Plain => self.write_plain(chars, split),
+            Style::Single => self.write_single_quoted(chars, split),
+            Style::Double => self.write_double_quoted(chars, split),
         }
     }
 
-    fn write_chars(&mut self, s: &[char]) {
+    fn write_chars<C: Ch>(&mut self, s: &[C]) {
         self.column += s.len();
-        self.out.extend(s.iter());
+        C::put(&mut self.out, s);
     }
 
-    fn write_breaks(&mut self, text: &[char], start: usize, end: usize) {
-        if text[start] == '\n' {
+    fn write_breaks<C: Ch>(&mut self, text: &[C], start: usize, end: usize) {
+        if text[start].ch() == '\n' {
             self.write_line_break(None);
         }
-        for &br in &text[start..end] {
+        for br in text[start..end].iter().map(|c| c.ch()) {
             self.write_line_break(if br == '\n' { None } else { Some(br) });
         }
         self.write_indent();
     }
 
-    fn write_plain(&mut self, text: &[char], split: bool) {
+    fn write_plain<C: Ch>(&mut self, text: &[C], split: bool) {
         if text.is_empty() {
             return;
         }
@@ -388,7 +508,7 @@ impl Emitter {
         let (mut spaces, mut breaks) = (false, false);
         let (mut start, mut end) = (0usize, 0usize);
         while end <= text.len() {
-            let ch = text.get(end).copied();
+            let ch = text.get(end).map(|c| c.ch());
             if spaces {
                 if ch != Some(' ') {
                     if start + 1 == end && self.column > BEST_WIDTH && split {
@@ -419,12 +539,12 @@ impl Emitter {
         }
     }
 
-    fn write_single_quoted(&mut self, text: &[char], split: bool) {
+    fn write_single_quoted<C: Ch>(&mut self, text: &[C], split: bool) {
         self.write_indicator("'", true, false, false);
         let (mut spaces, mut breaks) = (false, false);
         let (mut start, mut end) = (0usize, 0usize);
         while end <= text.len() {
-            let ch = text.get(end).copied();
+            let ch = text.get(end).map(|c| c.ch());
             if spaces {
                 if ch != Some(' ') {
                     if start + 1 == end
@@ -461,11 +581,11 @@ impl Emitter {
         self.write_indicator("'", false, false, false);
     }
 
-    fn write_double_quoted(&mut self, text: &[char], split: bool) {
+    fn write_double_quoted<C: Ch>(&mut self, text: &[C], split: bool) {
         self.write_indicator("\"", true, false, false);
         let (mut start, mut end) = (0usize, 0usize);
         while end <= text.len() {
-            let ch = text.get(end).copied();
+            let ch = text.get(end).map(|c| c.ch());
             let needs_escape = |c: char| {
                 "\"\\\u{85}\u{2028}\u{2029}\u{FEFF}".contains(c)
                     || !(('\u{20}'..='\u{7E}').contains(&c)
@@ -508,7 +628,8 @@ impl Emitter {
                 && self.column as isize + (end as isize - start as isize) > BEST_WIDTH as isize
                 && split
             {
-                let mut data: String = text[start.min(end)..end].iter().collect();
+                let mut data = String::new();
+                C::put(&mut data, &text[start.min(end)..end]);
                 data.push('\\');
                 if start < end {
                     start = end;
@@ -517,7 +638,7 @@ impl Emitter {
                 self.write_indent();
                 self.whitespace = false;
                 self.indention = false;
-                if text[start] == ' ' {
+                if text[start].ch() == ' ' {
                     self.push("\\");
                 }
             }
@@ -570,6 +691,87 @@ mod tests {
         assert!(lines.len() > 1);
         assert!(lines[1].starts_with("  word"));
         assert!(lines[0].len() <= 84, "{}", lines[0]);
+    }
+
+    #[test]
+    fn plain_is_str_agrees_with_the_resolver() {
+        let samples = [
+            "",
+            "a",
+            "yes",
+            "Yes",
+            "y",
+            "no",
+            "on",
+            "off",
+            "Off",
+            "true",
+            "False",
+            "null",
+            "Null",
+            "~",
+            "nothing",
+            "1",
+            "012",
+            "0x1F",
+            "1_000",
+            "1:30",
+            "1.5",
+            ".5",
+            ".inf",
+            "-.inf",
+            ".nan",
+            "+1",
+            "-",
+            "2001-12-14",
+            "2001-12-14 21:59:43.10 -5",
+            "<<",
+            "<",
+            "=",
+            "==",
+            "é",
+            "éa",
+            "dom0001",
+            "10.100.0.1",
+            "images:debian/13",
+            "'q'",
+            " x",
+            "#c",
+            "<<\n",
+            "=\n",
+            "yes\n",
+            "ON",
+            "tRUE",
+            "o",
+            "O",
+            "f",
+            "F",
+            "t",
+            "T",
+            "n",
+            "N",
+            "Y",
+        ];
+        let mut all: Vec<String> = samples.iter().map(|s| s.to_string()).collect();
+        for c in (0u8..128).map(char::from).chain(['é', '\u{2028}', '😀']) {
+            all.push(c.to_string());
+            all.push(format!("{c}1"));
+            all.push(format!("{c}es"));
+        }
+        for s in &all {
+            assert_eq!(plain_is_str(s), resolve_plain(s) == Implicit::Str, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn appends_to_a_buffer_like_a_fresh_document() {
+        let doc = load_bytes("a: [1, 'x y']\nb: {c: é}\n".as_bytes(), 0)
+            .unwrap()
+            .root
+            .value;
+        let mut out = String::from("# head\n");
+        to_yaml_into(&doc, &mut out);
+        assert_eq!(out, format!("# head\n{}", to_yaml(&doc)));
     }
 
     #[test]
