@@ -22,13 +22,15 @@ pub mod warnings;
 pub mod write;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 
 use self::context::HostContext;
 use self::diag::Diags;
-use anklume_yaml::emit::to_yaml;
+use anklume_yaml::emit::to_yaml_into;
 use anklume_yaml::load::Sources;
 use anklume_yaml::Value;
 
@@ -70,12 +72,48 @@ fn print_diags(err: &mut dyn Write, header: &str, d: &Diags, sources: &Sources) 
     Ok(())
 }
 
-/// Emit every file and read what exists, spread over the available cores
-/// (both are independent per file).
-fn render_and_plan(
-    base: &std::path::Path,
+/// The content of a new file for `data` and the byte range of its managed
+/// section, rendered into one buffer: the same bytes as
+/// `managed::merge(None, &managed::block(&to_yaml(data)))`, whose block
+/// is that range.
+fn render(data: &Value) -> (String, Range<usize>) {
+    let mut out = String::with_capacity(1024);
+    out.push_str("---\n");
+    let start = out.len();
+    for line in [managed::BEGIN, managed::NOTICE] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let yaml = out.len();
+    to_yaml_into(data, &mut out);
+    let kept = out[yaml..].trim_end().len();
+    out.truncate(yaml + kept);
+    out.push('\n');
+    out.push_str(managed::END);
+    let end = out.len();
+    out.push_str("\n\n");
+    out.push_str(managed::USER_TRAILER);
+    (out, start..end)
+}
+
+/// Render every file, compare it with what exists and, unless `dry_run`,
+/// write the changed ones where they stay invisible until
+/// [`write::Stage::finish`]; spread over the available cores (all of it
+/// is independent per file), so that the file system's work on one file
+/// overlaps the rendering of the next. On error, nothing written is left.
+fn render_and_stage(
+    base: &Path,
     files: Vec<generate::FileContent>,
-) -> Result<Vec<write::Planned>> {
+    dry_run: bool,
+    prefetch: write::Prefetch,
+) -> Result<(Vec<write::Planned>, write::Stage, write::Temps)> {
+    let stage = write::Stage::open(
+        files
+            .iter()
+            .map(|f| base.join(&f.rel).parent().map(Path::to_path_buf)),
+        dry_run,
+        prefetch.wait(),
+    )?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -85,29 +123,63 @@ fn render_and_plan(
     while it.peek().is_some() {
         chunks.push(it.by_ref().take(chunk).collect());
     }
-    let results: Vec<Result<Vec<write::Planned>>> = std::thread::scope(|s| {
+    // Set by a worker that failed: the others stop early.
+    let failed = AtomicBool::new(false);
+    type Done = (Vec<write::Planned>, write::Temps, Result<()>);
+    let results: Vec<std::thread::Result<Done>> = std::thread::scope(|s| {
+        let (stage, failed) = (&stage, &failed);
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|c| {
                 s.spawn(move || {
-                    let rendered = c
-                        .into_iter()
-                        .map(|f| (f.rel, managed::block(&to_yaml(&Value::Map(f.data)))))
-                        .collect();
-                    write::plan(base, rendered)
+                    let mut plans = Vec::with_capacity(c.len());
+                    let mut temps = write::Temps::new();
+                    for f in c {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let (fresh, block) = render(&Value::Map(f.data));
+                        let path = base.join(&f.rel);
+                        match stage.put(f.rel, path, fresh, block, &mut temps) {
+                            Ok(p) => plans.push(p),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return (plans, temps, Err(e));
+                            }
+                        }
+                    }
+                    (plans, temps, Ok(()))
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+        handles.into_iter().map(|h| h.join()).collect()
     });
     let mut plans = Vec::new();
+    let mut temps = write::Temps::new();
+    let mut error = None;
+    let mut panic = None;
     for r in results {
-        plans.extend(r?);
+        match r {
+            Ok((p, t, res)) => {
+                plans.extend(p);
+                temps.extend(t);
+                if let Err(e) = res {
+                    error.get_or_insert(e);
+                }
+            }
+            Err(p) => {
+                panic.get_or_insert(p);
+            }
+        }
     }
-    Ok(plans)
+    if let Some(p) = panic {
+        let _ = stage.abort(&temps, anyhow::anyhow!("a render thread panicked"));
+        std::panic::resume_unwind(p);
+    }
+    match error {
+        Some(e) => Err(stage.abort(&temps, e)),
+        None => Ok((plans, stage, temps)),
+    }
 }
 
 /// The validated, enriched model of one `infra.yml` and the content of
@@ -208,6 +280,10 @@ pub fn prepare(
 
 /// Run `anklume sync`, printing progress to `out` and findings to `err`.
 pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Result<Outcome> {
+    // What a warm run compares with, read while the model is prepared: the
+    // directories `generate::files` writes into (and `orphans` lists).
+    let prefetch =
+        write::Prefetch::start(&opts.base_dir, &["inventory", "group_vars", "host_vars"]);
     let Some(Prepared {
         infra,
         enabled,
@@ -226,14 +302,25 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         writeln!(out, "No domains defined. Nothing to generate.")?;
         return Ok(Outcome::Done(Summary::default()));
     }
-    let plans = render_and_plan(&opts.base_dir, files)?;
+    // Before anything is written: the listing does not see staged files
+    // (hidden names outside, or temporaries not ending in `.yml` inside).
     let orphans = orphans::detect(&infra, &opts.base_dir)?;
+    let writing = || format!("writing into {}", opts.base_dir.display());
+    let (plans, stage, temps) = render_and_stage(&opts.base_dir, files, opts.dry_run, prefetch)
+        .map_err(|e| {
+            if opts.dry_run {
+                e
+            } else {
+                e.context(writing())
+            }
+        })?;
 
     let dry = if opts.dry_run { "[DRY-RUN] " } else { "" };
-    writeln!(out, "{dry}Generating files for {enabled} domain(s)...")?;
+    if let Err(e) = writeln!(out, "{dry}Generating files for {enabled} domain(s)...") {
+        return Err(stage.abort(&temps, e.into()));
+    }
     if !opts.dry_run {
-        write::commit(&plans)
-            .with_context(|| format!("writing into {}", opts.base_dir.display()))?;
+        stage.finish(temps).with_context(writing)?;
     }
     let mut summary = Summary::default();
     for p in &plans {
@@ -286,4 +373,22 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         )?;
     }
     Ok(Outcome::Done(summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anklume_yaml::emit::to_yaml;
+    use anklume_yaml::load::load_bytes;
+
+    #[test]
+    fn render_is_the_managed_block_of_the_dump() {
+        for src in ["a: 1\nb: [x, {c: 'y z'}]\n", "{}\n", "k: \"é\\n\"\n"] {
+            let v = load_bytes(src.as_bytes(), 0).unwrap().root.value;
+            let (text, block) = render(&v);
+            let want = managed::block(&to_yaml(&v));
+            assert_eq!(text[block].to_string(), want);
+            assert_eq!(text, managed::merge(None, &want));
+        }
+    }
 }

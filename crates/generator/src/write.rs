@@ -1,17 +1,28 @@
-//! Writing the generated tree: everything is computed and checked first,
-//! then written so that a reader never sees a half-written file and a
-//! failure while writing leaves the previous tree untouched:
+//! Writing the generated tree: a reader never sees a half-written file,
+//! and a failure leaves the previous tree untouched:
 //!
 //! - a directory that does not exist yet (the first run) is filled under a
 //!   hidden staging name and renamed into place once complete: one rename
 //!   for the whole directory instead of one per file;
-//! - in a directory that exists, each changed file is written to a
+//! - in a directory that exists, each changed file is written to a hidden
 //!   temporary sibling, and all of them are renamed over the old files once
-//!   every temporary is written.
+//!   every file of the run is written.
+//!
+//! Files are written as soon as they are rendered, by the threads that
+//! render them ([`Stage::put`]), so that the file system's work overlaps
+//! the rendering; they stay invisible (staging directories, temporaries)
+//! until [`Stage::finish`], which runs once every thread has succeeded and
+//! only renames. A failure anywhere before that (an unreadable existing
+//! file, a full disk) removes every temporary and staging directory: the
+//! visible tree is exactly the previous one. A process killed before the
+//! renames leaves at most hidden `*-anklume-<pid>` entries, never a partly
+//! written visible file — the same guarantee as writing everything after
+//! planning, which is what this did before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -26,32 +37,81 @@ pub struct Planned {
     pub changed: bool,
 }
 
+/// The text of an existing file.
+fn decode(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: existing file is not UTF-8 (byte {}); fix or move it, nothing was written",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// The content of an existing file, `None` when there is none.
+fn read_existing(path: &Path) -> Result<Option<String>> {
+    match fs::read(path) {
+        Ok(bytes) => decode(path, bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The `*.yml` files of some output directories, read on another thread
+/// while the model is prepared: a warm run reads every file it generates,
+/// and the main thread leaves a core idle until rendering starts. Only a
+/// cache: a file it did not read (or could not) is read when planned,
+/// and what it read is what planning would have read a moment later.
+#[derive(Debug)]
+pub struct Prefetch(Option<std::thread::JoinHandle<HashMap<PathBuf, Vec<u8>>>>);
+
+impl Prefetch {
+    /// Start reading `base/<dir>/*.yml` for each of `dirs`.
+    pub fn start(base: &Path, dirs: &[&str]) -> Prefetch {
+        let dirs: Vec<PathBuf> = dirs.iter().map(|d| base.join(d)).collect();
+        let reader = move || {
+            let mut files = HashMap::new();
+            for dir in dirs {
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "yml") {
+                        if let Ok(bytes) = fs::read(&path) {
+                            files.insert(path, bytes);
+                        }
+                    }
+                }
+            }
+            files
+        };
+        // No thread (resources exhausted): everything is read when planned.
+        Prefetch(std::thread::Builder::new().spawn(reader).ok())
+    }
+
+    /// What was read (empty if the reader failed).
+    pub fn wait(self) -> HashMap<PathBuf, Vec<u8>> {
+        self.0.and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
 /// Read what exists and compute each file's new content.
 pub fn plan(base: &Path, files: Vec<(String, String)>) -> Result<Vec<Planned>> {
     // A file in a directory that does not exist does not exist either: ask
     // the file system once per directory, not once per file.
-    let mut dir_exists: HashMap<PathBuf, bool> = HashMap::new();
+    let stage = Stage::open(
+        files
+            .iter()
+            .map(|(rel, _)| base.join(rel).parent().map(Path::to_path_buf)),
+        true,
+        HashMap::new(),
+    )?;
     files
         .into_iter()
         .map(|(rel, block)| {
             let path = base.join(&rel);
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            let present = *dir_exists.entry(dir).or_insert_with_key(|d| d.is_dir());
-            let existing = if !present {
-                None
-            } else {
-                match fs::read(&path) {
-                    Ok(bytes) => Some(String::from_utf8(bytes).map_err(|e| {
-                        anyhow::anyhow!(
-                            "{}: existing file is not UTF-8 (byte {}); fix or move it, nothing was written",
-                            path.display(),
-                            e.utf8_error().valid_up_to()
-                        )
-                    })?),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-                }
-            };
+            let existing = stage.existing(&path)?;
             let content = super::managed::merge(existing.as_deref(), &block);
             let changed = existing.as_deref() != Some(content.as_str());
             Ok(Planned {
@@ -82,94 +142,202 @@ fn write_new(path: &Path, content: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Create `files` (by file name) in the new directory `dir`. (Spreading
-/// this over threads was measured: the directory's lock serialises the
-/// creations, and the contention cost more than it saved.)
-fn write_all_new(dir: &Path, files: &[&Planned]) -> Result<()> {
-    for p in files {
-        write_new(
-            &dir.join(p.path.file_name().context("file name")?),
-            &p.content,
-        )?;
+/// How the files of one output directory are written.
+#[derive(Debug)]
+enum Dest {
+    /// The directory exists: changed files go to temporary siblings.
+    Existing,
+    /// It does not: files go into this staging directory (`None`: dry run).
+    New(Option<PathBuf>),
+}
+
+/// Temporaries written by [`Stage::put`]: (temporary, destination).
+pub type Temps = Vec<(PathBuf, PathBuf)>;
+
+/// The output directories of one run, from the first file written to the
+/// renames that make the run's files visible (see the module
+/// documentation). Shared by the threads that write.
+#[derive(Debug)]
+pub struct Stage {
+    dirs: BTreeMap<PathBuf, Dest>,
+    write: bool,
+    /// Existing files already read ([`Prefetch`]).
+    known: HashMap<PathBuf, Vec<u8>>,
+}
+
+impl Stage {
+    /// Check each directory files will go into (`None`: a path without a
+    /// parent, an error when writing) and, unless `dry_run`, create the
+    /// staging directory of each one that does not exist yet. `known`:
+    /// existing files already read.
+    pub fn open(
+        dirs: impl IntoIterator<Item = Option<PathBuf>>,
+        dry_run: bool,
+        known: HashMap<PathBuf, Vec<u8>>,
+    ) -> Result<Stage> {
+        let mut stage = Stage {
+            dirs: BTreeMap::new(),
+            write: !dry_run,
+            known,
+        };
+        for dir in dirs {
+            let dir = match dir {
+                Some(d) => d,
+                None if dry_run => continue,
+                None => anyhow::bail!("generated path has no parent"),
+            };
+            stage.dirs.entry(dir).or_insert(Dest::New(None));
+        }
+        let result = (|| -> Result<()> {
+            for (dir, dest) in &mut stage.dirs {
+                if dir.is_dir() {
+                    *dest = Dest::Existing;
+                } else if !stage.write {
+                    // A dry run writes nothing: the directory stays `New(None)`.
+                } else if fs::symlink_metadata(dir).is_ok() {
+                    anyhow::bail!("{} exists but is not a directory", dir.display());
+                } else {
+                    let parent = dir.parent().context("generated directory has a parent")?;
+                    fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                    let tmp = hidden_sibling(dir, "new");
+                    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+                    *dest = Dest::New(Some(tmp));
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(stage),
+            Err(e) => Err(stage.abort(&[], e)),
+        }
     }
-    Ok(())
-}
 
-/// What was written so far, to undo on failure.
-#[derive(Debug, Default)]
-struct Undo {
-    /// Temporaries next to existing files.
-    temps: Vec<PathBuf>,
-    /// Staging directories of new directories.
-    stages: Vec<PathBuf>,
-}
+    fn dest(&self, path: &Path) -> Result<&Dest> {
+        path.parent()
+            .and_then(|d| self.dirs.get(d))
+            .with_context(|| format!("{}: directory not prepared", path.display()))
+    }
 
-impl Undo {
-    fn run(&self) {
-        for t in &self.temps {
+    /// The current content of `path` (`None` in a directory that does not
+    /// exist yet, without asking the file system).
+    fn existing(&self, path: &Path) -> Result<Option<String>> {
+        match self.dest(path)? {
+            Dest::New(_) => Ok(None),
+            Dest::Existing => match self.known.get(path) {
+                Some(bytes) => decode(path, bytes.clone()).map(Some),
+                None => read_existing(path),
+            },
+        }
+    }
+
+    /// Plan one file and, unless this is a dry run, write it if it
+    /// changed. `fresh` is the content of a new file, `block` the range of
+    /// its managed section (what replaces the managed section of an
+    /// existing file). Temporaries written are added to `temps`.
+    pub fn put(
+        &self,
+        rel: String,
+        path: PathBuf,
+        fresh: String,
+        block: Range<usize>,
+        temps: &mut Temps,
+    ) -> Result<Planned> {
+        let existing = self.existing(&path)?;
+        let content = match existing.as_deref() {
+            None => fresh,
+            Some(text) => super::managed::merge(Some(text), &fresh[block]),
+        };
+        let planned = Planned {
+            changed: existing.as_deref() != Some(content.as_str()),
+            rel,
+            path,
+            content,
+        };
+        if planned.changed {
+            self.write(&planned, temps)?;
+        }
+        Ok(planned)
+    }
+
+    /// Write a changed file where it stays invisible until [`Stage::finish`].
+    fn write(&self, p: &Planned, temps: &mut Temps) -> Result<()> {
+        if !self.write {
+            return Ok(());
+        }
+        match self.dest(&p.path)? {
+            Dest::New(Some(stage)) => write_new(
+                &stage.join(p.path.file_name().context("file name")?),
+                &p.content,
+            ),
+            Dest::New(None) => unreachable!("staging directories exist when writing"),
+            Dest::Existing => {
+                let tmp = hidden_sibling(&p.path, "tmp");
+                temps.push((tmp.clone(), p.path.clone()));
+                write_new(&tmp, &p.content)
+            }
+        }
+    }
+
+    /// Remove every temporary and staging directory; `e`, said so.
+    pub fn abort(&self, temps: &[(PathBuf, PathBuf)], e: anyhow::Error) -> anyhow::Error {
+        for (t, _) in temps {
             let _ = fs::remove_file(t);
         }
-        for s in &self.stages {
-            let _ = fs::remove_dir_all(s);
+        for dest in self.dirs.values() {
+            if let Dest::New(Some(s)) = dest {
+                let _ = fs::remove_dir_all(s);
+            }
         }
+        if self.write {
+            e.context("nothing was changed in the output directory")
+        } else {
+            e
+        }
+    }
+
+    /// Make everything written visible: rename the temporaries over their
+    /// files, then the staging directories into place.
+    pub fn finish(self, temps: Temps) -> Result<()> {
+        let mut renames = temps;
+        for (dir, dest) in self.dirs {
+            if let Dest::New(Some(stage)) = dest {
+                renames.push((stage, dir));
+            }
+        }
+        for (i, (tmp, dest)) in renames.iter().enumerate() {
+            if let Err(e) = fs::rename(tmp, dest) {
+                // Not reachable short of a concurrent writer: say what is done.
+                for (t, _) in &renames[i..] {
+                    let _ = fs::remove_file(t).or_else(|_| fs::remove_dir_all(t));
+                }
+                return Err(e).with_context(|| {
+                    format!(
+                        "renaming {} to {} ({i} of {} files or directories were already in place)",
+                        tmp.display(),
+                        dest.display(),
+                        renames.len()
+                    )
+                });
+            }
+        }
+        Ok(())
     }
 }
 
 /// Write every changed file (see the module documentation).
 pub fn commit(plans: &[Planned]) -> Result<()> {
-    let mut by_dir: BTreeMap<&Path, Vec<&Planned>> = BTreeMap::new();
-    for p in plans.iter().filter(|p| p.changed) {
-        let dir = p.path.parent().context("generated path has a parent")?;
-        by_dir.entry(dir).or_default().push(p);
+    let changed = || plans.iter().filter(|p| p.changed);
+    let stage = Stage::open(
+        changed().map(|p| p.path.parent().map(Path::to_path_buf)),
+        false,
+        HashMap::new(),
+    )?;
+    let mut temps = Temps::new();
+    match changed().try_for_each(|p| stage.write(p, &mut temps)) {
+        Ok(()) => stage.finish(temps),
+        Err(e) => Err(stage.abort(&temps, e)),
     }
-    let mut undo = Undo::default();
-    // (temporary, destination) renames, done once everything is written.
-    let mut renames: Vec<(PathBuf, &Path)> = Vec::new();
-    let result = (|| -> Result<()> {
-        for (dir, files) in &by_dir {
-            if dir.is_dir() {
-                for p in files {
-                    let tmp = hidden_sibling(&p.path, "tmp");
-                    undo.temps.push(tmp.clone());
-                    write_new(&tmp, &p.content)?;
-                    renames.push((tmp, &p.path));
-                }
-            } else if fs::symlink_metadata(dir).is_ok() {
-                anyhow::bail!("{} exists but is not a directory", dir.display());
-            } else {
-                let parent = dir.parent().context("generated directory has a parent")?;
-                fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-                let stage = hidden_sibling(dir, "new");
-                undo.stages.push(stage.clone());
-                fs::create_dir(&stage).with_context(|| format!("creating {}", stage.display()))?;
-                write_all_new(&stage, files)?;
-                renames.push((stage, dir));
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        undo.run();
-        return Err(e.context("nothing was changed in the output directory"));
-    }
-    for (i, (tmp, dest)) in renames.iter().enumerate() {
-        if let Err(e) = fs::rename(tmp, dest) {
-            // Not reachable short of a concurrent writer: say what is done.
-            for (t, _) in &renames[i..] {
-                let _ = fs::remove_file(t).or_else(|_| fs::remove_dir_all(t));
-            }
-            return Err(e).with_context(|| {
-                format!(
-                    "renaming {} to {} ({i} of {} files or directories were already in place)",
-                    tmp.display(),
-                    dest.display(),
-                    renames.len()
-                )
-            });
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
