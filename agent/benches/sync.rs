@@ -1,13 +1,17 @@
 //! `cargo bench -p anklume --bench sync`: time `anklume sync` (the release
 //! binary, whole process) on generated infrastructures of 250 and 1,000
 //! domains × 8 machines with 100 network policies, cold (empty output
-//! directory) and warm (tree already present). Prints figures; asserts
-//! nothing about time.
+//! directory) and warm (tree already present, nothing to change): wall
+//! time, the process's user and system CPU time (`getrusage` of the
+//! children) and the files it wrote. Prints figures; asserts nothing about
+//! time.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use nix::sys::resource::{getrusage, UsageWho};
 
 const TRUST: [&str; 5] = [
     "admin",
@@ -40,7 +44,27 @@ fn infra(domains: usize, machines: usize, policies: usize) -> String {
     s
 }
 
-fn run(bin: &str, input: &Path, out: &Path) -> Duration {
+/// One whole-process run of `anklume sync`.
+struct Sample {
+    wall: Duration,
+    /// CPU time of the process (all its threads), user and system.
+    user: Duration,
+    sys: Duration,
+    /// Files written, as the run reports them.
+    written: usize,
+}
+
+/// User and system CPU time of every child waited for so far.
+fn children_cpu() -> (Duration, Duration) {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    (d(u.user_time()), d(u.system_time()))
+}
+
+fn run(bin: &str, input: &Path, out: &Path) -> Sample {
+    let (u0, s0) = children_cpu();
     let t = Instant::now();
     let o = Command::new(bin)
         .arg("sync")
@@ -52,21 +76,59 @@ fn run(bin: &str, input: &Path, out: &Path) -> Duration {
         .env("ANKLUME_SKIP_HOST_SUBNET_CHECK", "1")
         .output()
         .expect("run anklume");
-    let dt = t.elapsed();
+    let wall = t.elapsed();
+    let (u1, s1) = children_cpu();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    dt
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let written = stdout
+        .rsplit_once("Done: ")
+        .and_then(|(_, t)| t.split_once(" written"))
+        .and_then(|(n, _)| n.parse().ok())
+        .expect("a `Done: N written` line");
+    Sample {
+        wall,
+        user: u1 - u0,
+        sys: s1 - s0,
+        written,
+    }
 }
 
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median and minimum.
 fn stats(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     (ms(v[v.len() / 2]), ms(v[0]))
+}
+
+/// One line of the table; returns the median wall time.
+fn report(what: &str, samples: Vec<Sample>) -> f64 {
+    let mut written: Vec<usize> = samples.iter().map(|s| s.written).collect();
+    written.sort();
+    written.dedup();
+    let (wall, wall_min) = stats(samples.iter().map(|s| s.wall).collect());
+    let (user, _) = stats(samples.iter().map(|s| s.user).collect());
+    let (sys, _) = stats(samples.iter().map(|s| s.sys).collect());
+    let written = written
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("/");
+    println!(
+        "    {what}: wall {wall:6.1} ms ({wall_min:5.1}), user {user:5.1} ms, sys {sys:5.1} ms, {written:>5} files written"
+    );
+    wall
 }
 
 fn main() {
     let bin = env!("CARGO_BIN_EXE_anklume");
     let runs = 7;
-    println!("anklume sync, {runs} runs each, median (min) wall time");
+    println!(
+        "anklume sync, {runs} runs each: median (min) wall time, median user and system CPU time \
+         of the process, files written"
+    );
     // The output tree on the disk's file system (what users get), and on a
     // tmpfs, which shows our own cost without the file system's. On an ext4
     // without a journal (this VM's disk), creating files while the inode
@@ -91,16 +153,15 @@ fn main() {
             let mut cold = Vec::new();
             let mut warm = Vec::new();
             for i in 0..runs {
+                // A fresh output directory, then an unchanged rerun on it.
                 let out = dir.path().join(format!("out{i}"));
                 cold.push(run(bin, &input, &out));
                 warm.push(run(bin, &input, &out));
             }
             let files = 1 + domains * 2 + domains * 8;
-            let (cm, cmin) = stats(cold);
-            let (wm, wmin) = stats(warm);
-            println!(
-                "  {domains:>4} domains x 8 machines + 100 policies ({files} files): cold {cm:7.1} ms ({cmin:.1}), warm {wm:7.1} ms ({wmin:.1})"
-            );
+            println!("  {domains:>4} domains x 8 machines + 100 policies ({files} files)");
+            let cm = report("cold (fresh folder)  ", cold);
+            let wm = report("warm (unchanged rerun)", warm);
             per_machine.push((domains * 8, cm, wm));
             keep.push(dir);
         }
