@@ -126,33 +126,39 @@ fn render_and_stage(
     // Set by a worker that failed: the others stop early.
     let failed = AtomicBool::new(false);
     type Done = (Vec<write::Planned>, write::Temps, Result<()>);
+    let work = |c: Vec<generate::FileContent>| -> Done {
+        let mut plans = Vec::with_capacity(c.len());
+        let mut temps = write::Temps::new();
+        for f in c {
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let (fresh, block) = render(&Value::Map(f.data));
+            let path = base.join(&f.rel);
+            match stage.put(f.rel, path, fresh, block, &mut temps) {
+                Ok(p) => plans.push(p),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return (plans, temps, Err(e));
+                }
+            }
+        }
+        (plans, temps, Ok(()))
+    };
+    // The first chunk on this thread, which would otherwise only wait: one
+    // thread fewer to start, and its allocator already holds the memory the
+    // model's preparation freed (fresh pages are a visible cost: the
+    // kernel zeroes them).
     let results: Vec<std::thread::Result<Done>> = std::thread::scope(|s| {
-        let (stage, failed) = (&stage, &failed);
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| {
-                s.spawn(move || {
-                    let mut plans = Vec::with_capacity(c.len());
-                    let mut temps = write::Temps::new();
-                    for f in c {
-                        if failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        let (fresh, block) = render(&Value::Map(f.data));
-                        let path = base.join(&f.rel);
-                        match stage.put(f.rel, path, fresh, block, &mut temps) {
-                            Ok(p) => plans.push(p),
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                return (plans, temps, Err(e));
-                            }
-                        }
-                    }
-                    (plans, temps, Ok(()))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join()).collect()
+        let work = &work;
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next();
+        let handles: Vec<_> = chunks.map(|c| s.spawn(move || work(c))).collect();
+        let here =
+            first.map(|c| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c))));
+        here.into_iter()
+            .chain(handles.into_iter().map(|h| h.join()))
+            .collect()
     });
     let mut plans = Vec::new();
     let mut temps = write::Temps::new();
