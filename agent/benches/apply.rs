@@ -3,12 +3,21 @@
 //!
 //! 1. the first apply (everything created and started), timed;
 //! 2. no-op applies (nothing to change), timed: median and worst of 10;
-//! 3. the same first deployment done the reference's way, one `incus` CLI
-//!    call per object and property, on a second fresh daemon, timed.
+//! 3. where one container's time goes in Incus: the image copy into a
+//!    project, the creation from the image (on a `dir` pool: the rootfs
+//!    unpacked), the start;
+//! 4. the same first deployment done the reference's way, one `incus` CLI
+//!    call per object and property, on a second fresh daemon, timed; the
+//!    ratio of the two first deployments.
+//!
+//! With `-- --sweep`: the first apply again on fresh daemons with 1, 2, 4
+//! and 8 changes at once, and the time spent in each kind of change (what
+//! concurrency buys).
 //!
 //! Prints figures; asserts nothing about time. Run: `cargo bench -p anklume
 //! --bench apply` (as root; several minutes).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
@@ -43,6 +52,35 @@ fn daemon(dir: &Path) -> TestDaemon {
     std::fs::create_dir_all(dir.join("../image")).unwrap();
     testimage::import(&c, &dir.join("../image"), IMAGE).unwrap();
     d
+}
+
+/// Busy and total CPU time of the whole machine so far (`/proc/stat`,
+/// in clock ticks): the share of it busy over a run says whether the run
+/// was CPU-bound.
+fn cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = v[3] + v[4];
+    let total: u64 = v.iter().take(8).sum();
+    (total - idle, total)
+}
+
+/// `cpu()` now minus `before`, as "N % busy".
+fn busy(before: (u64, u64)) -> String {
+    let (b, t) = cpu();
+    format!(
+        "CPU {:.0} % busy (all {} cores)",
+        100.0 * (b - before.0) as f64 / (t - before.1).max(1) as f64,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
 }
 
 fn apply(work: &Path, d: &TestDaemon) -> (Duration, i32, usize) {
@@ -228,6 +266,136 @@ fn breakdown(work: &Path, d: &TestDaemon) {
     );
 }
 
+/// The first apply through the plan and executor with `jobs` changes at
+/// once: wall time, and the time spent in each kind of change.
+fn first_apply_with(
+    work: &Path,
+    d: &TestDaemon,
+    jobs: usize,
+) -> (Duration, BTreeMap<&'static str, (usize, Duration)>) {
+    use anklume_reconciler::{desired, firewall::Firewall, plan, reconcile};
+    let settings = ApplySettings {
+        nat: false,
+        pool: "default".into(),
+        netns: Some(d.netns_path()),
+        state_dir: None,
+    };
+    let mut sink = Vec::new();
+    let t = Instant::now();
+    let prepared = anklume_generator::prepare(
+        Some(&work.join("infra.yml")),
+        Some(&work.join("ctx")),
+        None,
+        &mut sink,
+    )
+    .unwrap()
+    .unwrap();
+    let domains = desired::domains(&prepared.model, &settings).unwrap();
+    let c = anklume_incus::Client::connect(&d.socket()).unwrap();
+    let mut changes = reconcile::plan(&c, &domains, &settings, false).unwrap();
+    let fw = Firewall::new(&domains, &[], settings.netns.clone(), None);
+    changes.insert(
+        0,
+        plan::Change::new(
+            plan::Kind::Firewall,
+            "inet anklume",
+            "",
+            plan::Verb::Create,
+            "",
+        )
+        .with_steps(vec![plan::Step::LoadRuleset]),
+    );
+    let mut kinds: BTreeMap<&'static str, (usize, Duration)> = BTreeMap::new();
+    let failed = anklume_reconciler::execute::execute(&c, &changes, &fw, jobs, &mut |p| {
+        let k = kinds.entry(p.change.kind.as_str()).or_default();
+        k.0 += 1;
+        k.1 += p.took;
+    })
+    .unwrap();
+    assert!(
+        failed.is_empty(),
+        "first apply with {jobs} job(s): {failed:?}"
+    );
+    (t.elapsed(), kinds)
+}
+
+/// Where one container's time goes in Incus, one request at a time, on
+/// the bench's daemon (its `bd0` project and image in place): copying the
+/// image into a new project, creating a container from it (on a `dir`
+/// pool the rootfs is unpacked), starting it. Medians of `n`.
+fn anatomy(d: &TestDaemon, n: usize) {
+    use serde_json::json;
+    let c = d.client().unwrap();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    c.post("/1.0/projects", &json!({"name": "anatomy", "config": {"features.images": "true", "features.profiles": "false"}}))
+        .unwrap();
+    let t = Instant::now();
+    anklume_reconciler::images::ensure_in_project(&c, IMAGE, "anatomy").unwrap();
+    let copy = ms(t);
+    anklume_reconciler::images::delete_all_in_project(&c, "anatomy").unwrap();
+    c.delete("/1.0/projects/anatomy").unwrap();
+    let (mut create, mut start, mut delete) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let name = format!("anatomy-{i}");
+        let t = Instant::now();
+        c.post(
+            "/1.0/instances?project=bd0",
+            &json!({"name": name, "source": {"type": "image", "alias": IMAGE}, "profiles": ["default"]}),
+        )
+        .unwrap();
+        create.push(ms(t));
+        let t = Instant::now();
+        c.put(
+            &format!("/1.0/instances/{name}/state?project=bd0"),
+            &json!({"action": "start"}),
+        )
+        .unwrap();
+        start.push(ms(t));
+        let t = Instant::now();
+        c.put(
+            &format!("/1.0/instances/{name}/state?project=bd0"),
+            &json!({"action": "stop", "force": true}),
+        )
+        .unwrap();
+        c.delete(&format!("/1.0/instances/{name}?project=bd0"))
+            .unwrap();
+        delete.push(ms(t));
+    }
+    println!(
+        "  one container, one request at a time (median of {n}): image copy into a project {copy:.0} ms (once per project), create from the image {:.0} ms, start {:.0} ms (stop + delete {:.0} ms)",
+        median(create),
+        median(start),
+        median(delete)
+    );
+}
+
+/// The first apply on fresh daemons with 1, 2, 4, 8 changes at once.
+fn sweep(work: &Path) {
+    println!(
+        "  first apply by changes at once (time in each kind of change, summed over its changes):"
+    );
+    for jobs in [1, 2, 4, 8] {
+        let d = daemon(&work.join(format!("sweep-{jobs}/incus")));
+        let before = cpu();
+        let (wall, kinds) = first_apply_with(work, &d, jobs);
+        let cpu = busy(before);
+        let parts: Vec<String> = kinds
+            .iter()
+            .map(|(k, (n, t))| format!("{n} {k} {:.1} s", t.as_secs_f64()))
+            .collect();
+        println!(
+            "    {jobs} at once: {:>6.2} s wall, {cpu} ({})",
+            wall.as_secs_f64(),
+            parts.join(", ")
+        );
+        d.close().unwrap();
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("apply: bench");
@@ -246,11 +414,14 @@ fn main() {
     );
 
     let d = daemon(&work.join("a/incus"));
+    let before = cpu();
     let (first, code, changes) = apply(work, &d);
     assert_eq!(code, 0, "first apply failed");
     println!(
-        "  first apply:   {:>8.2} s ({changes} changes)",
-        first.as_secs_f64()
+        "  first apply:   {:>8.2} s ({changes} changes, {} at once; {})",
+        first.as_secs_f64(),
+        anklume_reconciler::execute::JOBS,
+        busy(before)
     );
     let mut noop: Vec<Duration> = (0..10)
         .map(|_| {
@@ -267,14 +438,25 @@ fn main() {
         noop.len()
     );
     breakdown(work, &d);
+    anatomy(&d, 10);
     d.close().unwrap();
 
     let d = daemon(&work.join("b/incus"));
     let tar = testimage::build(&work.join("b/cli-image")).unwrap();
+    let before = cpu();
     let (cli, calls) = cli_deploy(&d, &tar);
     println!(
-        "  incus CLI:     {:>8.2} s ({calls} calls, the same objects; no drift check, no isolation ruleset)",
-        cli.as_secs_f64()
+        "  incus CLI:     {:>8.2} s ({calls} calls, the same objects; no drift check, no isolation ruleset; {})",
+        cli.as_secs_f64(),
+        busy(before)
+    );
+    println!(
+        "  first apply / incus CLI: {:.2} (target <= 0.5)",
+        first.as_secs_f64() / cli.as_secs_f64()
     );
     d.close().unwrap();
+
+    if std::env::args().any(|a| a == "--sweep") {
+        sweep(work);
+    }
 }

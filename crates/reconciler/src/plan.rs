@@ -71,6 +71,10 @@ pub enum Step {
     },
     /// Delete the image cache of a project about to be deleted.
     DeleteProjectImages(String),
+    /// Change an instance's state (`start`, `restart`): its network
+    /// devices (veths on the host) come up, so it waits for every bridge
+    /// of the run.
+    State(String, Value),
     /// Load the nftables ruleset (one transaction).
     LoadRuleset,
     /// A change that cannot be made (the message says why).

@@ -379,8 +379,11 @@ fn instance(i: &InstanceSpec, cur: &Current) -> Change {
                 "profiles": i.profiles,
                 "config": i.config,
                 "devices": i.devices,
-                "start": true,
             }),
+        ));
+        steps.push(Step::State(
+            state,
+            json!({"action": "start", "timeout": 60}),
         ));
         let detail = format!(
             "{} {}{}",
@@ -426,11 +429,14 @@ fn instance(i: &InstanceSpec, cur: &Current) -> Change {
     let ip_of = |d: &Devices| d.get("eth0").and_then(|e| e.get("ipv4.address")).cloned();
     if !running {
         diff.push(format!("state: {} → Running", h.status));
-        steps.push(Step::Put(state, json!({"action": "start", "timeout": 60})));
+        steps.push(Step::State(
+            state,
+            json!({"action": "start", "timeout": 60}),
+        ));
     } else if ip_of(&h.devices) != ip_of(&i.devices) {
         // The new address is served by DHCP: restart so the instance takes it.
         diff.push("restart for the new address".into());
-        steps.push(Step::Put(
+        steps.push(Step::State(
             state,
             json!({"action": "restart", "timeout": 60}),
         ));

@@ -1,0 +1,137 @@
+//! Carrying out the plan: the ruleset first, then the domains
+//! concurrently, then orphan deletions, with failure isolation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+mod schedule;
+
+use self::schedule::carry_out;
+use crate::firewall::Firewall;
+use crate::images;
+use crate::plan::{Change, Step};
+use anklume_incus::Client;
+
+/// How many changes run at once by default (each on its own connection).
+pub const JOBS: usize = 6;
+
+/// The reason given for every change a failed ruleset stops.
+pub const RULESET_FAILED: &str = "the isolation ruleset could not be loaded";
+
+/// A change that failed, or was not attempted because something it needs
+/// failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub change: Change,
+    pub skipped: bool,
+    /// Incus's message or ours; for a skipped change, what it needed.
+    pub reason: String,
+}
+
+/// One change carried out (or failed), for a progress line.
+#[derive(Debug)]
+pub struct Progress<'a> {
+    /// How many changes are done, this one included.
+    pub done: usize,
+    pub total: usize,
+    pub change: &'a Change,
+    pub took: Duration,
+    pub error: Option<&'a str>,
+}
+
+/// Carry out the plan, with failure isolation:
+///
+/// 1. the ruleset, alone: if it cannot be loaded, nothing else is done
+///    (every other change is reported skipped, with the reason): no
+///    instance may be created or started without its isolation, and a run
+///    that stops there is easier to read than a half-applied one;
+/// 2. the domains, up to `jobs` changes at once on their own connections.
+///    Domains are independent; within one, its bridge, project, profiles
+///    and volumes go one after the other, then its instances are created
+///    all at once. Bridges go one at a time (Incus sets them up one at a
+///    time anyway) while the other domains go on, and no instance starts
+///    (nor restarts) before the last bridge is made: Incus sets a bridge
+///    up by walking the host's interfaces and fails when a container's
+///    veth vanishes meanwhile.
+///    A failing bridge, project or profile skips the rest of its domain;
+///    a failing instance (or volume) fails only itself;
+/// 3. orphan deletions, one at a time: instances, volumes, profiles,
+///    projects, bridges.
+///
+/// Returns the failed and skipped changes, in plan order
+/// (`progress` sees changes in the order they finish). Errs only when the
+/// extra connections to Incus cannot be opened (before any change).
+pub fn execute(
+    c: &Client,
+    plan: &[Change],
+    fw: &Firewall,
+    jobs: usize,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Vec<Failure>> {
+    let copies = ImageCopies::default();
+    let wanted = jobs.max(1).min(parallel_work(plan));
+    let mut workers = Vec::with_capacity(wanted);
+    for n in 0..wanted {
+        let conn = c
+            .another()
+            .with_context(|| format!("opening connection {} of {wanted} to Incus", n + 1))?;
+        let copies = &copies;
+        workers.push(move |_: &Change, steps: &[Step]| run_steps(&conn, steps, fw, copies));
+    }
+    let main = |_: &Change, steps: &[Step]| run_steps(c, steps, fw, &copies);
+    Ok(carry_out(plan, main, workers, progress))
+}
+
+/// The changes that run on the workers: those of the domains.
+fn parallel_work(plan: &[Change]) -> usize {
+    plan.iter()
+        .filter(|ch| !ch.steps.is_empty() && !ch.domain.is_empty())
+        .count()
+}
+
+fn run_steps(c: &Client, steps: &[Step], fw: &Firewall, copies: &ImageCopies) -> Result<()> {
+    steps.iter().try_for_each(|s| run_step(c, s, fw, copies))
+}
+
+/// Image copies into projects, each done once per run even when several
+/// instances of the project need it at the same time.
+#[derive(Default)]
+struct ImageCopies(Mutex<HashMap<(String, String), Arc<CopyResult>>>);
+
+/// Set once the copy was attempted: its outcome.
+type CopyResult = OnceLock<Result<(), String>>;
+
+impl ImageCopies {
+    fn ensure(&self, c: &Client, alias: &str, project: &str) -> Result<()> {
+        let cell = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((alias.to_string(), project.to_string()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            images::ensure_in_project(c, alias, project).map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+    }
+}
+
+fn run_step(c: &Client, s: &Step, fw: &Firewall, copies: &ImageCopies) -> Result<()> {
+    match s {
+        Step::Post(p, b) => c.post(p, b).map(drop)?,
+        Step::Put(p, b) => c.put(p, b).map(drop)?,
+        Step::Patch(p, b) => c.patch(p, b).map(drop)?,
+        Step::State(p, b) => c.put(p, b).map(drop)?,
+        Step::Delete(p) => c.delete(p).map(drop)?,
+        Step::EnsureImage { alias, project } => copies.ensure(c, alias, project)?,
+        Step::DeleteProjectImages(project) => images::delete_all_in_project(c, project)?,
+        Step::LoadRuleset => fw.load()?,
+        Step::Refuse(why) => anyhow::bail!("{why}"),
+    }
+    Ok(())
+}
