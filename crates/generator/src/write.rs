@@ -24,6 +24,7 @@ use std::fs;
 use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 
@@ -161,8 +162,8 @@ pub type Temps = Vec<(PathBuf, PathBuf)>;
 pub struct Stage {
     dirs: BTreeMap<PathBuf, Dest>,
     write: bool,
-    /// Existing files already read ([`Prefetch`]).
-    known: HashMap<PathBuf, Vec<u8>>,
+    /// Existing files already read ([`Prefetch`]), taken as planned.
+    known: Mutex<HashMap<PathBuf, Vec<u8>>>,
 }
 
 impl Stage {
@@ -178,7 +179,7 @@ impl Stage {
         let mut stage = Stage {
             dirs: BTreeMap::new(),
             write: !dry_run,
-            known,
+            known: Mutex::new(known),
         };
         for dir in dirs {
             let dir = match dir {
@@ -224,10 +225,17 @@ impl Stage {
     fn existing(&self, path: &Path) -> Result<Option<String>> {
         match self.dest(path)? {
             Dest::New(_) => Ok(None),
-            Dest::Existing => match self.known.get(path) {
-                Some(bytes) => decode(path, bytes.clone()).map(Some),
-                None => read_existing(path),
-            },
+            Dest::Existing => {
+                let known = self
+                    .known
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(path);
+                match known {
+                    Some(bytes) => decode(path, bytes).map(Some),
+                    None => read_existing(path),
+                }
+            }
         }
     }
 
@@ -243,16 +251,23 @@ impl Stage {
         block: Range<usize>,
         temps: &mut Temps,
     ) -> Result<Planned> {
-        let existing = self.existing(&path)?;
-        let content = match existing.as_deref() {
-            None => fresh,
-            Some(text) => super::managed::merge(Some(text), &fresh[block]),
+        let (content, changed) = match self.existing(&path)? {
+            None => (fresh, true),
+            Some(text) => match super::managed::find(&text) {
+                // `merge` would give `text` itself: keep it, build nothing.
+                Some((s, e)) if text[s..e] == fresh[block.clone()] => (text, false),
+                _ => {
+                    let content = super::managed::merge(Some(&text), &fresh[block]);
+                    let changed = content != text;
+                    (content, changed)
+                }
+            },
         };
         let planned = Planned {
-            changed: existing.as_deref() != Some(content.as_str()),
             rel,
             path,
             content,
+            changed,
         };
         if planned.changed {
             self.write(&planned, temps)?;
