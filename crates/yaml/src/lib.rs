@@ -108,7 +108,7 @@ impl Key {
 /// and takes the new value, as a Python `dict` does.
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
-    entries: IndexMap<Key, (Node, Node)>,
+    entries: IndexMap<Key, (Node, Node), foldhash::fast::RandomState>,
 }
 
 impl Mapping {
