@@ -84,18 +84,7 @@ pub fn write_esp(out: &Path, size: u64, volume_id: u32, files: &[EspFile<'_>]) -
                 None => (None, f.path),
             };
             let d = match dir {
-                Some(d) => {
-                    let mut cur = root.clone();
-                    for part in d.split('/') {
-                        cur = match cur.open_dir(part) {
-                            Ok(x) => x,
-                            Err(_) => cur
-                                .create_dir(part)
-                                .with_context(|| format!("creating ESP directory {d}"))?,
-                        };
-                    }
-                    cur
-                }
+                Some(d) => dir_all(&root, d)?,
                 None => root.clone(),
             };
             let mut file = d
@@ -107,20 +96,37 @@ pub fn write_esp(out: &Path, size: u64, volume_id: u32, files: &[EspFile<'_>]) -
         }
     }
     fs.unmount().context("closing the ESP file system")?;
-    fix_dot_entries(&img).context("repairing the '.'/'..' entries of the ESP")?;
+    fix_dot_entries(&img, 0).context("repairing the '.'/'..' entries of the ESP")?;
     img.sync_all()?;
     Ok(())
+}
+
+type Dir<'a, T> = fatfs::Dir<'a, T>;
+
+/// Open directory `path` under `root`, creating what is missing (`mkdir -p`).
+fn dir_all<'a, T: fatfs::ReadWriteSeek>(root: &Dir<'a, T>, path: &str) -> Result<Dir<'a, T>> {
+    let mut cur = root.clone();
+    for part in path.split('/') {
+        cur = match cur.open_dir(part) {
+            Ok(x) => x,
+            Err(_) => cur
+                .create_dir(part)
+                .with_context(|| format!("creating ESP directory {path}"))?,
+        };
+    }
+    Ok(cur)
 }
 
 /// `fatfs` 0.3.6 (the latest release) writes a long-name entry in front of
 /// the `.` and `..` entries of every new directory (rafalh/rust-fatfs#117),
 /// which `fsck.vfat` and strict firmware reject: `.` and `..` must be the
 /// first two slots. Rewrite each such directory head as `.`, `..` followed
-/// by two deleted slots. Returns how many directories were repaired.
-fn fix_dot_entries(img: &File) -> Result<usize> {
+/// by two deleted slots. `base`: where the FAT starts in `img`. Returns how
+/// many directories were repaired.
+fn fix_dot_entries(img: &File, base: u64) -> Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut bs = [0u8; 512];
-    img.read_exact_at(&mut bs, 0)?;
+    img.read_exact_at(&mut bs, base)?;
     let u16_at = |o: usize| u64::from(u16::from_le_bytes([bs[o], bs[o + 1]]));
     let bytes_per_sector = u16_at(11);
     let cluster = bytes_per_sector * u64::from(bs[13]);
@@ -140,8 +146,8 @@ fn fix_dot_entries(img: &File) -> Result<usize> {
         "not a FAT boot sector"
     );
     let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
-    let data_start = (reserved + fats * fat_size + root_sectors) * bytes_per_sector;
-    let end = total * bytes_per_sector;
+    let data_start = base + (reserved + fats * fat_size + root_sectors) * bytes_per_sector;
+    let end = base + total * bytes_per_sector;
     const DIR_ATTR: u8 = 0x10;
     const LFN_ATTR: u8 = 0x0f;
     let is_lfn = |e: &[u8]| e[11] == LFN_ATTR;
@@ -228,6 +234,30 @@ pub fn write_file(image: &Path, offset: u64, path: &str, data: &[u8]) -> Result<
     Ok(())
 }
 
+/// Create directory `path` (and its parents) on the ESP at `offset` of
+/// `image`, as the updater does for the inactive slot's folder; an existing
+/// directory is kept as it is.
+pub fn create_dir(image: &Path, offset: u64, path: &str) -> Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {}", image.display()))?;
+    let part = fscommon_slice(f.try_clone()?, offset)?;
+    let fs = fatfs::FileSystem::new(part, fatfs::FsOptions::new().time_provider(&DOS_EPOCH))
+        .with_context(|| {
+            format!(
+                "no FAT file system at offset {offset} of {}",
+                image.display()
+            )
+        })?;
+    dir_all(&fs.root_dir(), path)?;
+    fs.unmount().context("closing the ESP file system")?;
+    fix_dot_entries(&f, offset).context("repairing the '.'/'..' entries of the ESP")?;
+    f.sync_all()?;
+    Ok(())
+}
+
 /// A file seen from `offset` on (the ESP inside a disk image).
 #[derive(Debug)]
 struct Slice {
@@ -309,9 +339,40 @@ mod tests {
         );
         assert_eq!(read_file(&a, 0, "EFI/anklume/slot-b.cfg").unwrap(), b"x\n");
         assert!(write_file(&a, 0, "NOPE/x", b"").is_err());
+        create_dir(&a, 0, "EFI/anklume/slot-b").unwrap();
+        create_dir(&a, 0, "EFI/anklume/slot-b").unwrap();
+        write_file(&a, 0, "EFI/anklume/slot-b/slot.cfg", b"y\n").unwrap();
+        assert_eq!(
+            read_file(&a, 0, "EFI/anklume/slot-b/slot.cfg").unwrap(),
+            b"y\n"
+        );
         let out = std::process::Command::new("fsck.vfat")
             .arg("-n")
             .arg(&a)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // The same inside a disk image, at the ESP's offset (as the VM
+        // tests and the updater write it).
+        let disk = dir.path().join("disk.img");
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes.extend(std::fs::read(&b).unwrap());
+        std::fs::write(&disk, &bytes).unwrap();
+        create_dir(&disk, 1 << 20, "EFI/anklume/slot-b").unwrap();
+        write_file(&disk, 1 << 20, "EFI/anklume/slot-b/x", b"z").unwrap();
+        let esp_back = dir.path().join("back.img");
+        std::fs::write(&esp_back, &std::fs::read(&disk).unwrap()[1 << 20..]).unwrap();
+        assert_eq!(
+            read_file(&esp_back, 0, "EFI/anklume/slot-b/x").unwrap(),
+            b"z"
+        );
+        let out = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(&esp_back)
             .output()
             .unwrap();
         assert!(

@@ -6,50 +6,34 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
+use anklume_contract::bootfiles::{self, ESP_DIR, INITRD, KERNEL, SLOT_CFG};
 use anklume_contract::bootstate::MAX_TRIES;
 use anklume_contract::Slot;
 
 use crate::cmd::Cmd;
 
-/// Where files live on the ESP.
-pub const ESP_DIR: &str = "EFI/anklume";
-pub const GRUB_CFG: &str = "EFI/anklume/grub.cfg";
-pub const GRUBENV: &str = "EFI/anklume/grubenv";
-pub const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
-
-pub fn slot_cfg_path(s: Slot) -> String {
-    format!("{ESP_DIR}/slot-{s}.cfg")
-}
-
-pub fn manifest_path(s: Slot) -> String {
-    format!("{ESP_DIR}/slot-{s}.json")
-}
-
 /// What grub.cfg needs to boot one slot.
 #[derive(Debug, Clone)]
 pub struct SlotBoot {
     pub slot: Slot,
-    /// GPT partition number of the slot on the boot disk.
-    pub partition: u32,
     pub partuuid: String,
     pub root_hash: String,
     pub hash_offset: u64,
     pub version: String,
 }
 
-/// `slot-<x>.cfg`: variables `grub.cfg` sources before booting slot x.
-/// Written by the builder (the updater is to write the inactive slot's).
+/// `slot-<x>/slot.cfg`: variables `grub.cfg` sources before booting slot x.
+/// Written by the builder (the updater is to write the inactive slot's),
+/// last of the slot's folder ([`bootfiles`]).
 pub fn slot_cfg(b: &SlotBoot) -> String {
     format!(
         "# anklume slot {s}: written by anklume-build/anklume-update; do not edit.\n\
          set anklume_version=\"{v}\"\n\
-         set anklume_part=gpt{p}\n\
          set anklume_partuuid={u}\n\
          set anklume_roothash={h}\n\
          set anklume_hashoffset={o}\n",
         s = b.slot,
         v = b.version,
-        p = b.partition,
         u = b.partuuid.to_lowercase(),
         h = b.root_hash,
         o = b.hash_offset
@@ -57,7 +41,7 @@ pub fn slot_cfg(b: &SlotBoot) -> String {
 }
 
 /// The config embedded in the core images: find our ESP by its FAT volume
-/// ID, remember the disk it is on, and hand over to `grub.cfg` there.
+/// ID and hand over to `grub.cfg` there.
 pub fn early_cfg(esp_volume_id: &str) -> String {
     format!(
         "search --no-floppy --fs-uuid --set=anklume_esp {esp_volume_id}\n\
@@ -65,10 +49,10 @@ pub fn early_cfg(esp_volume_id: &str) -> String {
          \x20 echo \"anklume: the boot partition (FAT {esp_volume_id}) was not found\"\n\
          \x20 sleep 30\n\
          fi\n\
-         regexp --set=1:anklume_disk '^([^,]+),' \"$anklume_esp\"\n\
          set root=$anklume_esp\n\
-         export anklume_esp anklume_disk\n\
-         configfile ($anklume_esp)/{GRUB_CFG}\n"
+         export anklume_esp\n\
+         configfile ($anklume_esp)/{grub_cfg}\n",
+        grub_cfg = bootfiles::GRUB_CFG
     )
 }
 
@@ -90,24 +74,27 @@ fn try_slot(s: Slot) -> String {
     f
 }
 
-/// The main `grub.cfg` (identical on every medium of a version).
+/// The main `grub.cfg` (identical on every medium of a version). It boots
+/// the chosen slot with the kernel and initrd of that slot's folder on the
+/// ESP ([`bootfiles`]).
 pub fn grub_cfg() -> String {
-    let mut c = String::from(
+    let mut c = format!(
         "# anklume Live OS boot selection. Boot state: the environment block next\n\
-         # to this file (see anklume-contract bootstate.rs); per-slot parameters:\n\
-         # slot-a.cfg / slot-b.cfg.\n\
+         # to this file (see anklume-contract bootstate.rs); each slot's boot\n\
+         # files and parameters: slot-a/ and slot-b/ (see bootfiles.rs).\n\
          serial --unit=0 --speed=115200\n\
          terminal_input console serial\n\
          terminal_output console serial\n\
          set timeout=3\n\
          set default=0\n\
-         set anklume_env=($anklume_esp)/EFI/anklume/grubenv\n\
+         set anklume_env=($anklume_esp)/{env}\n\
          load_env --file $anklume_env anklume_primary anklume_tries_a anklume_tries_b anklume_good_a anklume_good_b anklume_toram\n\
          if [ \"$anklume_toram\" = 1 ]; then set default=anklume-toram; fi\n",
+        env = bootfiles::GRUBENV
     );
     c.push_str(&try_slot(Slot::A));
     c.push_str(&try_slot(Slot::B));
-    c.push_str(
+    c.push_str(&format!(
         "set anklume_counted=0\n\
          if [ \"$anklume_primary\" = b ]; then anklume_pick_b; else anklume_pick_a; fi\n\
          # A counted try that fails must end in a reboot, so that the next\n\
@@ -116,38 +103,38 @@ pub fn grub_cfg() -> String {
          set anklume_panic=\n\
          set anklume_onfail=\n\
          if [ \"$anklume_counted\" = 1 ]; then set anklume_panic=panic=10; set anklume_onfail=anklume.onfail=reboot; fi\n\
-         if [ ! -f ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg ]; then\n\
+         # {SLOT_CFG} is written last into a slot's folder: without it the slot is empty.\n\
+         if [ ! -f ($anklume_esp)/{ESP_DIR}/slot-$anklume_boot/{SLOT_CFG} ]; then\n\
          \x20 echo \"anklume: slot $anklume_boot is empty, booting slot a\"\n\
          \x20 set anklume_boot=a\n\
          fi\n\
-         source ($anklume_esp)/EFI/anklume/slot-$anklume_boot.cfg\n\
-         export anklume_boot anklume_part anklume_partuuid anklume_roothash anklume_hashoffset anklume_version anklume_panic anklume_onfail\n\
-         function anklume_linux {\n\
-         \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from ($anklume_disk,$anklume_part)\"\n\
-         \x20 linux ($anklume_disk,$anklume_part)/boot/vmlinuz root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $anklume_panic $anklume_onfail $1\n\
-         \x20 initrd ($anklume_disk,$anklume_part)/boot/initrd.img\n\
-         }\n\
-         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {\n\
+         set anklume_slotdir=($anklume_esp)/{ESP_DIR}/slot-$anklume_boot\n\
+         source $anklume_slotdir/{SLOT_CFG}\n\
+         export anklume_boot anklume_slotdir anklume_partuuid anklume_roothash anklume_hashoffset anklume_version anklume_panic anklume_onfail\n\
+         function anklume_linux {{\n\
+         \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from $anklume_slotdir\"\n\
+         \x20 linux $anklume_slotdir/{KERNEL} root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $anklume_panic $anklume_onfail $1\n\
+         \x20 initrd $anklume_slotdir/{INITRD}\n\
+         }}\n\
+         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {{\n\
          \x20 anklume_linux \"\"\n\
-         }\n\
-         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot), copied to RAM\" --id anklume-toram {\n\
+         }}\n\
+         menuentry \"anklume Live OS $anklume_version (slot $anklume_boot), copied to RAM\" --id anklume-toram {{\n\
          \x20 anklume_linux anklume.toram=1\n\
-         }\n",
-    );
+         }}\n",
+    ));
     c
 }
 
+/// GRUB modules of every core image: GPT/MBR and FAT (the ESP), ISO 9660
+/// (a CD's file tree), no squashfs or xz since GRUB no longer reads a slot.
 const COMMON_MODULES: &[&str] = &[
     "part_gpt",
     "part_msdos",
     "fat",
     "iso9660",
-    "squash4",
-    "xzio",
-    "gzio",
     "search",
     "search_fs_uuid",
-    "regexp",
     "configfile",
     "loadenv",
     "linux",
@@ -293,5 +280,50 @@ mod tests {
         assert!(c.contains("then set anklume_counted=1; else echo"));
         assert!(c.contains("if [ \"$anklume_counted\" = 1 ]; then set anklume_panic=panic=10; set anklume_onfail=anklume.onfail=reboot; fi"));
         assert!(c.contains("$anklume_panic $anklume_onfail $1"));
+    }
+
+    #[test]
+    fn grub_cfg_loads_the_chosen_slots_files_from_the_esp() {
+        let c = grub_cfg();
+        // The slot's folder is chosen after the fallback to slot a.
+        let fallback = c.find("set anklume_boot=a\nfi\n").unwrap();
+        let dir = c
+            .find("set anklume_slotdir=($anklume_esp)/EFI/anklume/slot-$anklume_boot\n")
+            .unwrap();
+        assert!(fallback < dir);
+        assert!(c.contains("if [ ! -f ($anklume_esp)/EFI/anklume/slot-$anklume_boot/slot.cfg ]"));
+        assert!(c.contains("source $anklume_slotdir/slot.cfg\n"));
+        assert!(c.contains("  linux $anklume_slotdir/vmlinuz root=anklume "));
+        assert!(c.contains("  initrd $anklume_slotdir/initrd.img\n"));
+        assert!(c.contains("set anklume_env=($anklume_esp)/EFI/anklume/grubenv\n"));
+        // Nothing is read from a slot partition any more.
+        for gone in ["$anklume_disk", "anklume_part=", "$anklume_part)"] {
+            assert!(!c.contains(gone), "{gone}");
+        }
+        assert!(!COMMON_MODULES.contains(&"squash4") && !COMMON_MODULES.contains(&"xzio"));
+    }
+
+    #[test]
+    fn slot_cfg_sets_what_the_command_line_needs() {
+        let c = slot_cfg(&SlotBoot {
+            slot: Slot::B,
+            partuuid: "ABCD-EF".into(),
+            root_hash: "12".repeat(32),
+            hash_offset: 4096,
+            version: "0.2.0".into(),
+        });
+        assert!(c.starts_with("# anklume slot b:"));
+        assert!(c.contains("set anklume_version=\"0.2.0\"\n"));
+        assert!(c.contains("set anklume_partuuid=abcd-ef\n"));
+        assert!(c.contains(&format!("set anklume_roothash={}\n", "12".repeat(32))));
+        assert!(c.contains("set anklume_hashoffset=4096\n"));
+        for var in [
+            "anklume_partuuid",
+            "anklume_roothash",
+            "anklume_hashoffset",
+            "anklume_version",
+        ] {
+            assert!(grub_cfg().contains(&format!("${var}")), "{var}");
+        }
     }
 }

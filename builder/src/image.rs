@@ -7,21 +7,35 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
+use anklume_contract::bootfiles;
 use anklume_contract::bootstate::{encode_envblk, BootState};
-use anklume_contract::manifest::SlotManifest;
 use anklume_contract::Slot;
 
+use crate::bootfiles::{slot_folder, BootFiles};
 use crate::esp::{self, EspFile};
 use crate::gpt;
 use crate::grub::{self, CoreImages, SlotBoot};
 use crate::iso::{self, IsoInputs, ISO_SLOT_A_PART};
 use crate::progress::Progress;
-use crate::raw::{self, RawGuids, RawInputs, RawSizes, RAW_SLOT_A_PART};
+use crate::raw::{self, RawGuids, RawInputs, RawSizes};
 use crate::rootfs;
 use crate::slot;
 
-/// Size of the ESP: GRUB EFI (~4 MiB with our modules) + config + manifests.
-pub const ESP_SIZE: u64 = 16 << 20;
+/// Room on the ESP for everything but the slots' folders: GRUB EFI
+/// (~4 MiB with our modules), `grub.cfg`, `grubenv`, FAT overhead.
+pub const ESP_BASE: u64 = 8 << 20;
+/// Each slot's folder gets room for this many times the boot files of the
+/// build (a later version's kernel and initrd, which an update writes into
+/// the other slot's folder, may be larger).
+pub const ESP_SLOT_MARGIN: (u64, u64) = (3, 2);
+
+/// Size of the ESP for boot files of `boot_files` bytes per slot: room for
+/// two slots' folders (with [`ESP_SLOT_MARGIN`]) + [`ESP_BASE`], in whole MiB.
+pub fn esp_size(boot_files: u64) -> u64 {
+    let (num, den) = ESP_SLOT_MARGIN;
+    let per_slot = (boot_files * num).div_ceil(den);
+    (ESP_BASE + 2 * per_slot).div_ceil(1 << 20) << 20
+}
 
 /// The containers `anklume-build image` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,15 +133,16 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
             rootfs::build(&o.mkosi_dir, &o.work_dir, o.bin_dir.as_deref(), o.epoch)?
         }
     };
-    let kernel_version = rootfs::kernel_version(&rootfs)?;
+    let boot = BootFiles::from_rootfs(&rootfs)?;
+    let esp_size = esp_size(boot.size());
     let t = Instant::now();
     p.step("writing the squashfs of slot A");
     let slot_img = o.work_dir.join("slot-a.img");
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
     p.took("squashfs", t);
-    let manifest = slot::seal(&slot_img, Slot::A, &o.version, &kernel_version, o.epoch, &p)?;
+    let manifest = slot::seal(&slot_img, Slot::A, &o.version, &boot, o.epoch, &p)?;
     let raw_sizes = RawSizes {
-        esp: ESP_SIZE,
+        esp: esp_size,
         slot: o.slot_size,
         persist: o.persist_size,
     };
@@ -148,20 +163,25 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
             format.name()
         ));
         let core = grub::build_core_images(&rootfs, &work, &fat_uuid(ids.esp_volume_id))?;
-        let slot_a_part = match format {
-            Format::Iso => ISO_SLOT_A_PART,
-            Format::Raw => RAW_SLOT_A_PART,
-        };
+        let slot_cfg = grub::slot_cfg(&SlotBoot {
+            slot: Slot::A,
+            partuuid: ids.slot_a_guid.clone(),
+            root_hash: manifest.root_hash.clone(),
+            hash_offset: manifest.hash_offset,
+            version: o.version.clone(),
+        });
+        let manifest_json = manifest.to_json();
+        let slot_a = slot_folder(Slot::A, &boot, &manifest_json, &slot_cfg);
         let esp_img = work.join("esp.img");
-        p.step("writing the ESP");
-        write_esp(&esp_img, &ids, &core, &manifest, slot_a_part, &o.version)?;
+        p.step(&format!("writing the ESP ({} MiB)", esp_size >> 20));
+        write_esp(&esp_img, esp_size, &ids, &core, &slot_a)?;
         let name = format!("anklume-{}.{}", o.version, format.name());
         let out = o.out_dir.join(&name);
         let tmp = o.out_dir.join(format!(".{name}.tmp"));
         match format {
             Format::Iso => {
                 p.step("mastering the hybrid ISO");
-                master_iso(&tmp, &work, &core, &esp_img, &slot_img, &ids, &manifest, o)?;
+                master_iso(&tmp, &work, &core, &esp_img, &slot_img, &ids, &slot_a, o)?;
             }
             Format::Raw => {
                 p.step("writing the raw disk image");
@@ -205,56 +225,36 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     Ok(outputs)
 }
 
-/// The ESP: GRUB EFI, grub.cfg, a fresh boot state, slot A's config and manifest.
+/// The ESP: GRUB EFI, grub.cfg, a fresh boot state, slot A's folder
+/// (kernel, initrd, manifest, slot.cfg).
 fn write_esp(
     out: &Path,
+    size: u64,
     ids: &BuildIds,
     core: &CoreImages,
-    manifest: &SlotManifest,
-    slot_a_part: u32,
-    version: &str,
+    slot_a: &[(String, &[u8])],
 ) -> Result<()> {
     let efi =
         std::fs::read(&core.efi).with_context(|| format!("reading {}", core.efi.display()))?;
-    let slot_cfg = grub::slot_cfg(&SlotBoot {
-        slot: Slot::A,
-        partition: slot_a_part,
-        partuuid: ids.slot_a_guid.clone(),
-        root_hash: manifest.root_hash.clone(),
-        hash_offset: manifest.hash_offset,
-        version: version.to_string(),
-    });
     let env = encode_envblk(&BootState::fresh().to_vars())
         .map_err(|e| anyhow::anyhow!("encoding the GRUB environment block: {e}"))?;
     let grub_cfg = grub::grub_cfg();
-    let manifest_json = manifest.to_json();
-    esp::write_esp(
-        out,
-        ESP_SIZE,
-        ids.esp_volume_id,
-        &[
-            EspFile {
-                path: grub::EFI_BOOT,
-                data: &efi,
-            },
-            EspFile {
-                path: grub::GRUB_CFG,
-                data: grub_cfg.as_bytes(),
-            },
-            EspFile {
-                path: grub::GRUBENV,
-                data: &env,
-            },
-            EspFile {
-                path: &grub::slot_cfg_path(Slot::A),
-                data: slot_cfg.as_bytes(),
-            },
-            EspFile {
-                path: &grub::manifest_path(Slot::A),
-                data: manifest_json.as_bytes(),
-            },
-        ],
-    )
+    let mut files = vec![
+        EspFile {
+            path: bootfiles::EFI_BOOT,
+            data: &efi,
+        },
+        EspFile {
+            path: bootfiles::GRUB_CFG,
+            data: grub_cfg.as_bytes(),
+        },
+        EspFile {
+            path: bootfiles::GRUBENV,
+            data: &env,
+        },
+    ];
+    files.extend(slot_a.iter().map(|(path, data)| EspFile { path, data }));
+    esp::write_esp(out, size, ids.esp_volume_id, &files)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -265,7 +265,7 @@ fn master_iso(
     esp_img: &Path,
     slot_img: &Path,
     ids: &BuildIds,
-    manifest: &SlotManifest,
+    slot_a: &[(String, &[u8])],
     o: &BuildOptions,
 ) -> Result<()> {
     let iso_root = work.join("iso-root");
@@ -274,12 +274,21 @@ fn master_iso(
             .with_context(|| format!("removing {}", iso_root.display()))?;
     }
     std::fs::create_dir_all(&iso_root)?;
-    std::fs::write(iso_root.join("anklume-slot-a.json"), manifest.to_json())?;
+    // Slot A's folder, at the same paths as on the ESP: what boots the ISO
+    // by its files (Ventoy, some firmware) finds the kernel and initrd.
+    for (path, data) in slot_a {
+        let f = iso_root.join(path);
+        let dir = f.parent().context("a slot file has a folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))?;
+    }
     std::fs::write(
         iso_root.join("README.txt"),
         format!(
-            "anklume Live OS {}\n\nBoot this medium (CD or USB stick, BIOS or UEFI).\nThe OS is in GPT partition {ISO_SLOT_A_PART} (squashfs + dm-verity), root hash {}.\n",
-            o.version, manifest.root_hash
+            "anklume Live OS {}\n\nBoot this medium (CD or USB stick, BIOS or UEFI).\nThe OS is in GPT partition {ISO_SLOT_A_PART} (squashfs + dm-verity, root hash in\n{}); its kernel and initrd are in {}/.\n",
+            o.version,
+            bootfiles::slot_file(Slot::A, bootfiles::MANIFEST),
+            bootfiles::slot_dir(Slot::A),
         ),
     )?;
     iso::master(&IsoInputs {
@@ -361,5 +370,17 @@ mod tests {
         assert_ne!(iso.esp_volume_id, raw.esp_volume_id);
         let other = BuildIds::derive("0.1.1", 1_700_000_000, Format::Iso);
         assert_ne!(iso.slot_a_guid, other.slot_a_guid);
+    }
+
+    #[test]
+    fn the_esp_holds_two_slots_with_margin() {
+        const MIB: u64 = 1 << 20;
+        // 11 MiB kernel + 35 MiB initrd: 2 × 69 MiB + 8 MiB.
+        assert_eq!(esp_size(46 * MIB), 146 * MIB);
+        for boot in [1, MIB - 1, 46 * MIB + 3, 300 * MIB] {
+            let s = esp_size(boot);
+            assert_eq!(s % MIB, 0);
+            assert!(s >= ESP_BASE + 2 * boot + boot / 2 * 2, "{boot} -> {s}");
+        }
     }
 }

@@ -16,6 +16,7 @@
 //! GRUB's MBR code and BIOS boot partition ([`biosboot`]) next to it.
 
 pub mod biosboot;
+pub mod bootfiles;
 pub mod cli;
 pub use anklume_cmd as cmd;
 pub mod esp;

@@ -4,13 +4,13 @@
 //! | # | PARTLABEL           | size          | content                                 |
 //! |---|---------------------|---------------|-----------------------------------------|
 //! | 1 | `anklume-bios-boot` | 1 MiB         | GRUB i386-pc core.img (BIOS boot)       |
-//! | 2 | `anklume-esp`       | 16 MiB        | the same ESP as the ISO's               |
+//! | 2 | `anklume-esp`       | two slots' boot files | the same ESP as the ISO's (`image::esp_size`) |
 //! | 3 | `anklume-slot-a`    | `--slot-size` | squashfs + verity tree                  |
 //! | 4 | `anklume-slot-b`    | `--slot-size` | empty until the first update            |
 //! | 5 | `anklume-persist`   | `--persist-size` | empty: the initrd formats it (ext4) on first boot |
 //!
 //! Every partition starts on a 1 MiB boundary; slot A keeps partition
-//! number 3 as in the ISO, so `slot-a.cfg` reads the same on both. The file
+//! number 3 as in the ISO. The file
 //! is sparse: empty partitions take no space until written.
 
 use std::fs::{File, OpenOptions};

@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+use anklume_build::bootfiles::{slot_folder, BootFiles};
 use anklume_build::esp;
 use anklume_build::grub::{self, SlotBoot};
+use anklume_contract::bootfiles;
 use anklume_contract::bootstate::{BootState, MAX_TRIES};
+use anklume_contract::manifest::SlotManifest;
 use anklume_contract::partition::slot_label;
 use anklume_contract::Slot;
 
@@ -57,6 +60,12 @@ pub fn run(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcom
                 tail(&console, 25)
             );
         };
+        ensure!(
+            loaded_from_own_folder(&console, slot),
+            "boot {n}: GRUB did not load slot {slot} from {}; console tail:\n{}",
+            bootfiles::slot_dir(slot),
+            tail(&console, 25)
+        );
         boots.push(slot);
         failures_b += console.matches(COUNTED_FAILURE).count();
         out.stage_times.push((
@@ -144,8 +153,22 @@ fn booted_slots(console: &str) -> Vec<Slot> {
         .collect()
 }
 
-/// Slot B = slot A's bytes, `slot-b.cfg` with a wrong root hash, boot state
-/// armed for B.
+/// Whether GRUB said it loads slot `s` from that slot's folder on the ESP
+/// (`anklume: loading slot b (<version>) from (hd0,gpt2)/EFI/anklume/slot-b`).
+fn loaded_from_own_folder(console: &str, s: Slot) -> bool {
+    let said = format!("anklume: loading slot {s} (");
+    let dir = ") from (";
+    let folder = format!(")/{}", bootfiles::slot_dir(s));
+    console.match_indices(&said).any(|(i, _)| {
+        let line = console[i..].lines().next().unwrap_or("");
+        line.contains(dir) && line.trim_end().ends_with(&folder)
+    })
+}
+
+/// Slot B = slot A's bytes; slot B's folder on the ESP written as the
+/// updater writes it (kernel, initrd, manifest, then `slot.cfg`), from slot
+/// A's boot files but with a `slot.cfg` whose root hash is wrong; boot
+/// state armed for B.
 fn arm_broken_slot_b(copy: &Path, facts: &ImageFacts) -> Result<()> {
     let part = |s: Slot| {
         facts
@@ -176,21 +199,32 @@ fn arm_broken_slot_b(copy: &Path, facts: &ImageFacts) -> Result<()> {
     let mut wrong = facts.manifest.root_hash.clone().into_bytes();
     let last = wrong.last_mut().context("empty root hash")?;
     *last = if *last == b'0' { b'1' } else { b'0' };
+    let version = format!("{}-broken", facts.manifest.version);
     let cfg = grub::slot_cfg(&SlotBoot {
         slot: Slot::B,
-        partition: b.number,
         partuuid: b.unique_guid.clone(),
         root_hash: String::from_utf8(wrong)?,
         hash_offset: facts.manifest.hash_offset,
-        version: format!("{}-broken", facts.manifest.version),
+        version: version.clone(),
     });
-    esp::write_file(
-        copy,
-        facts.esp_offset,
-        &grub::slot_cfg_path(Slot::B),
-        cfg.as_bytes(),
-    )
-    .context("writing slot-b.cfg")?;
+    let read_a =
+        |name: &str| esp::read_file(copy, facts.esp_offset, &bootfiles::slot_file(Slot::A, name));
+    let boot = BootFiles {
+        kernel_version: facts.manifest.kernel_version.clone(),
+        kernel: read_a(bootfiles::KERNEL)?,
+        initrd: read_a(bootfiles::INITRD)?,
+    };
+    let manifest = SlotManifest {
+        version,
+        ..facts.manifest.clone()
+    };
+    let manifest_json = manifest.to_json();
+    esp::create_dir(copy, facts.esp_offset, &bootfiles::slot_dir(Slot::B))?;
+    for (path, data) in slot_folder(Slot::B, &boot, &manifest_json, &cfg) {
+        // The ESP holds two slots' boot files: this is where it must fit.
+        esp::write_file(copy, facts.esp_offset, &path, data)
+            .with_context(|| format!("writing {path} on the ESP"))?;
+    }
 
     let mut st = BootState::from_vars(&read_env(copy, facts)?).map_err(anyhow::Error::msg)?;
     st.arm(Slot::B, MAX_TRIES);
@@ -209,5 +243,17 @@ mod tests {
                  [   18.8] anklume-root-failed.sh[331]: anklume-root: slot b did not boot\n\
                  [    0.000000] Command line: root=anklume anklume.slot=a\n";
         assert_eq!(super::booted_slots(c), [Slot::B, Slot::A]);
+    }
+
+    #[test]
+    fn grub_must_load_a_slot_from_its_own_folder() {
+        use anklume_contract::Slot;
+        let b = "anklume: loading slot b (0.1.0-broken) from (hd0,gpt2)/EFI/anklume/slot-b\r\n";
+        assert!(super::loaded_from_own_folder(b, Slot::B));
+        assert!(!super::loaded_from_own_folder(b, Slot::A));
+        let wrong = "anklume: loading slot b (0.1.0) from (hd0,gpt2)/EFI/anklume/slot-a\n";
+        assert!(!super::loaded_from_own_folder(wrong, Slot::B));
+        let old = "anklume: loading slot b (0.1.0) from (hd0,gpt4)\n";
+        assert!(!super::loaded_from_own_folder(old, Slot::B));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use anklume_build::{esp, gpt};
+use anklume_contract::bootfiles;
 use anklume_contract::bootstate::{decode_envblk, encode_envblk};
 use anklume_contract::manifest::SlotManifest;
 use anklume_contract::partition::{slot_label, ESP_LABEL};
@@ -132,9 +133,22 @@ pub fn image_facts(image: &Path) -> Result<ImageFacts> {
     };
     let esp_part = by_label(ESP_LABEL)?;
     let slot = by_label(slot_label(Slot::A))?;
-    let json = esp::read_file(image, esp_part.offset(), "EFI/anklume/slot-a.json")?;
+    let json = esp::read_file(
+        image,
+        esp_part.offset(),
+        &bootfiles::slot_file(Slot::A, bootfiles::MANIFEST),
+    )?;
     let manifest =
         SlotManifest::from_json(&String::from_utf8_lossy(&json)).map_err(anyhow::Error::msg)?;
+    // What GRUB will load is what the manifest records.
+    anklume_build::bootfiles::check(&manifest, |name| {
+        esp::read_file(
+            image,
+            esp_part.offset(),
+            &bootfiles::slot_file(Slot::A, name),
+        )
+    })
+    .with_context(|| format!("slot A's boot files on the ESP of {}", image.display()))?;
     Ok(ImageFacts {
         manifest,
         slot_offset: slot.offset(),
@@ -338,7 +352,7 @@ pub(crate) fn check_verified_boot(
 
 /// The GRUB environment block of the image's ESP, as variables.
 pub(crate) fn read_env(image: &Path, facts: &ImageFacts) -> Result<BTreeMap<String, String>> {
-    let block = esp::read_file(image, facts.esp_offset, anklume_build::grub::GRUBENV)?;
+    let block = esp::read_file(image, facts.esp_offset, bootfiles::GRUBENV)?;
     decode_envblk(&block).map_err(anyhow::Error::msg)
 }
 
@@ -349,12 +363,7 @@ pub(crate) fn write_env(
     vars: &BTreeMap<String, String>,
 ) -> Result<()> {
     let block = encode_envblk(vars).map_err(anyhow::Error::msg)?;
-    esp::write_file(
-        image,
-        facts.esp_offset,
-        anklume_build::grub::GRUBENV,
-        &block,
-    )
+    esp::write_file(image, facts.esp_offset, bootfiles::GRUBENV, &block)
 }
 
 /// A private copy of the image for a scenario that writes to it (holes kept).
