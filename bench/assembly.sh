@@ -22,7 +22,7 @@ ours=$(awk -v a="$(now)" -v b="$s" 'BEGIN { print a - b }')
 s=$(now)
 mkdir -p "$work/std/iso/boot/grub"
 SOURCE_DATE_EPOCH=$epoch mksquashfs "$rootfs" "$work/std/slot.img" -noappend -xattrs -no-progress -quiet \
-  -comp zstd -Xcompression-level 15 -processors "$(nproc)" -wildcards -e 'boot/vmlinuz*' 'boot/initrd.img*' 'vmlinuz*' 'initrd.img*'
+  -comp zstd -Xcompression-level 3 -processors "$(nproc)" -wildcards -e 'boot/vmlinuz*' 'boot/initrd.img*' 'vmlinuz*' 'initrd.img*'
 sz=$(stat -c %s "$work/std/slot.img"); off=$(( (sz + 4095) / 4096 * 4096 )); truncate -s $off "$work/std/slot.img"
 veritysetup format "$work/std/slot.img" "$work/std/slot.img" --hash-offset=$off \
   --salt 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff \

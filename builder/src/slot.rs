@@ -21,7 +21,7 @@ use crate::verity::{self, FormatOptions, Params};
 /// xz, the one compressor GRUB's squash4 and the kernel share: zstd
 /// (the trixie kernel has `CONFIG_SQUASHFS_ZSTD=y`), at a level measured in
 /// docs/live-os.md: much faster to write than xz, and faster to read.
-pub const COMPRESSOR: &[&str] = &["-comp", "zstd", "-Xcompression-level", "15"];
+pub const COMPRESSOR: &[&str] = &["-comp", "zstd", "-Xcompression-level", "3"];
 
 /// Paths of the rootfs kept out of the slot (mksquashfs `-wildcards`
 /// patterns, relative to the tree's root): the kernel and initrd images and
