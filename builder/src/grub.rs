@@ -41,14 +41,14 @@ pub fn slot_cfg(b: &SlotBoot) -> String {
 }
 
 /// The config embedded in the core images: find our ESP by its FAT volume
-/// ID and hand over to `grub.cfg` there.
+/// ID and hand over to `grub.cfg` there. GRUB runs it with its rescue
+/// parser, which knows no `if`: an `if` block here ran its body on every
+/// boot (a "not found" message and a 30 s sleep, even when the ESP was
+/// found). Without the ESP, `configfile` fails and GRUB's prompt comes up.
 pub fn early_cfg(esp_volume_id: &str) -> String {
     format!(
-        "search --no-floppy --fs-uuid --set=anklume_esp {esp_volume_id}\n\
-         if [ -z \"$anklume_esp\" ]; then\n\
-         \x20 echo \"anklume: the boot partition (FAT {esp_volume_id}) was not found\"\n\
-         \x20 sleep 30\n\
-         fi\n\
+        "echo \"anklume: looking for the boot partition (FAT {esp_volume_id})\"\n\
+         search --no-floppy --fs-uuid --set=anklume_esp {esp_volume_id}\n\
          set root=$anklume_esp\n\
          export anklume_esp\n\
          configfile ($anklume_esp)/{grub_cfg}\n",
@@ -301,6 +301,20 @@ mod tests {
             assert!(!c.contains(gone), "{gone}");
         }
         assert!(!COMMON_MODULES.contains(&"squash4") && !COMMON_MODULES.contains(&"xzio"));
+    }
+
+    #[test]
+    fn early_cfg_is_for_the_rescue_parser() {
+        let c = early_cfg("1234-ABCD");
+        for line in c.lines() {
+            let cmd = line.split_whitespace().next().unwrap();
+            assert!(
+                ["echo", "search", "set", "export", "configfile"].contains(&cmd),
+                "{line}"
+            );
+        }
+        assert!(c.contains("search --no-floppy --fs-uuid --set=anklume_esp 1234-ABCD\n"));
+        assert!(c.ends_with("configfile ($anklume_esp)/EFI/anklume/grub.cfg\n"));
     }
 
     #[test]
