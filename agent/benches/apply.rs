@@ -216,7 +216,7 @@ fn cli_deploy(d: &TestDaemon, image_tar: &Path) -> (Duration, usize) {
 /// Where a no-op run's time goes: reading infra.yml, Incus's listings,
 /// the ruleset check.
 fn breakdown(work: &Path, d: &TestDaemon) {
-    use anklume_reconciler::{desired, firewall::Firewall, reconcile};
+    use anklume_reconciler::{firewall::Firewall, reconcile};
     let settings = ApplySettings {
         nat: false,
         pool: "default".into(),
@@ -224,17 +224,8 @@ fn breakdown(work: &Path, d: &TestDaemon) {
         state_dir: None,
     };
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    let mut sink = Vec::new();
     let t = Instant::now();
-    let prepared = anklume_generator::prepare(
-        Some(&work.join("infra.yml")),
-        Some(&work.join("ctx")),
-        None,
-        &mut sink,
-    )
-    .unwrap()
-    .unwrap();
-    let domains = desired::domains(&prepared.model, &settings).unwrap();
+    let domains = desired_domains(work, &settings);
     let t_prepare = ms(t);
     let c = anklume_incus::Client::connect(&d.socket()).unwrap();
     let t = Instant::now();
@@ -273,24 +264,15 @@ fn first_apply_with(
     d: &TestDaemon,
     jobs: usize,
 ) -> (Duration, BTreeMap<&'static str, (usize, Duration)>) {
-    use anklume_reconciler::{desired, firewall::Firewall, plan, reconcile};
+    use anklume_reconciler::{firewall::Firewall, plan, reconcile};
     let settings = ApplySettings {
         nat: false,
         pool: "default".into(),
         netns: Some(d.netns_path()),
         state_dir: None,
     };
-    let mut sink = Vec::new();
     let t = Instant::now();
-    let prepared = anklume_generator::prepare(
-        Some(&work.join("infra.yml")),
-        Some(&work.join("ctx")),
-        None,
-        &mut sink,
-    )
-    .unwrap()
-    .unwrap();
-    let domains = desired::domains(&prepared.model, &settings).unwrap();
+    let domains = desired_domains(work, &settings);
     let c = anklume_incus::Client::connect(&d.socket()).unwrap();
     let mut changes = reconcile::plan(&c, &domains, &settings, false).unwrap();
     let fw = Firewall::new(&domains, &[], settings.netns.clone(), None);
@@ -459,4 +441,21 @@ fn main() {
     if std::env::args().any(|a| a == "--sweep") {
         sweep(work);
     }
+}
+
+/// The bench's infra.yml through the generator, in the reconciler's terms.
+fn desired_domains(
+    work: &Path,
+    settings: &anklume_reconciler::desired::ApplySettings,
+) -> Vec<anklume_reconciler::desired::DomainSpec> {
+    let mut sink = Vec::new();
+    let prepared = anklume_generator::prepare(
+        Some(&work.join("infra.yml")),
+        Some(&work.join("ctx")),
+        None,
+        &mut sink,
+    )
+    .unwrap()
+    .unwrap();
+    anklume_reconciler::desired::domains(&prepared.model, settings).unwrap()
 }

@@ -297,6 +297,22 @@ fn fscommon_slice(mut f: File, offset: u64) -> Result<Slice> {
 mod tests {
     use super::*;
 
+    /// `fsck.vfat -n` accepts the FAT image (dosfstools is installed by
+    /// ci/setup-image; the test fails, not skips, without it).
+    fn fsck_clean(image: &std::path::Path) {
+        let out = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(image)
+            .output()
+            .expect("fsck.vfat (dosfstools) must be installed: ci/setup-image");
+        assert!(
+            out.status.success(),
+            "fsck.vfat -n {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     #[test]
     fn esp_round_trips_and_is_deterministic() {
         let dir = tempfile::tempdir().unwrap();
@@ -319,17 +335,8 @@ mod tests {
             read_file(&a, 0, "EFI/anklume/grub.cfg").unwrap(),
             b"set a=b\n"
         );
-        // dosfstools accepts it (installed by ci/setup-image; fails, not skips, without it).
-        let out = std::process::Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(&a)
-            .output()
-            .expect("fsck.vfat (dosfstools) must be installed: ci/setup-image");
-        assert!(
-            out.status.success(),
-            "fsck.vfat -n: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        // dosfstools accepts it.
+        fsck_clean(&a);
         // Replace a file in place and add one: read back, still clean.
         write_file(&a, 0, "EFI/anklume/grub.cfg", b"set a=c\n").unwrap();
         write_file(&a, 0, "EFI/anklume/slot-b.cfg", b"x\n").unwrap();
@@ -346,16 +353,7 @@ mod tests {
             read_file(&a, 0, "EFI/anklume/slot-b/slot.cfg").unwrap(),
             b"y\n"
         );
-        let out = std::process::Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(&a)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        fsck_clean(&a);
         // The same inside a disk image, at the ESP's offset (as the VM
         // tests and the updater write it).
         let disk = dir.path().join("disk.img");
@@ -370,16 +368,7 @@ mod tests {
             read_file(&esp_back, 0, "EFI/anklume/slot-b/x").unwrap(),
             b"z"
         );
-        let out = std::process::Command::new("fsck.vfat")
-            .arg("-n")
-            .arg(&esp_back)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        fsck_clean(&esp_back);
         let err = write_esp(&a, 1 << 20, 1, &files).unwrap_err().to_string();
         assert!(err.contains("too small"), "{err}");
     }

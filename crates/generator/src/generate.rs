@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::access::{domains, get, machines, map_or_empty, name, val};
 use super::enrich::Enriched;
-use super::model::{merged_devices, Model};
+use super::model::{merged_devices, Machine, Model};
 use anklume_yaml::{Mapping, Value};
 
 /// One file to write: its path relative to the base directory, and the
@@ -63,7 +63,6 @@ pub fn nesting_prefix(infra: &Mapping, absolute_level: Option<i64>) -> String {
 /// Every file, rendered from the model (names, addressing, devices) and
 /// the enriched document (what the reference passes through as written).
 pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
-    let prefix = model.prefix.as_str();
     let g = map_or_empty(get(infra, "global"));
     let has_addressing = g.contains_key("addressing");
     let mut out = Vec::new();
@@ -196,15 +195,14 @@ pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
             data: gvars,
         });
 
-        for (mk, mn) in ms.iter() {
+        for ((_, mn), mm) in ms.iter().zip(&md.machines) {
             out.push(host_vars(
-                &name(mk),
+                mm,
                 map_or_empty(Some(mn)),
                 &dname,
                 &ephemeral,
                 g,
                 e,
-                prefix,
             ));
         }
     }
@@ -212,14 +210,14 @@ pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
 }
 
 fn host_vars(
-    mname: &str,
+    mm: &Machine,
     m: &Mapping,
     dname: &str,
     domain_ephemeral: &Value,
     g: &Mapping,
     e: &Enriched,
-    prefix: &str,
 ) -> FileContent {
+    let mname = mm.name.as_str();
     let eph = val(m, "ephemeral")
         .filter(|v| !v.is_null())
         .unwrap_or(domain_ephemeral)
@@ -232,10 +230,7 @@ fn host_vars(
     FileContent {
         rel: format!("host_vars/{mname}.yml"),
         data: build(vec![
-            (
-                "instance_name",
-                Some(Value::str(format!("{prefix}{mname}"))),
-            ),
+            ("instance_name", Some(Value::str(mm.instance_name.clone()))),
             (
                 "instance_type",
                 Some(val(m, "type").cloned().unwrap_or(Value::str("lxc"))),
