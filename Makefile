@@ -12,8 +12,12 @@ comma := ,
 IMAGES = $(foreach f,$(subst $(comma), ,$(FORMATS)),out/anklume-$(VERSION).$(f))
 # VM scenarios for live-os-test-vm: all, ci, or names (bios-disk uefi-cd ...).
 SCENARIOS ?= all
+# Throwaway Secure Boot key pair that `make test` signs its images with
+# (a user's own key: ANKLUME_SIGNING_KEY / ANKLUME_SIGNING_CERT, see
+# docs/live-os.md). Never a key that signs a release.
+TEST_KEYS := build/test-keys
 
-.PHONY: all build iso check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
+.PHONY: all build iso test-keys check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
 all: iso
 
@@ -25,6 +29,15 @@ iso:
 	cargo build --workspace --release --locked
 	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format $(FORMATS)
 
+## A throwaway Secure Boot key pair for the tests (kept across runs).
+test-keys: $(TEST_KEYS)/db.crt
+$(TEST_KEYS)/db.crt:
+	mkdir -p $(TEST_KEYS)
+	openssl req -new -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+		-subj "/CN=anklume throwaway test key/" \
+		-keyout $(TEST_KEYS)/db.key -out $(TEST_KEYS)/db.crt.tmp 2>/dev/null
+	mv $(TEST_KEYS)/db.crt.tmp $@
+
 ## Build every crate (release).
 build:
 	bash ci/setup
@@ -34,7 +47,8 @@ build:
 ## images, their checks and the CI boot scenarios (see tests/vm).
 test:
 	bash ci/test
-	$(MAKE) iso
+	$(MAKE) test-keys
+	ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt $(MAKE) iso
 	$(MAKE) check-image
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 

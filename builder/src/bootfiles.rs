@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-use anklume_contract::bootfiles::{self, INITRD, KERNEL, MANIFEST, SLOT_CFG};
+use anklume_contract::bootfiles::{self, INITRD, KERNEL, MANIFEST, SLOT_CFG, UKI};
 use anklume_contract::manifest::{BootFile, SlotManifest};
 use anklume_contract::Slot;
 
@@ -55,11 +55,7 @@ impl BootFiles {
     pub fn entries(&self) -> Vec<BootFile> {
         self.loaded()
             .iter()
-            .map(|(name, data)| BootFile {
-                name: (*name).to_string(),
-                size: data.len() as u64,
-                sha256: crate::verity::hex(&Sha256::digest(data)),
-            })
+            .map(|(name, data)| entry(name, data))
             .collect()
     }
 
@@ -69,12 +65,23 @@ impl BootFiles {
     }
 }
 
+/// The manifest entry of one boot file.
+pub fn entry(name: &str, data: &[u8]) -> BootFile {
+    BootFile {
+        name: name.to_string(),
+        size: data.len() as u64,
+        sha256: crate::verity::hex(&Sha256::digest(data)),
+    }
+}
+
 /// The files of slot `slot`'s folder, as paths relative to the root of the
-/// ESP (or ISO 9660 tree), in the order they must be written: boot files,
-/// manifest, and `slot.cfg` last (without it GRUB treats the slot as empty).
+/// ESP (or ISO 9660 tree), in the order they must be written: boot files
+/// (kernel, initrd, then the signed UKI if any), manifest, and `slot.cfg`
+/// last (without it GRUB treats the slot as empty).
 pub fn slot_folder<'a>(
     slot: Slot,
     boot: &'a BootFiles,
+    uki: Option<&'a [u8]>,
     manifest_json: &'a str,
     slot_cfg: &'a str,
 ) -> Vec<(String, &'a [u8])> {
@@ -83,6 +90,9 @@ pub fn slot_folder<'a>(
         .iter()
         .map(|(name, data)| (bootfiles::slot_file(slot, name), *data))
         .collect();
+    if let Some(uki) = uki {
+        v.push((bootfiles::slot_file(slot, UKI), uki));
+    }
     v.push((
         bootfiles::slot_file(slot, MANIFEST),
         manifest_json.as_bytes(),
@@ -94,15 +104,16 @@ pub fn slot_folder<'a>(
 /// Check boot files read back from a medium against the slot's manifest;
 /// `read` gets a file name of the slot's folder.
 pub fn check(manifest: &SlotManifest, mut read: impl FnMut(&str) -> Result<Vec<u8>>) -> Result<()> {
+    let names: Vec<&str> = manifest
+        .boot_files
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     ensure!(
-        manifest
-            .boot_files
-            .iter()
-            .map(|f| f.name.as_str())
-            .eq(bootfiles::LOADED),
-        "the manifest lists boot files {:?}, expected {:?}",
-        manifest.boot_files,
-        bootfiles::LOADED
+        bootfiles::valid_boot_files(&names),
+        "the manifest lists boot files {names:?}, expected {:?} (+ {:?} when signed)",
+        bootfiles::LOADED,
+        bootfiles::SIGNED
     );
     for f in &manifest.boot_files {
         let data = read(&f.name).with_context(|| format!("reading boot file {}", f.name))?;
@@ -148,7 +159,7 @@ mod tests {
             e[0].sha256,
             "6923dd1bc0460082c5d55a831908c24a282860b7f1cd6c2b79cf1bc8857c639c"
         );
-        let files = slot_folder(Slot::B, &b, "{}\n", "set x=1\n");
+        let files = slot_folder(Slot::B, &b, None, "{}\n", "set x=1\n");
         let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
             names,
@@ -160,6 +171,11 @@ mod tests {
             ]
         );
         assert_eq!(files[1].1, b"initrd!");
+        // A signed build's UKI comes after the initrd, before the manifest.
+        let signed = slot_folder(Slot::B, &b, Some(b"uki"), "{}\n", "set x=1\n");
+        assert_eq!(signed[2].0, "EFI/anklume/slot-b/anklume.efi");
+        assert_eq!(signed[2].1, b"uki");
+        assert_eq!(signed.last().unwrap().0, "EFI/anklume/slot-b/slot.cfg");
     }
 
     #[test]

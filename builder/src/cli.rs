@@ -61,6 +61,15 @@ pub struct ImageArgs {
     /// keys, network config); formatted ext4 on first boot.
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
     pub persist_size: u64,
+    /// Secure Boot: PEM private key that signs shim and each slot's UKI
+    /// (default: $ANKLUME_SIGNING_KEY). Read where it is, never copied into
+    /// the image. Without a key the image boots with Secure Boot off only.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// Secure Boot: the key's X.509 certificate, PEM (default:
+    /// $ANKLUME_SIGNING_CERT); placed on the ESP for MOK enrolment.
+    #[arg(long, value_name = "FILE")]
+    pub signing_cert: Option<PathBuf>,
     /// No progress bars or step lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -165,6 +174,8 @@ fn image_cmd(a: &ImageArgs) -> anyhow::Result<()> {
             Err(_) => 0,
         },
     };
+    let signing =
+        crate::signing::SigningKey::from_args(a.signing_key.as_deref(), a.signing_cert.as_deref())?;
     crate::image::build(&crate::image::BuildOptions {
         rootfs: a.rootfs.clone(),
         mkosi_dir: a.mkosi_dir.clone(),
@@ -177,6 +188,7 @@ fn image_cmd(a: &ImageArgs) -> anyhow::Result<()> {
         formats: a.format.clone(),
         slot_size: a.slot_size,
         persist_size: a.persist_size,
+        signing,
     })?;
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
-use anklume_contract::bootfiles::{self, ESP_DIR, INITRD, KERNEL, SLOT_CFG};
+use anklume_contract::bootfiles::{
+    self, ESP_DIR, INITRD, KERNEL, MOK_MANAGER, SB_CERT, SLOT_CFG, UKI,
+};
 use anklume_contract::bootstate::MAX_TRIES;
 use anklume_contract::Slot;
 
@@ -74,9 +76,33 @@ fn try_slot(s: Slot) -> String {
     f
 }
 
+/// The kernel command line of a slot, in GRUB's variables (`slot.cfg`'s).
+/// `grub.cfg` passes it as is; a signed UKI carries it with the values of
+/// one slot filled in ([`kernel_cmdline`]).
+pub const CMDLINE: &str = "root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version";
+
+/// What a UKI adds to [`CMDLINE`]: its command line cannot depend on
+/// whether GRUB counted the try, so a failed boot always reboots (the next
+/// try, or the other slot, comes).
+pub const UKI_ON_FAIL: &str = "panic=10 anklume.onfail=reboot";
+
+/// The command line signed into slot `b`'s UKI: [`CMDLINE`] with `b`'s
+/// values, then [`UKI_ON_FAIL`].
+pub fn kernel_cmdline(b: &SlotBoot) -> String {
+    let line = CMDLINE
+        .replace("$anklume_boot", &b.slot.to_string())
+        .replace("$anklume_partuuid", &b.partuuid.to_lowercase())
+        .replace("$anklume_roothash", &b.root_hash)
+        .replace("$anklume_hashoffset", &b.hash_offset.to_string())
+        .replace("$anklume_version", &b.version);
+    format!("{line} {UKI_ON_FAIL}")
+}
+
 /// The main `grub.cfg` (identical on every medium of a version). It boots
-/// the chosen slot with the kernel and initrd of that slot's folder on the
-/// ESP ([`bootfiles`]).
+/// the chosen slot: with Secure Boot on (`$lockdown`, set by Debian's
+/// signed GRUB) by chainloading the slot's signed UKI, which shim verifies;
+/// otherwise with the kernel and initrd of that slot's folder on the ESP
+/// ([`bootfiles`]).
 pub fn grub_cfg() -> String {
     let mut c = format!(
         "# anklume Live OS boot selection. Boot state: the environment block next\n\
@@ -113,15 +139,33 @@ pub fn grub_cfg() -> String {
          export anklume_boot anklume_slotdir anklume_partuuid anklume_roothash anklume_hashoffset anklume_version anklume_panic anklume_onfail\n\
          function anklume_linux {{\n\
          \x20 echo \"anklume: loading slot $anklume_boot ($anklume_version) from $anklume_slotdir\"\n\
-         \x20 linux $anklume_slotdir/{KERNEL} root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version $anklume_panic $anklume_onfail $1\n\
-         \x20 initrd $anklume_slotdir/{INITRD}\n\
+         \x20 if [ \"$lockdown\" = y ]; then\n\
+         \x20   # Secure Boot: only the signed UKI, whose command line (root hash\n\
+         \x20   # included) and initrd are covered by its signature. Arguments\n\
+         \x20   # given here are ignored by its stub.\n\
+         \x20   echo \"anklume: Secure Boot is on: starting the signed UKI of slot $anklume_boot\"\n\
+         \x20   chainloader $anklume_slotdir/{UKI}\n\
+         \x20 else\n\
+         \x20   linux $anklume_slotdir/{KERNEL} {CMDLINE} $anklume_panic $anklume_onfail $1\n\
+         \x20   initrd $anklume_slotdir/{INITRD}\n\
+         \x20 fi\n\
          }}\n\
          menuentry \"anklume Live OS $anklume_version (slot $anklume_boot)\" --id anklume {{\n\
          \x20 anklume_linux \"\"\n\
          }}\n\
          menuentry \"anklume Live OS $anklume_version (slot $anklume_boot), copied to RAM\" --id anklume-toram {{\n\
          \x20 anklume_linux anklume.toram=1\n\
-         }}\n",
+         }}\n\
+         if [ \"$lockdown\" = y ]; then\n\
+         \x20 # The UKI refused (its key not enrolled yet, or a changed file):\n\
+         \x20 # MokManager, to enrol {SB_CERT} once.\n\
+         \x20 set fallback=anklume-mok\n\
+         \x20 menuentry \"Secure Boot: enrol the anklume signing key (MokManager)\" --id anklume-mok {{\n\
+         \x20   echo \"anklume: the signed UKI was refused: this machine does not trust its key yet, or a boot file was changed.\"\n\
+         \x20   echo \"anklume: MokManager: Enroll key from disk, then {SB_CERT}, Continue, Yes, Reboot.\"\n\
+         \x20   chainloader ($anklume_esp)/{MOK_MANAGER}\n\
+         \x20 }}\n\
+         fi\n",
     ));
     c
 }
@@ -293,14 +337,64 @@ mod tests {
         assert!(fallback < dir);
         assert!(c.contains("if [ ! -f ($anklume_esp)/EFI/anklume/slot-$anklume_boot/slot.cfg ]"));
         assert!(c.contains("source $anklume_slotdir/slot.cfg\n"));
-        assert!(c.contains("  linux $anklume_slotdir/vmlinuz root=anklume "));
-        assert!(c.contains("  initrd $anklume_slotdir/initrd.img\n"));
+        assert!(c.contains("    linux $anklume_slotdir/vmlinuz root=anklume "));
+        assert!(c.contains("    initrd $anklume_slotdir/initrd.img\n"));
         assert!(c.contains("set anklume_env=($anklume_esp)/EFI/anklume/grubenv\n"));
         // Nothing is read from a slot partition any more.
         for gone in ["$anklume_disk", "anklume_part=", "$anklume_part)"] {
             assert!(!c.contains(gone), "{gone}");
         }
         assert!(!COMMON_MODULES.contains(&"squash4") && !COMMON_MODULES.contains(&"xzio"));
+    }
+
+    #[test]
+    fn under_secure_boot_only_the_signed_uki_is_started() {
+        let c = grub_cfg();
+        let f = c.find("function anklume_linux").unwrap();
+        let body = &c[f..c[f..].find("\n}\n").unwrap() + f];
+        let sb = body.find("if [ \"$lockdown\" = y ]; then").unwrap();
+        let chain = body
+            .find("chainloader $anklume_slotdir/anklume.efi\n")
+            .unwrap();
+        let other = body.find("  else\n").unwrap();
+        let linux = body.find("linux $anklume_slotdir/vmlinuz").unwrap();
+        assert!(sb < chain && chain < other && other < linux, "{body}");
+        // The fallback to MokManager exists only under Secure Boot.
+        let mok = c.find("set fallback=anklume-mok").unwrap();
+        let guard = c[..mok].rfind("if [ \"$lockdown\" = y ]; then\n").unwrap();
+        assert!(!c[guard..mok].contains("\nfi\n"), "{}", &c[guard..mok]);
+        assert!(c.contains("chainloader ($anklume_esp)/EFI/BOOT/mmx64.efi\n"));
+    }
+
+    #[test]
+    fn the_uki_command_line_is_grubs_with_the_slots_values() {
+        let b = SlotBoot {
+            slot: Slot::B,
+            partuuid: "ABCD-EF".into(),
+            root_hash: "12".repeat(32),
+            hash_offset: 4096,
+            version: "0.2.0".into(),
+        };
+        let line = kernel_cmdline(&b);
+        assert_eq!(
+            line,
+            format!(
+                "root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=b anklume.partuuid=abcd-ef anklume.roothash={} anklume.hashoffset=4096 anklume.version=0.2.0 panic=10 anklume.onfail=reboot",
+                "12".repeat(32)
+            )
+        );
+        assert!(!line.contains('$'));
+        // GRUB's linux line is the same template.
+        assert!(grub_cfg().contains(&format!("vmlinuz {CMDLINE} $anklume_panic")));
+        // Every variable of the template is one slot.cfg sets.
+        let cfg = slot_cfg(&b);
+        for var in CMDLINE.split('$').skip(1) {
+            let name = var.split_whitespace().next().unwrap();
+            assert!(
+                name == "anklume_boot" || cfg.contains(&format!("set {name}=")),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::iso::{self, IsoInputs, ISO_SLOT_A_PART};
 use crate::progress::Progress;
 use crate::raw::{self, RawGuids, RawInputs, RawSizes};
 use crate::rootfs;
+use crate::signing::{self, SigningKey, UkiInputs};
 use crate::slot;
 
 /// Room on the ESP for everything but the slots' folders: GRUB EFI
@@ -74,6 +75,45 @@ pub struct BuildOptions {
     pub slot_size: u64,
     /// Raw image: bytes of the persist partition.
     pub persist_size: u64,
+    /// Secure Boot signing key; `None`: an unsigned image (Secure Boot off).
+    pub signing: Option<SigningKey>,
+}
+
+/// Where the rootfs keeps the signed EFI binaries of a signed build.
+pub const SIGNED_SHIM: &str = "usr/lib/shim/shimx64.efi.signed";
+pub const SIGNED_MOK_MANAGER: &str = "usr/lib/shim/mmx64.efi.signed";
+pub const SIGNED_GRUB: &str = "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed";
+
+/// The EFI side of a signed build (the same for every format).
+#[derive(Debug)]
+struct SignedBoot {
+    /// Shim with Microsoft's signatures and ours.
+    shim: Vec<u8>,
+    grub: Vec<u8>,
+    mok_manager: Vec<u8>,
+    cert_der: Vec<u8>,
+}
+
+impl SignedBoot {
+    fn prepare(rootfs: &Path, work: &Path, key: &SigningKey) -> Result<SignedBoot> {
+        let read = |rel: &str| {
+            let p = rootfs.join(rel);
+            std::fs::read(&p).with_context(|| {
+                format!(
+                    "reading {} (the rootfs needs shim-signed and grub-efi-amd64-signed)",
+                    p.display()
+                )
+            })
+        };
+        let shim = work.join("shimx64.efi");
+        key.sign(&rootfs.join(SIGNED_SHIM), &shim)?;
+        Ok(SignedBoot {
+            shim: std::fs::read(&shim).with_context(|| format!("reading {}", shim.display()))?,
+            grub: read(SIGNED_GRUB)?,
+            mok_manager: read(SIGNED_MOK_MANAGER)?,
+            cert_der: key.cert_der.clone(),
+        })
+    }
 }
 
 /// Identifiers of one image, derived from version + epoch + format
@@ -134,7 +174,27 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
         }
     };
     let boot = BootFiles::from_rootfs(&rootfs)?;
-    let esp_size = esp_size(boot.size());
+    let signed = match &o.signing {
+        Some(key) => {
+            p.step(&format!("Secure Boot: signing with {}", key.subject));
+            Some(SignedBoot::prepare(&rootfs, &o.work_dir, key)?)
+        }
+        None => {
+            eprintln!(
+                "anklume-build: note: no signing key (--signing-key/--signing-cert or \
+                 ${}/${}): the image boots with Secure Boot off only",
+                signing::KEY_ENV,
+                signing::CERT_ENV
+            );
+            None
+        }
+    };
+    // A signed slot's folder also holds its UKI (kernel + initrd + stub).
+    let per_slot = match signed {
+        Some(_) => 2 * boot.size() + (1 << 20),
+        None => boot.size(),
+    };
+    let esp_size = esp_size(per_slot);
     let t = Instant::now();
     p.step("writing the squashfs of slot A");
     let slot_img = o.work_dir.join("slot-a.img");
@@ -163,18 +223,51 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
             format.name()
         ));
         let core = grub::build_core_images(&rootfs, &work, &fat_uuid(ids.esp_volume_id))?;
-        let slot_cfg = grub::slot_cfg(&SlotBoot {
+        let slot_boot = SlotBoot {
             slot: Slot::A,
             partuuid: ids.slot_a_guid.clone(),
             root_hash: manifest.root_hash.clone(),
             hash_offset: manifest.hash_offset,
             version: o.version.clone(),
-        });
+        };
+        let slot_cfg = grub::slot_cfg(&slot_boot);
+        // The UKI's command line names this format's slot PARTUUID: one
+        // UKI per format, and the manifest records its hash.
+        let mut manifest = manifest.clone();
+        let uki = match &o.signing {
+            Some(key) => {
+                p.step(&format!(
+                    "building and signing slot A's UKI ({})",
+                    format.name()
+                ));
+                let out = work.join("anklume.efi");
+                signing::build_uki(
+                    &UkiInputs {
+                        rootfs: &rootfs,
+                        kernel: &rootfs.join(format!("boot/vmlinuz-{}", boot.kernel_version)),
+                        initrd: &rootfs.join(format!("boot/initrd.img-{}", boot.kernel_version)),
+                        kernel_version: &boot.kernel_version,
+                        cmdline: &grub::kernel_cmdline(&slot_boot),
+                        epoch: o.epoch,
+                    },
+                    key,
+                    &work,
+                    &out,
+                )?;
+                let data =
+                    std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
+                manifest
+                    .boot_files
+                    .push(crate::bootfiles::entry(bootfiles::UKI, &data));
+                Some(data)
+            }
+            None => None,
+        };
         let manifest_json = manifest.to_json();
-        let slot_a = slot_folder(Slot::A, &boot, &manifest_json, &slot_cfg);
+        let slot_a = slot_folder(Slot::A, &boot, uki.as_deref(), &manifest_json, &slot_cfg);
         let esp_img = work.join("esp.img");
         p.step(&format!("writing the ESP ({} MiB)", esp_size >> 20));
-        write_esp(&esp_img, esp_size, &ids, &core, &slot_a)?;
+        write_esp(&esp_img, esp_size, &ids, &core, signed.as_ref(), &slot_a)?;
         let name = format!("anklume-{}.{}", o.version, format.name());
         let out = o.out_dir.join(&name);
         let tmp = o.out_dir.join(format!(".{name}.tmp"));
@@ -225,20 +318,28 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     Ok(outputs)
 }
 
-/// The ESP: GRUB EFI, grub.cfg, a fresh boot state, slot A's folder
-/// (kernel, initrd, manifest, slot.cfg).
+/// The ESP: the EFI boot loader (our GRUB; on a signed build shim,
+/// Debian's signed GRUB with its config, MokManager and our certificate),
+/// grub.cfg, a fresh boot state, slot A's folder (kernel, initrd, UKI,
+/// manifest, slot.cfg).
 fn write_esp(
     out: &Path,
     size: u64,
     ids: &BuildIds,
     core: &CoreImages,
+    signed: Option<&SignedBoot>,
     slot_a: &[(String, &[u8])],
 ) -> Result<()> {
-    let efi =
-        std::fs::read(&core.efi).with_context(|| format!("reading {}", core.efi.display()))?;
+    let efi = match signed {
+        Some(s) => s.shim.clone(),
+        None => {
+            std::fs::read(&core.efi).with_context(|| format!("reading {}", core.efi.display()))?
+        }
+    };
     let env = encode_envblk(&BootState::fresh().to_vars())
         .map_err(|e| anyhow::anyhow!("encoding the GRUB environment block: {e}"))?;
     let grub_cfg = grub::grub_cfg();
+    let early = grub::early_cfg(&fat_uuid(ids.esp_volume_id));
     let mut files = vec![
         EspFile {
             path: bootfiles::EFI_BOOT,
@@ -253,6 +354,26 @@ fn write_esp(
             data: &env,
         },
     ];
+    if let Some(s) = signed {
+        files.extend([
+            EspFile {
+                path: bootfiles::SHIM_NEXT,
+                data: &s.grub,
+            },
+            EspFile {
+                path: bootfiles::MOK_MANAGER,
+                data: &s.mok_manager,
+            },
+            EspFile {
+                path: bootfiles::SIGNED_GRUB_CFG,
+                data: early.as_bytes(),
+            },
+            EspFile {
+                path: bootfiles::SB_CERT,
+                data: &s.cert_der,
+            },
+        ]);
+    }
     files.extend(slot_a.iter().map(|(path, data)| EspFile { path, data }));
     esp::write_esp(out, size, ids.esp_volume_id, &files)
 }

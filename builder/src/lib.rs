@@ -5,6 +5,12 @@
 //! state, manifest) → hybrid ISO (xorriso, GPT fixed up with our own writer)
 //! or raw GPT disk.
 //!
+//! Secure Boot ([`signing`]): with the user's key, the ESP starts
+//! Microsoft-signed shim (which also carries our signature, for machines
+//! whose db holds only the user's certificate), then Debian's signed GRUB,
+//! which chainloads each slot's UKI signed with that key (`ukify` +
+//! `sbsign`).
+//!
 //! Crate choices: `sha2` for hashing (SHA-NI accelerated); `fatfs` for the
 //! ESP; `indicatif` for progress. Squashfs is written by `mksquashfs`
 //! (multi-threaded, keeps xattrs) as DESIGN.md asks.
@@ -27,6 +33,7 @@ pub mod iso;
 pub mod progress;
 pub mod raw;
 pub mod rootfs;
+pub mod signing;
 pub mod slot;
 pub mod verity;
 pub mod verity_cli;

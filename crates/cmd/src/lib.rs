@@ -25,6 +25,10 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "cpio" => "cpio",
         "chroot" => "coreutils",
         "nft" => "nftables",
+        "openssl" => "openssl",
+        "sbsign" | "sbverify" => "sbsigntool",
+        "ukify" => "systemd-ukify (trixie)",
+        "virt-fw-vars" => "python3-virt-firmware (bookworm-backports)",
         "ip" | "nsenter" => "iproute2 / util-linux",
         _ => return None,
     })

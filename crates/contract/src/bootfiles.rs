@@ -7,16 +7,27 @@
 //!
 //! | path | content |
 //! |---|---|
-//! | `EFI/BOOT/BOOTX64.EFI` | GRUB EFI |
+//! | `EFI/BOOT/BOOTX64.EFI` | GRUB EFI; on a signed build, shim (signed by Microsoft and by the build's key) |
+//! | `EFI/BOOT/grubx64.efi` | signed build: Debian's signed GRUB, which shim starts |
+//! | `EFI/BOOT/mmx64.efi` | signed build: MokManager (enrols the build's certificate as a MOK) |
+//! | `EFI/BOOT/grub.cfg` | signed build: what Debian's GRUB reads first (finds the ESP, hands over to ours) |
 //! | `EFI/anklume/grub.cfg` | boot selection (the same for every slot) |
+//! | `EFI/anklume/anklume-sb.der` | signed build: the certificate the UKIs are signed with (for MokManager) |
 //! | `EFI/anklume/grubenv` | boot state ([`crate::bootstate`]) |
 //! | `EFI/anklume/slot-<x>/vmlinuz` | slot x's kernel |
 //! | `EFI/anklume/slot-<x>/initrd.img` | slot x's initrd |
-//! | `EFI/anklume/slot-<x>/manifest.json` | slot x's manifest ([`crate::manifest`]), with the SHA-256 of the two files above |
+//! | `EFI/anklume/slot-<x>/anklume.efi` | signed build: slot x's UKI (kernel + initrd + command line with the root hash), signed |
+//! | `EFI/anklume/slot-<x>/manifest.json` | slot x's manifest ([`crate::manifest`]), with the SHA-256 of the boot files above |
 //! | `EFI/anklume/slot-<x>/slot.cfg` | what `grub.cfg` sources to boot slot x (PARTUUID, root hash, hash offset, version) |
 //!
+//! With Secure Boot on (GRUB's `$lockdown`), `grub.cfg` only chainloads the
+//! slot's signed UKI: shim checks its signature, and the UKI's own command
+//! line (with the verity root hash) and initrd are inside what is signed.
+//! Without Secure Boot, and on BIOS, GRUB loads `vmlinuz` + `initrd.img`
+//! with the command line built from `slot.cfg`.
+//!
 //! Writing a slot's folder (the builder for slot A, the updater for the
-//! inactive slot): kernel, initrd and manifest first, `slot.cfg` **last**.
+//! inactive slot): boot files and manifest first, `slot.cfg` **last**.
 //! `grub.cfg` treats a slot without `slot.cfg` as empty (it boots slot A),
 //! so a folder whose write was cut short is never booted.
 
@@ -28,6 +39,15 @@ pub const ESP_DIR: &str = "EFI/anklume";
 pub const EFI_BOOT: &str = "EFI/BOOT/BOOTX64.EFI";
 /// The boot selection script.
 pub const GRUB_CFG: &str = "EFI/anklume/grub.cfg";
+/// Signed build: shim's second stage (Debian's signed GRUB).
+pub const SHIM_NEXT: &str = "EFI/BOOT/grubx64.efi";
+/// Signed build: MokManager, which shim and `grub.cfg` start.
+pub const MOK_MANAGER: &str = "EFI/BOOT/mmx64.efi";
+/// Signed build: the config Debian's signed GRUB reads (from its own folder).
+pub const SIGNED_GRUB_CFG: &str = "EFI/BOOT/grub.cfg";
+/// Signed build: the signing certificate (DER), for MokManager's
+/// "Enroll key from disk".
+pub const SB_CERT: &str = "EFI/anklume/anklume-sb.der";
 /// The GRUB environment block holding the boot state.
 pub const GRUBENV: &str = "EFI/anklume/grubenv";
 
@@ -36,10 +56,23 @@ pub const KERNEL: &str = "vmlinuz";
 pub const INITRD: &str = "initrd.img";
 pub const MANIFEST: &str = "manifest.json";
 pub const SLOT_CFG: &str = "slot.cfg";
+/// Signed build: the slot's signed unified kernel image.
+pub const UKI: &str = "anklume.efi";
 
 /// The files GRUB loads to boot a slot, recorded with their SHA-256 in the
 /// slot's manifest, in this order.
 pub const LOADED: [&str; 2] = [KERNEL, INITRD];
+/// What a signed build adds after [`LOADED`].
+pub const SIGNED: [&str; 1] = [UKI];
+
+/// Whether `names` (a manifest's boot files, in order) is a valid list:
+/// [`LOADED`], optionally followed by [`SIGNED`].
+pub fn valid_boot_files(names: &[&str]) -> bool {
+    names == LOADED
+        || (names.len() == LOADED.len() + SIGNED.len()
+            && names[..2] == LOADED
+            && names[2..] == SIGNED)
+}
 
 /// A slot's folder: `EFI/anklume/slot-a`.
 pub fn slot_dir(s: Slot) -> String {
@@ -63,9 +96,19 @@ mod tests {
         for p in [GRUB_CFG, GRUBENV, &slot_dir(Slot::A)] {
             assert!(p.starts_with(&format!("{ESP_DIR}/")), "{p}");
         }
+        assert!(valid_boot_files(&LOADED));
+        assert!(valid_boot_files(&[KERNEL, INITRD, UKI]));
+        for bad in [
+            &[KERNEL][..],
+            &[INITRD, KERNEL],
+            &[KERNEL, INITRD, UKI, UKI],
+            &[UKI, KERNEL, INITRD],
+        ] {
+            assert!(!valid_boot_files(bad), "{bad:?}");
+        }
         // Names GRUB and FAT take as they are: no spaces, no upper case
         // (FAT would store a short name with a different case).
-        for n in [KERNEL, INITRD, MANIFEST, SLOT_CFG] {
+        for n in [KERNEL, INITRD, MANIFEST, SLOT_CFG, UKI] {
             assert!(n
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'-'));

@@ -22,8 +22,9 @@ pub struct SlotManifest {
     pub salt: String,
     /// Verity root hash, lower-case hex.
     pub root_hash: String,
-    /// The files GRUB loads from the slot's folder on the ESP
-    /// ([`crate::bootfiles::LOADED`], in that order).
+    /// The boot files of the slot's folder on the ESP
+    /// ([`crate::bootfiles::LOADED`], then on a signed build
+    /// [`crate::bootfiles::SIGNED`], in that order).
     pub boot_files: Vec<BootFile>,
 }
 
@@ -48,10 +49,11 @@ impl SlotManifest {
         let m: SlotManifest =
             serde_json::from_str(text).map_err(|e| format!("slot manifest: {e}"))?;
         let names: Vec<&str> = m.boot_files.iter().map(|f| f.name.as_str()).collect();
-        if names != crate::bootfiles::LOADED {
+        if !crate::bootfiles::valid_boot_files(&names) {
             return Err(format!(
-                "slot manifest: boot_files lists {names:?}, expected {:?}",
-                crate::bootfiles::LOADED
+                "slot manifest: boot_files lists {names:?}, expected {:?} (+ {:?} when signed)",
+                crate::bootfiles::LOADED,
+                crate::bootfiles::SIGNED
             ));
         }
         Ok(m)
@@ -117,5 +119,15 @@ mod tests {
         assert!(SlotManifest::from_json(&m.to_json()).is_err());
         let old = sample().to_json().replace("\"boot_files\"", "\"x\"");
         assert!(SlotManifest::from_json(&old).is_err());
+        // A signed build's manifest adds the UKI last.
+        let mut signed = sample();
+        signed.boot_files.push(BootFile {
+            name: crate::bootfiles::UKI.into(),
+            size: 30,
+            sha256: "12".repeat(32),
+        });
+        assert_eq!(SlotManifest::from_json(&signed.to_json()).unwrap(), signed);
+        signed.boot_files.swap(1, 2);
+        assert!(SlotManifest::from_json(&signed.to_json()).is_err());
     }
 }

@@ -3,11 +3,14 @@
 //! a USB stick, and check from inside the guest (report on ttyS1) that the
 //! root is an overlay over the dm-verity device with the build's root hash;
 //! plus toram with the medium ejected, persist across boots and the A/B
-//! rollback on the raw image.
+//! rollback on the raw image; Secure Boot with own keys and with stock
+//! keys + MokManager enrolment, and changed signed files refused.
 
+pub mod mok;
 pub mod persist;
 pub mod qemu;
 pub mod rollback;
 pub mod scenario;
+pub mod secureboot;
 pub mod tamper;
 pub mod toram;

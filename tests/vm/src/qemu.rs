@@ -44,6 +44,10 @@ pub struct VmConfig {
     pub monitor: bool,
     /// Let the guest reboot (otherwise QEMU exits when it tries).
     pub allow_reboot: bool,
+    /// UEFI only: boot OVMF's Secure Boot firmware with this variable store
+    /// (used in place, so that a MOK enrolled in one boot is there in the
+    /// next); `None`: the plain firmware with a fresh copy of its store.
+    pub secure_boot_vars: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -55,7 +59,11 @@ pub struct Vm {
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Secure Boot firmware (needs `-machine q35,smm=on` and secure pflash).
+const OVMF_CODE_SB: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// The variable store of stock PCs: Microsoft's KEK and db, Secure Boot on.
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 impl Vm {
     pub fn start(c: &VmConfig) -> Result<Vm> {
@@ -102,16 +110,27 @@ impl Vm {
             }
         }
         if c.firmware == Firmware::Uefi {
+            let (code, vars) = match &c.secure_boot_vars {
+                Some(v) => {
+                    cmd = cmd
+                        .args(["-machine", "q35,smm=on"])
+                        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                    (OVMF_CODE_SB, v.clone())
+                }
+                None => {
+                    let vars = c.dir.join("OVMF_VARS.fd");
+                    std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
+                    (OVMF_CODE, vars)
+                }
+            };
             ensure!(
-                Path::new(OVMF_CODE).exists(),
-                "{OVMF_CODE} is missing: install ovmf (ci/setup-image)"
+                Path::new(code).exists(),
+                "{code} is missing: install ovmf (ci/setup-image)"
             );
-            let vars = c.dir.join("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF variable store")?;
             cmd = cmd
                 .arg("-drive")
                 .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
                 ))
                 .arg("-drive")
                 .arg(format!(

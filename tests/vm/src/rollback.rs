@@ -214,13 +214,16 @@ fn arm_broken_slot_b(copy: &Path, facts: &ImageFacts) -> Result<()> {
         kernel: read_a(bootfiles::KERNEL)?,
         initrd: read_a(bootfiles::INITRD)?,
     };
-    let manifest = SlotManifest {
+    // Without Secure Boot GRUB loads the kernel and initrd: slot B gets no
+    // UKI (A's would carry A's root hash) and its manifest lists none.
+    let mut manifest = SlotManifest {
         version,
         ..facts.manifest.clone()
     };
+    manifest.boot_files.truncate(bootfiles::LOADED.len());
     let manifest_json = manifest.to_json();
     esp::create_dir(copy, facts.esp_offset, &bootfiles::slot_dir(Slot::B))?;
-    for (path, data) in slot_folder(Slot::B, &boot, &manifest_json, &cfg) {
+    for (path, data) in slot_folder(Slot::B, &boot, None, &manifest_json, &cfg) {
         // The ESP holds two slots' boot files: this is where it must fit.
         esp::write_file(copy, facts.esp_offset, &path, data)
             .with_context(|| format!("writing {path} on the ESP"))?;

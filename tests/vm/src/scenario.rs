@@ -26,6 +26,9 @@ pub enum Scenario {
     Toram,
     Persist,
     Rollback,
+    UefiSbOwn,
+    UefiSbMs,
+    SbTampered,
 }
 
 /// Which image a scenario boots.
@@ -54,7 +57,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -63,17 +66,24 @@ impl Scenario {
         Scenario::Toram,
         Scenario::Persist,
         Scenario::Rollback,
+        Scenario::UefiSbOwn,
+        Scenario::UefiSbMs,
+        Scenario::SbTampered,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
-    /// plus toram, persist and rollback; bios-cd and uefi-disk only differ
-    /// from these by the firmware × medium pairing.
-    pub const CI: [Scenario; 6] = [
+    /// plus toram, persist, rollback and the three Secure Boot scenarios;
+    /// bios-cd and uefi-disk only differ from these by the firmware ×
+    /// medium pairing.
+    pub const CI: [Scenario; 9] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
         Scenario::Toram,
         Scenario::Persist,
         Scenario::Rollback,
+        Scenario::UefiSbOwn,
+        Scenario::UefiSbMs,
+        Scenario::SbTampered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +96,9 @@ impl Scenario {
             Scenario::Toram => "toram",
             Scenario::Persist => "persist",
             Scenario::Rollback => "rollback",
+            Scenario::UefiSbOwn => "uefi-sb-own",
+            Scenario::UefiSbMs => "uefi-sb-ms",
+            Scenario::SbTampered => "sb-tampered",
         }
     }
 
@@ -270,6 +283,9 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiCd | Scenario::Toram => (Firmware::Uefi, Medium::Cd),
         Scenario::Persist => (Firmware::Bios, Medium::UsbDiskWritable),
         Scenario::Rollback => (Firmware::Uefi, Medium::UsbDiskWritable),
+        Scenario::UefiSbOwn | Scenario::UefiSbMs | Scenario::SbTampered => {
+            (Firmware::Uefi, Medium::UsbDisk)
+        }
     };
     let cfg = VmConfig {
         image: image.to_path_buf(),
@@ -280,12 +296,16 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         dir: dir.clone(),
         monitor: false,
         allow_reboot: false,
+        secure_boot_vars: None,
     };
     match s {
         Scenario::Toram => crate::toram::run(&facts, cfg, image),
         Scenario::Tampered => tampered(&facts, cfg, image),
         Scenario::Persist => crate::persist::run(&facts, cfg, image),
         Scenario::Rollback => crate::rollback::run(&facts, cfg, image),
+        Scenario::UefiSbOwn => crate::secureboot::own_keys(&facts, cfg, image),
+        Scenario::UefiSbMs => crate::secureboot::stock_keys_with_mok(&facts, cfg, image),
+        Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
         _ => {
             let out = boot_and_report(&cfg, Duration::from_secs(900))?;
             check_verified_boot(&out.report, &facts, Slot::A)?;

@@ -30,6 +30,12 @@ r verity_roothash="$(echo "$vs" | grep -E '^ +root hash:' | tr -s ' ' | cut -d' 
 r cmdline="$(cat /proc/cmdline)"
 while IFS= read -r l; do r "boot_$l"; done < /run/anklume/boot.env
 r kernel="$(uname -r)"
+# UEFI Secure Boot as the firmware reports it (4 attribute bytes, then 0/1).
+sbvar=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+if [ ! -d /sys/firmware/efi ]; then r secure_boot=bios
+elif [ "$(od -An -tu1 -j4 -N1 "$sbvar" 2>/dev/null | tr -d ' ')" = 1 ]; then r secure_boot=on
+else r secure_boot=off
+fi
 # The agent's own view (anklume status), one line per fact.
 anklume status | while IFS= read -r l; do
     k=$(echo "${l%%:*}" | tr ' ' '_'); v=$(echo "${l#*:}" | sed 's/^ *//')
