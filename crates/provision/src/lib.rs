@@ -1,0 +1,15 @@
+//! First-boot provisioning: from the machine's disks to a typed pool plan.
+//!
+//! Data flows one way: [`probe`] reads the machine into an
+//! [`inventory::Inventory`]; [`disks::survey`] sorts its disks into
+//! candidates and exclusions (the boot medium, CD-ROMs, loop, zram, disks in
+//! use); a [`preseed`] file or the interactive [`wizard`] picks a candidate
+//! and fills in a [`plan::Plan`]; the plan is shown in full; only then
+//! [`exec`] turns it into commands.
+
+pub mod disks;
+pub mod inventory;
+pub mod size;
+
+#[cfg(test)]
+mod testdata;
