@@ -9,6 +9,8 @@
 
 pub mod disks;
 pub mod inventory;
+pub mod plan;
+pub mod selector;
 pub mod size;
 
 #[cfg(test)]
