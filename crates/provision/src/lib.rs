@@ -10,6 +10,7 @@
 pub mod disks;
 pub mod inventory;
 pub mod plan;
+pub mod preseed;
 pub mod selector;
 pub mod size;
 

@@ -39,8 +39,8 @@ impl Filesystem {
 
     pub fn zfs_default() -> Filesystem {
         Filesystem::Zfs {
-            pool: "anklume".into(),
-            datasets: vec!["incus".into(), "anklume".into()],
+            pool: ZFS_POOL.into(),
+            datasets: default_datasets(),
         }
     }
 
@@ -52,6 +52,15 @@ impl Filesystem {
     }
 }
 
+/// The ZFS pool's default name.
+pub const ZFS_POOL: &str = "anklume";
+
+/// Default ZFS datasets (snapshots are native to ZFS).
+pub fn default_datasets() -> Vec<String> {
+    vec!["incus".into(), "anklume".into()]
+}
+
+/// Default BTRFS subvolumes.
 pub fn default_volumes() -> Vec<String> {
     vec!["incus".into(), "anklume".into(), "snapshots".into()]
 }
