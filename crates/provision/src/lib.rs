@@ -11,6 +11,7 @@ pub mod disks;
 pub mod inventory;
 pub mod plan;
 pub mod preseed;
+pub mod probe;
 pub mod selector;
 pub mod size;
 

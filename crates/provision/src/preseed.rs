@@ -264,10 +264,11 @@ impl Preseed {
                     .map_err(|e| self.err_at("disk", disk.span(), format!("wipe = {w:?}: {e}")))?,
             ),
             None if cand.is_blank() => None,
-            None => return Err(self.err_at(
-                "disk",
-                disk.span(),
-                format!(
+            None => {
+                return Err(self.err_at(
+                    "disk",
+                    disk.span(),
+                    format!(
                     "{} is not blank ({}); to wipe it, add wipe = {:?} (its by-id name or serial)",
                     cand.label(),
                     cand.contents(),
@@ -275,7 +276,8 @@ impl Preseed {
                         .or(cand.disk().serial.as_deref())
                         .unwrap_or_default()
                 ),
-            )),
+                ))
+            }
         };
         let default_pool = PoolSection::default();
         let pool = self
