@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod plan;
 pub mod preseed;
 pub mod probe;
+pub mod seed;
 pub mod selector;
 pub mod size;
 
