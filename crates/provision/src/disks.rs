@@ -87,6 +87,9 @@ pub struct Excluded {
     /// Kernel name (`sda`): the only name shown for it.
     pub name: String,
     pub reason: Exclusion,
+    /// Not a drive of its own (loop, zram, device-mapper, md...): left out
+    /// of the wizard's "not offered" list, where only drives matter.
+    pub virtual_device: bool,
 }
 
 /// A disk that may hold the pool. Only [`survey`] makes one.
@@ -293,6 +296,7 @@ pub fn survey(inv: &Inventory) -> Survey {
             Some(reason) => s.excluded.push(Excluded {
                 name: d.name.clone(),
                 reason,
+                virtual_device: !matches!(by_kind(d), None | Some(Exclusion::CdRom)),
             }),
             None => s.candidates.push(Candidate {
                 disk: d.clone(),

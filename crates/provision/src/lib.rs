@@ -15,6 +15,12 @@ pub mod probe;
 pub mod seed;
 pub mod selector;
 pub mod size;
+pub mod wizard;
 
-#[cfg(test)]
-mod testdata;
+/// Fake machines (USB, CD, Ventoy, toram boots) for tests here and in the
+/// programs' tests (feature `testdata`).
+#[cfg(any(test, feature = "testdata"))]
+pub mod testdata;
+
+/// The terminal type the wizard runs on.
+pub use dialoguer::console::Term;
