@@ -1,11 +1,148 @@
-//! `anklume-firstboot`: first-boot wizard: encrypted data pool and Incus bootstrap.
+//! `anklume-firstboot`: the first-boot wizard and its unattended mode.
 //!
-//! Not implemented yet: this binary only states its planned interface and
-//! exits with status 2, so that nothing mistakes it for a working tool.
+//! A thin CLI over `anklume-provision`: read the machine's disks, take the
+//! plan from a preseed (`--preseed FILE`, else the `ANKLUME-SEED` volume)
+//! or from the interactive wizard, show it in full, and with `--dry-run`
+//! stop there.
 
-const PLAN: &str = "  (wizard)      interactive TUI: pick a disk, LUKS2, BTRFS or ZFS, Incus on the pool\n  --preseed F   unattended mode driven by a preseed file";
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-fn main() {
-    eprintln!("anklume-firstboot: not implemented yet.\n\nPlanned subcommands:\n{PLAN}");
-    std::process::exit(2);
+use anklume_provision::disks::survey;
+use anklume_provision::inventory::Inventory;
+use anklume_provision::plan::Plan;
+use anklume_provision::preseed::Preseed;
+use anklume_provision::probe::Probe;
+use anklume_provision::seed::{load_seed, SEED_LABEL, SEED_MOUNT_DIR};
+use anklume_provision::wizard::{self, Outcome};
+use anklume_provision::Term;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+/// Create the encrypted data pool on first boot: interactive by default,
+/// unattended with a preseed (`--preseed FILE`, or `anklume-seed.toml` on a
+/// volume labelled ANKLUME-SEED).
+#[derive(Debug, Parser)]
+#[command(name = "anklume-firstboot", version)]
+struct Cli {
+    /// Unattended: take every answer from this preseed file.
+    #[arg(long, value_name = "FILE")]
+    preseed: Option<PathBuf>,
+    /// Show the plan and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// List the disks: those offered for the pool, and why the others are
+    /// not; then exit.
+    #[arg(long)]
+    list_disks: bool,
+    /// Do not look for an ANKLUME-SEED volume (interactive unless --preseed).
+    #[arg(long)]
+    no_seed: bool,
+    /// Read the disks from this JSON inventory instead of the machine
+    /// (tests and demos; only with --dry-run or --list-disks).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// Trace the external commands run.
+    #[arg(long)]
+    verbose: bool,
+}
+
+/// Exit status when the person declines the plan at the last question.
+const DECLINED: u8 = 3;
+
+fn inventory(cli: &Cli) -> Result<Inventory> {
+    match &cli.inventory {
+        Some(p) => {
+            if !(cli.dry_run || cli.list_disks) {
+                bail!("--inventory is a fake machine: it is only accepted with --dry-run or --list-disks");
+            }
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Inventory::from_json(&text).with_context(|| format!("in {}", p.display()))
+        }
+        None => Probe::new("/")
+            .inventory()
+            .context("reading the machine's disks"),
+    }
+}
+
+fn list_disks(inv: &Inventory) {
+    let s = survey(inv);
+    println!("Offered for the pool:");
+    if s.candidates.is_empty() {
+        println!("  (none)");
+    }
+    for c in &s.candidates {
+        println!("  {}", c.summary());
+    }
+    println!("Not offered:");
+    for e in &s.excluded {
+        println!("  {}: {}", e.name, e.reason);
+    }
+}
+
+fn preseed(cli: &Cli, inv: &Inventory) -> Result<Option<Preseed>> {
+    if let Some(p) = &cli.preseed {
+        return Preseed::load(p).map(Some);
+    }
+    // A fake inventory's devices cannot be mounted.
+    if cli.no_seed || cli.inventory.is_some() {
+        return Ok(None);
+    }
+    load_seed(inv, Path::new(SEED_MOUNT_DIR))
+        .with_context(|| format!("reading the {SEED_LABEL} volume"))
+}
+
+fn apply(plan: &Plan) -> Result<()> {
+    bail!(
+        "writing the pool is not available in this build yet (the plan above was checked; run with --dry-run to see it without this error): nothing was written to {}",
+        plan.disk().label()
+    )
+}
+
+fn run(cli: &Cli) -> Result<ExitCode> {
+    anklume_cmd::set_trace(cli.verbose);
+    let inv = inventory(cli)?;
+    if cli.list_disks {
+        list_disks(&inv);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan = match preseed(cli, &inv)? {
+        Some(p) => {
+            println!("Preseed: {}", p.origin);
+            let plan = p.plan(&inv)?;
+            println!("{plan}");
+            plan
+        }
+        None => {
+            let term = Term::stdout();
+            if !term.is_term() {
+                bail!("no terminal for the wizard: give --preseed FILE, or plug in a volume labelled {SEED_LABEL} holding anklume-seed.toml");
+            }
+            match wizard::run(&term, &inv, cli.dry_run)? {
+                Outcome::Confirmed(plan) => *plan,
+                Outcome::Declined => {
+                    println!("Nothing was written.");
+                    return Ok(ExitCode::from(DECLINED));
+                }
+            }
+        }
+    };
+    if cli.dry_run {
+        println!("Dry run: nothing was written.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    apply(&plan)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("anklume-firstboot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
