@@ -8,6 +8,7 @@
 //! [`exec`] turns it into commands.
 
 pub mod disks;
+pub mod exec;
 pub mod inventory;
 pub mod plan;
 pub mod preseed;
