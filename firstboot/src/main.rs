@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anklume_provision::disks::survey;
+use anklume_provision::exec;
 use anklume_provision::inventory::Inventory;
 use anklume_provision::plan::Plan;
 use anklume_provision::preseed::Preseed;
@@ -93,11 +94,22 @@ fn preseed(cli: &Cli, inv: &Inventory) -> Result<Option<Preseed>> {
         .with_context(|| format!("reading the {SEED_LABEL} volume"))
 }
 
+fn print_commands(plan: &Plan) {
+    println!("Commands (secrets go on stdin, never on a command line):");
+    for s in exec::steps(plan) {
+        println!("  {}", s.line());
+    }
+}
+
+/// Write the pool, after reading the machine again (the disk must still be
+/// the one planned).
 fn apply(plan: &Plan) -> Result<()> {
-    bail!(
-        "writing the pool is not available in this build yet (the plan above was checked; run with --dry-run to see it without this error): nothing was written to {}",
-        plan.disk().label()
-    )
+    let now = Probe::new("/")
+        .inventory()
+        .context("reading the machine's disks again")?;
+    exec::execute(plan, &now, &mut std::io::stdout())?;
+    println!("The pool is ready on {}.", plan.disk().label());
+    Ok(())
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
@@ -129,6 +141,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         }
     };
     if cli.dry_run {
+        print_commands(&plan);
         println!("Dry run: nothing was written.");
         return Ok(ExitCode::SUCCESS);
     }

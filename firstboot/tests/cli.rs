@@ -55,7 +55,15 @@ fn preseed_dry_run_prints_the_full_plan_and_writes_nothing() {
         out.contains("  wipe:        nothing to destroy (blank disk)\n"),
         "{out}"
     );
-    assert!(out.ends_with("Dry run: nothing was written.\n"), "{out}");
+    assert!(out.contains("Commands (secrets go on stdin, never on a command line):\n  sgdisk --zap-all /dev/disk/by-id/ata-ST2000DM008_ZFL0ABCD\n"), "{out}");
+    assert!(
+        out.contains("  cryptsetup luksFormat --batch-mode --type luks2"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("  cryptsetup close anklume-pool\nDry run: nothing was written.\n"),
+        "{out}"
+    );
     assert!(!out.contains("correct horse"), "{out}");
 }
 
