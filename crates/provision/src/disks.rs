@@ -3,7 +3,8 @@
 //! [`survey`] sorts every whole disk of an [`Inventory`] into
 //! [`Candidate`]s and [`Excluded`] disks. A [`Candidate`] can only be made
 //! here, and a [`crate::plan::Plan`] only holds a [`Candidate`]: no plan can
-//! name the boot medium, a CD-ROM, a loop or zram device, or a disk in use.
+//! name the boot medium, a CD-ROM, a loop or zram device, a disk in use, or
+//! the stick holding the seed volume.
 //!
 //! The boot medium is found by ancestry, by device number, never by a
 //! name: from what holds `/` (through an overlay's `lowerdir`), the
@@ -52,6 +53,10 @@ pub enum Exclusion {
     InUse {
         what: String,
     },
+    /// Holds the seed volume (the preseed's own stick).
+    SeedVolume {
+        volume: String,
+    },
     ReadOnly,
     TooSmall {
         size: Size,
@@ -70,6 +75,9 @@ impl fmt::Display for Exclusion {
             Exclusion::Zram => write!(f, "zram (compressed RAM)"),
             Exclusion::Virtual { kind } => write!(f, "{kind}"),
             Exclusion::InUse { what } => write!(f, "in use: {what}"),
+            Exclusion::SeedVolume { volume } => {
+                write!(f, "holds the seed volume {volume}")
+            }
             Exclusion::ReadOnly => write!(f, "read-only"),
             Exclusion::TooSmall { size } => {
                 write!(f, "too small ({size}; a pool needs {MIN_POOL_SIZE})")
@@ -273,6 +281,12 @@ impl Survey {
 pub fn survey(inv: &Inventory) -> Survey {
     let boot = boot_medium(inv);
     let in_use = in_use(inv);
+    let mut seeds = BTreeMap::new();
+    for v in crate::seed::seed_volumes(inv) {
+        for (disk, _) in disks_under(inv, v, String::new()) {
+            seeds.entry(disk).or_insert_with(|| v.name.clone());
+        }
+    }
     let mut s = Survey::default();
     for d in inv.devices.iter().filter(|d| d.devtype == DevType::Disk) {
         let reason = if let Some(via) = boot.get(&d.name) {
@@ -281,6 +295,10 @@ pub fn survey(inv: &Inventory) -> Survey {
             Some(r)
         } else if let Some(what) = in_use.get(&d.name) {
             Some(Exclusion::InUse { what: what.clone() })
+        } else if let Some(volume) = seeds.get(&d.name) {
+            Some(Exclusion::SeedVolume {
+                volume: volume.clone(),
+            })
         } else if d.read_only {
             Some(Exclusion::ReadOnly)
         } else if Size(d.size_bytes) < MIN_POOL_SIZE {

@@ -248,3 +248,23 @@ fn contents_describe_what_a_wipe_destroys() {
         "gpt partition table, sdb1 1.0 TB ntfs \"Photos\""
     );
 }
+
+#[test]
+fn the_seed_stick_is_not_offered() {
+    let mut inv = usb_boot();
+    inv.devices
+        .push(named_disk("sdh", (8, 112), 16 * GB, "Seed Stick", "SEED1"));
+    inv.devices.push(BlockDevice {
+        fs_type: Some("vfat".into()),
+        fs_label: Some("ANKLUMESEED".into()),
+        ..part("sdh1", "sdh", (8, 113), 16 * GB)
+    });
+    let s = survey(&inv);
+    assert_eq!(names(&s), ["nvme0n1", "sdb"]);
+    assert_eq!(
+        s.excluded_reason("sdh"),
+        Some(&Exclusion::SeedVolume {
+            volume: "sdh1".into()
+        })
+    );
+}
