@@ -397,6 +397,37 @@ pub fn verify_target(plan: &Plan, now: &Inventory) -> Result<()> {
     Ok(())
 }
 
+/// The signatures `wipefs` finds on `path` (read-only probe), as
+/// `TYPE OFFSET` lines: udev's data may lag or be missing, so a disk planned
+/// as blank is probed itself before anything is written.
+pub fn signatures(path: &str) -> Result<Vec<String>> {
+    let out = Cmd::new("wipefs")
+        .args(["--no-act", "--noheadings", "--output", "TYPE,OFFSET", path])
+        .output_string()
+        .with_context(|| format!("probing {path} for signatures"))?;
+    Ok(out
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// A disk planned without a wipe must carry no signature at all.
+pub fn check_blank(plan: &Plan, path: &str) -> Result<()> {
+    if plan.wipe().is_some() {
+        return Ok(());
+    }
+    let found = signatures(path)?;
+    if !found.is_empty() {
+        bail!(
+            "{} is not blank after all ({}): nothing was written; confirm the wipe by naming the disk",
+            plan.disk().label(),
+            found.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The unlocked pool; locked again by [`Mapping::close`] (or, best effort,
 /// when dropped).
 #[derive(Debug)]
@@ -455,6 +486,7 @@ fn wait_for(path: &str, timeout: Duration) -> Result<()> {
 /// after it is added to the pool.
 pub fn execute(plan: &Plan, now: &Inventory, out: &mut dyn Write) -> Result<()> {
     verify_target(plan, now)?;
+    check_blank(plan, &plan.disk().path())?;
     let pass = plan.passphrase();
     let recovery = RecoveryKey::generate()?;
     let run = |s: &Step, out: &mut dyn Write| -> Result<()> {

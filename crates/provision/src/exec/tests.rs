@@ -334,3 +334,55 @@ fn the_target_is_checked_again_before_writing() {
         "{e}"
     );
 }
+
+/// udev's data said blank, the disk says otherwise: refused.
+#[test]
+fn a_disk_planned_blank_is_probed_itself_before_writing() {
+    let blank_plan = plan_on(
+        &usb_boot(),
+        0,
+        None,
+        Filesystem::btrfs_default(),
+        false,
+        default_argon(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let img_s = img.to_str().unwrap();
+    check_blank(&blank_plan, img_s).unwrap();
+    Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", img_s])
+        .run()
+        .unwrap();
+    assert_eq!(signatures(img_s).unwrap(), ["ext4 0x438"]);
+    let e = check_blank(&blank_plan, img_s).unwrap_err().to_string();
+    assert!(
+        e.contains("is not blank after all (ext4 0x438): nothing was written"),
+        "{e}"
+    );
+    // With a consent the signature is expected.
+    let mut inv = usb_boot();
+    inv.devices
+        .iter_mut()
+        .find(|d| d.name == "nvme0n1")
+        .unwrap()
+        .fs_type = Some("ext4".into());
+    let wipe_plan = plan_on(
+        &inv,
+        0,
+        Some("S466NX0M123456"),
+        Filesystem::btrfs_default(),
+        false,
+        default_argon(),
+    );
+    check_blank(&wipe_plan, img_s).unwrap();
+    let e = format!("{:#}", signatures("/nonexistent/disk").unwrap_err());
+    assert!(
+        e.contains("probing /nonexistent/disk for signatures"),
+        "{e}"
+    );
+}
