@@ -7,7 +7,6 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::disks::{Candidate, WipeConsent};
-use crate::size::Size;
 
 /// The LUKS2 label every boot scans for to find the pool.
 pub const POOL_LABEL: &str = "anklume-pool";
@@ -305,9 +304,9 @@ impl fmt::Display for Plan {
         )?;
         writeln!(
             f,
-            "               argon2id memory {} KiB ({}), iterations {}, parallel {}",
+            "               argon2id memory {} KiB ({} MiB), iterations {}, parallel {}",
             l.argon2id.memory_kib,
-            Size(u64::from(l.argon2id.memory_kib) * 1024),
+            l.argon2id.memory_kib / 1024,
             l.argon2id.iterations,
             l.argon2id.parallel
         )?;
@@ -377,7 +376,7 @@ mod tests {
             "wipe:        nothing to destroy",
             "(/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_500GB_S466NX0M123456-part1)",
             "LUKS2 label \"anklume-pool\", aes-xts-plain64 512-bit",
-            "argon2id memory 1048576 KiB (1.1 GB), iterations 4, parallel 4",
+            "argon2id memory 1048576 KiB (1024 MiB), iterations 4, parallel 4",
             "passphrase (set, 13 characters)",
             "TPM2:        no",
             "subvolumes:  incus, anklume, snapshots",
