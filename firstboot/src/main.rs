@@ -107,7 +107,7 @@ fn apply(plan: &Plan) -> Result<()> {
     let now = Probe::new("/")
         .inventory()
         .context("reading the machine's disks again")?;
-    exec::execute(plan, &now, &mut std::io::stdout())?;
+    exec::execute(plan, &now, &mut exec::System, &mut std::io::stdout())?;
     println!("The pool is ready on {}.", plan.disk().label());
     Ok(())
 }

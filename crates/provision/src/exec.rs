@@ -15,12 +15,8 @@
 //! same explicit parameters, reads secrets on stdin, and through `Cmd`
 //! every call is traced and every failure carries cryptsetup's own message.
 
-use std::io::Write;
-use std::path::Path;
-use std::time::{Duration, Instant};
-
 use anklume_cmd::Cmd;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::disks::survey;
 use crate::inventory::Inventory;
@@ -71,17 +67,30 @@ impl Step {
         s
     }
 
-    /// The command, its stdin filled.
-    pub fn cmd(&self, pass: &Secret, recovery: &RecoveryKey) -> Cmd {
-        let c = Cmd::new(&self.argv[0]).args(&self.argv[1..]);
+    /// What the command reads on stdin.
+    pub fn input(&self, pass: &Secret, recovery: &RecoveryKey) -> Vec<u8> {
         match self.stdin {
-            Stdin::Nothing => c,
-            Stdin::Passphrase => c.input(pass.expose().as_bytes().to_vec()),
+            Stdin::Nothing => Vec::new(),
+            Stdin::Passphrase => pass.expose().as_bytes().to_vec(),
             Stdin::PassphraseThenRecovery => {
                 let mut input = pass.expose().as_bytes().to_vec();
                 input.extend_from_slice(recovery.0.as_bytes());
-                c.input(input)
+                input
             }
+        }
+    }
+
+    /// The command, its stdin filled.
+    pub fn cmd(&self, pass: &Secret, recovery: &RecoveryKey) -> Cmd {
+        self.cmd_with(self.input(pass, recovery))
+    }
+
+    fn cmd_with(&self, input: Vec<u8>) -> Cmd {
+        let c = Cmd::new(&self.argv[0]).args(&self.argv[1..]);
+        if self.stdin == Stdin::Nothing {
+            c
+        } else {
+            c.input(input)
         }
     }
 }
@@ -397,128 +406,8 @@ pub fn verify_target(plan: &Plan, now: &Inventory) -> Result<()> {
     Ok(())
 }
 
-/// The signatures `wipefs` finds on `path` (read-only probe), as
-/// `TYPE OFFSET` lines: udev's data may lag or be missing, so a disk planned
-/// as blank is probed itself before anything is written.
-pub fn signatures(path: &str) -> Result<Vec<String>> {
-    let out = Cmd::new("wipefs")
-        .args(["--no-act", "--noheadings", "--output", "TYPE,OFFSET", path])
-        .output_string()
-        .with_context(|| format!("probing {path} for signatures"))?;
-    Ok(out
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
-/// A disk planned without a wipe must carry no signature at all.
-pub fn check_blank(plan: &Plan, path: &str) -> Result<()> {
-    if plan.wipe().is_some() {
-        return Ok(());
-    }
-    let found = signatures(path)?;
-    if !found.is_empty() {
-        bail!(
-            "{} is not blank after all ({}): nothing was written; confirm the wipe by naming the disk",
-            plan.disk().label(),
-            found.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// The unlocked pool; locked again by [`Mapping::close`] (or, best effort,
-/// when dropped).
-#[derive(Debug)]
-struct Mapping {
-    open: bool,
-}
-
-fn close_cmd() -> Cmd {
-    let s = close_step();
-    Cmd::new(&s.argv[0]).args(&s.argv[1..])
-}
-
-fn is_mounted(dir: &str) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(dir)))
-}
-
-impl Mapping {
-    fn close(mut self) -> Result<()> {
-        self.open = false;
-        close_cmd().run()
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        if self.open {
-            if is_mounted(SETUP_MOUNT) {
-                if let Err(e) = Cmd::new("umount").arg(SETUP_MOUNT).run() {
-                    eprintln!("warning: {SETUP_MOUNT} stays mounted: {e:#}");
-                }
-            }
-            if let Err(e) = close_cmd().run() {
-                eprintln!("warning: /dev/mapper/{POOL_MAPPING} stays open: {e:#}");
-            }
-        }
-    }
-}
-
-fn wait_for(path: &str, timeout: Duration) -> Result<()> {
-    let start = Instant::now();
-    while !Path::new(path).exists() {
-        if start.elapsed() > timeout {
-            bail!(
-                "{path} did not appear within {} s after partitioning",
-                timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
-/// Carry out `plan` on this machine; `now` is a fresh inventory (see
-/// [`verify_target`]). The recovery key is written to `out` once, right
-/// after it is added to the pool.
-pub fn execute(plan: &Plan, now: &Inventory, out: &mut dyn Write) -> Result<()> {
-    verify_target(plan, now)?;
-    check_blank(plan, &plan.disk().path())?;
-    let pass = plan.passphrase();
-    let recovery = RecoveryKey::generate()?;
-    let run = |s: &Step, out: &mut dyn Write| -> Result<()> {
-        writeln!(out, "==> {}", s.what)?;
-        s.cmd(pass, &recovery).run().with_context(|| s.what.clone())
-    };
-    for s in partition_steps(plan) {
-        run(&s, out)?;
-    }
-    let part = plan.partition_path();
-    wait_for(&part, Duration::from_secs(30))?;
-    for s in luks_steps(plan, &part) {
-        run(&s, out)?;
-    }
-    writeln!(
-        out,
-        "\nRecovery key (shown once, stored nowhere: write it down now):\n\n    {}\n",
-        recovery.expose()
-    )?;
-    run(&open_step(&part), out)?;
-    let mapping = Mapping { open: true };
-    if plan.tpm2 {
-        run(&tpm2_step(&part), out)?;
-    }
-    std::fs::create_dir_all(SETUP_MOUNT).with_context(|| format!("creating {SETUP_MOUNT}"))?;
-    for s in filesystem_steps(plan) {
-        run(&s, out)?;
-    }
-    writeln!(out, "==> {}", close_step().what)?;
-    mapping.close()?;
-    Ok(())
-}
+mod run;
+pub use run::{check_blank, execute, signatures, Runner, System};
 
 #[cfg(test)]
 mod tests;
