@@ -97,16 +97,16 @@ impl Step {
 
 /// A recovery key: 256 random bits as 64 modhex characters in 8 groups
 /// (systemd-cryptenroll's format: typable on any keyboard layout). Shown
-/// once, stored nowhere.
+/// once, stored nowhere, zeroed when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RecoveryKey(String);
+pub struct RecoveryKey(zeroize::Zeroizing<String>);
 
 const MODHEX: &[u8; 16] = b"cbdefghijklnrtuv";
 
 impl RecoveryKey {
     pub fn generate() -> Result<RecoveryKey> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut())
             .map_err(|e| anyhow::anyhow!("no randomness for the recovery key: {e}"))?;
         Ok(Self::from_bytes(&bytes))
     }
@@ -122,7 +122,7 @@ impl RecoveryKey {
             })
             .collect();
         let groups: Vec<String> = chars.chunks(8).map(|c| c.iter().collect()).collect();
-        RecoveryKey(groups.join("-"))
+        RecoveryKey(zeroize::Zeroizing::new(groups.join("-")))
     }
 
     pub fn expose(&self) -> &str {

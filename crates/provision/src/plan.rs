@@ -148,9 +148,9 @@ impl Luks {
     }
 }
 
-/// A passphrase: never printed, never serialized.
+/// A passphrase: never printed, never serialized, zeroed when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Result<Secret> {
@@ -161,7 +161,7 @@ impl Secret {
         if s.contains(['\n', '\r']) {
             bail!("the passphrase must be one line");
         }
-        Ok(Secret(s))
+        Ok(Secret(zeroize::Zeroizing::new(s)))
     }
 
     pub fn expose(&self) -> &str {
