@@ -119,7 +119,9 @@ pub struct PreseedFile {
 pub struct Preseed {
     /// Where it came from, for messages.
     pub origin: String,
-    text: String,
+    /// Byte offsets where the file's lines start (for error positions; the
+    /// text itself, passphrase included, is not kept).
+    line_starts: Vec<usize>,
     pub file: PreseedFile,
     passphrase: Secret,
 }
@@ -137,7 +139,7 @@ impl Preseed {
     /// `passphrase_file` is relative to.
     pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Preseed> {
         let de = toml::Deserializer::new(text);
-        let file: PreseedFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut file: PreseedFile = serde_path_to_error::deserialize(de).map_err(|e| {
             // Spanned sections show up as a private field in the path.
             let path = e
                 .path()
@@ -200,6 +202,9 @@ impl Preseed {
                 })?
             }
         };
+        // The passphrase lives on only as a `Secret` (hidden from Debug,
+        // zeroed when dropped).
+        file.encryption.get_mut().passphrase = None;
         let disk = &file.disk;
         disk.get_ref()
             .selector()
@@ -222,7 +227,9 @@ impl Preseed {
         }
         Ok(Preseed {
             origin: origin.to_string(),
-            text: text.to_string(),
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
             file,
             passphrase,
         })
@@ -242,7 +249,7 @@ impl Preseed {
         span: std::ops::Range<usize>,
         msg: impl std::fmt::Display,
     ) -> anyhow::Error {
-        let (l, _) = position(&self.text, span.start);
+        let l = self.line_starts.partition_point(|&s| s <= span.start);
         anyhow!("{}: line {l}: [{section}]: {msg}", self.origin)
     }
 

@@ -41,6 +41,13 @@ fn the_example_parses_and_plans() {
 }
 
 #[test]
+fn the_passphrase_is_kept_only_as_a_hidden_secret() {
+    let p = parse(MINI).unwrap();
+    assert_eq!(p.passphrase.expose(), "correct horse");
+    assert!(!format!("{p:?}").contains("correct horse"));
+}
+
+#[test]
 fn unknown_keys_are_refused_with_line_and_key() {
     let e = err(&format!("{MINI}\n[network]\ndhcp = true\n"));
     assert_eq!(e, "seed.toml: line 7, column 2: at `network`: unknown field `network`, expected one of `disk`, `pool`, `encryption`");
