@@ -49,7 +49,7 @@ test:
 	bash ci/test
 	$(MAKE) test-keys
 	ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt $(MAKE) iso
-	$(MAKE) check-image
+	ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt $(MAKE) check-image
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
 ## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and

@@ -159,7 +159,8 @@ pub fn grub_cfg() -> String {
          if [ \"$lockdown\" = y ]; then\n\
          \x20 # The UKI refused (its key not enrolled yet, or a changed file):\n\
          \x20 # MokManager, to enrol {SB_CERT} once.\n\
-         \x20 set fallback=anklume-mok\n\
+         \x20 # GRUB takes the fallback by number only (an id is ignored).\n\
+         \x20 set fallback=2\n\
          \x20 menuentry \"Secure Boot: enrol the anklume signing key (MokManager)\" --id anklume-mok {{\n\
          \x20   echo \"anklume: the signed UKI was refused: this machine does not trust its key yet, or a boot file was changed.\"\n\
          \x20   echo \"anklume: MokManager: Enroll key from disk, then {SB_CERT}, Continue, Yes, Reboot.\"\n\
@@ -360,7 +361,13 @@ mod tests {
         let linux = body.find("linux $anklume_slotdir/vmlinuz").unwrap();
         assert!(sb < chain && chain < other && other < linux, "{body}");
         // The fallback to MokManager exists only under Secure Boot.
-        let mok = c.find("set fallback=anklume-mok").unwrap();
+        let mok = c.find("set fallback=2\n").unwrap();
+        // ... which is the MokManager entry: the third one.
+        let titles: Vec<&str> = c
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("menuentry \""))
+            .collect();
+        assert!(titles[2].starts_with("Secure Boot: enrol"), "{titles:?}");
         let guard = c[..mok].rfind("if [ \"$lockdown\" = y ]; then\n").unwrap();
         assert!(!c[guard..mok].contains("\nfi\n"), "{}", &c[guard..mok]);
         assert!(c.contains("chainloader ($anklume_esp)/EFI/BOOT/mmx64.efi\n"));

@@ -95,7 +95,7 @@ struct SignedBoot {
 }
 
 impl SignedBoot {
-    fn prepare(rootfs: &Path, work: &Path, key: &SigningKey) -> Result<SignedBoot> {
+    fn prepare(rootfs: &Path, work: &Path, key: &SigningKey, epoch: u64) -> Result<SignedBoot> {
         let read = |rel: &str| {
             let p = rootfs.join(rel);
             std::fs::read(&p).with_context(|| {
@@ -106,7 +106,7 @@ impl SignedBoot {
             })
         };
         let shim = work.join("shimx64.efi");
-        key.sign(&rootfs.join(SIGNED_SHIM), &shim)?;
+        key.sign(&rootfs.join(SIGNED_SHIM), &shim, epoch)?;
         Ok(SignedBoot {
             shim: std::fs::read(&shim).with_context(|| format!("reading {}", shim.display()))?,
             grub: read(SIGNED_GRUB)?,
@@ -177,7 +177,7 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     let signed = match &o.signing {
         Some(key) => {
             p.step(&format!("Secure Boot: signing with {}", key.subject));
-            Some(SignedBoot::prepare(&rootfs, &o.work_dir, key)?)
+            Some(SignedBoot::prepare(&rootfs, &o.work_dir, key, o.epoch)?)
         }
         None => {
             eprintln!(

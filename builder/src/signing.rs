@@ -110,9 +110,12 @@ impl SigningKey {
     }
 
     /// Sign the PE file `input` into `output`; a signature already there
-    /// (shim's, by Microsoft) is kept and ours is added.
-    pub fn sign(&self, input: &Path, output: &Path) -> Result<()> {
+    /// (shim's, by Microsoft) is kept and ours is added. The signature's
+    /// signing time is `epoch` (`SOURCE_DATE_EPOCH`, which sbsign honours):
+    /// the same inputs give the same bytes.
+    pub fn sign(&self, input: &Path, output: &Path, epoch: u64) -> Result<()> {
         Cmd::new("sbsign")
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
             .arg("--key")
             .arg(&self.key)
             .arg("--cert")
@@ -166,7 +169,7 @@ pub fn build_uki(i: &UkiInputs<'_>, key: &SigningKey, work: &Path, out: &Path) -
         .env("SOURCE_DATE_EPOCH", i.epoch.to_string())
         .run()
         .context("assembling the UKI with ukify")?;
-    key.sign(&unsigned, out)?;
+    key.sign(&unsigned, out, i.epoch)?;
     std::fs::remove_file(&unsigned).with_context(|| format!("removing {}", unsigned.display()))?;
     Ok(())
 }
@@ -244,6 +247,56 @@ mod tests {
         assert!(err.contains("nope.key does not exist"), "{err}");
         let err = format!("{:#}", SigningKey::from_args(Some(&k1), None).unwrap_err());
         assert!(err.contains("--signing-cert"), "{err}");
+    }
+
+    #[test]
+    fn signing_is_reproducible_and_keeps_earlier_signatures() {
+        let d = tempfile::tempdir().unwrap();
+        let (k, c) = pair(d.path(), "repro");
+        let key = SigningKey::load(&k, &c).unwrap();
+        // The smallest PE sbsign takes: a PE32+ header with no sections.
+        let pe = minimal_pe();
+        let input = d.path().join("in.efi");
+        std::fs::write(&input, &pe).unwrap();
+        let (a, b, twice) = (d.path().join("a"), d.path().join("b"), d.path().join("2"));
+        key.sign(&input, &a, 1_700_000_000).unwrap();
+        key.sign(&input, &b, 1_700_000_000).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        key.sign(&a, &twice, 1_700_000_000).unwrap();
+        let list = Cmd::new("sbverify")
+            .arg("--list")
+            .arg(&twice)
+            .output_string()
+            .unwrap();
+        assert!(list.contains("signature 2"), "{list}");
+    }
+
+    /// MZ + PE32+ headers (x86-64, EFI application) with one empty
+    /// section, 0x400 bytes: enough for sbsign and sbverify.
+    fn minimal_pe() -> Vec<u8> {
+        let mut pe = vec![0u8; 0x400];
+        pe[0..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x40;
+        pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+        pe[0x44..0x46].copy_from_slice(&0x8664u16.to_le_bytes()); // machine
+        pe[0x46..0x48].copy_from_slice(&1u16.to_le_bytes()); // sections
+        pe[0x54..0x56].copy_from_slice(&0xf0u16.to_le_bytes()); // optional header size
+        pe[0x56..0x58].copy_from_slice(&0x0206u16.to_le_bytes()); // characteristics
+        let o = 0x58;
+        pe[o..o + 2].copy_from_slice(&0x20bu16.to_le_bytes()); // PE32+
+        pe[o + 32..o + 36].copy_from_slice(&0x200u32.to_le_bytes()); // section alignment
+        pe[o + 36..o + 40].copy_from_slice(&0x200u32.to_le_bytes()); // file alignment
+        pe[o + 56..o + 60].copy_from_slice(&0x400u32.to_le_bytes()); // size of image
+        pe[o + 60..o + 64].copy_from_slice(&0x200u32.to_le_bytes()); // size of headers
+        pe[o + 68..o + 70].copy_from_slice(&10u16.to_le_bytes()); // subsystem: EFI application
+        pe[o + 108..o + 112].copy_from_slice(&16u32.to_le_bytes()); // data directories
+        let s = o + 0xf0;
+        pe[s..s + 5].copy_from_slice(b".text");
+        pe[s + 8..s + 12].copy_from_slice(&0x200u32.to_le_bytes());
+        pe[s + 12..s + 16].copy_from_slice(&0x200u32.to_le_bytes());
+        pe[s + 16..s + 20].copy_from_slice(&0x200u32.to_le_bytes());
+        pe[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
+        pe
     }
 
     #[test]
