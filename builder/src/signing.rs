@@ -110,12 +110,17 @@ impl SigningKey {
     }
 
     /// Sign the PE file `input` into `output`; a signature already there
-    /// (shim's, by Microsoft) is kept and ours is added. The signature's
-    /// signing time is `epoch` (`SOURCE_DATE_EPOCH`, which sbsign honours):
-    /// the same inputs give the same bytes.
+    /// (shim's, by Microsoft) is kept and ours is added. sbsign writes the
+    /// clock into the signature (its signing time) and has no option for
+    /// it: it runs under `faketime` frozen at `epoch`, so that the same
+    /// inputs give the same bytes (reproducible images).
     pub fn sign(&self, input: &Path, output: &Path, epoch: u64) -> Result<()> {
-        Cmd::new("sbsign")
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        Cmd::new("faketime")
+            .env("FAKETIME_FMT", "%s")
+            .env("TZ", "UTC")
+            .arg("-f")
+            .arg(epoch.to_string())
+            .arg("sbsign")
             .arg("--key")
             .arg(&self.key)
             .arg("--cert")
@@ -260,6 +265,8 @@ mod tests {
         std::fs::write(&input, &pe).unwrap();
         let (a, b, twice) = (d.path().join("a"), d.path().join("b"), d.path().join("2"));
         key.sign(&input, &a, 1_700_000_000).unwrap();
+        // A second later by the clock: the signature must not change.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         key.sign(&input, &b, 1_700_000_000).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         key.sign(&a, &twice, 1_700_000_000).unwrap();

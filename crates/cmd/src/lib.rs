@@ -27,6 +27,7 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "nft" => "nftables",
         "openssl" => "openssl",
         "sbsign" | "sbverify" => "sbsigntool",
+        "faketime" => "faketime",
         "ukify" => "systemd-ukify (trixie)",
         "virt-fw-vars" => "python3-virt-firmware (bookworm-backports)",
         "ip" | "nsenter" => "iproute2 / util-linux",
