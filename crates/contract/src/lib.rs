@@ -11,6 +11,7 @@
 pub mod bootenv;
 pub mod bootfiles;
 pub mod bootstate;
+pub mod bundle;
 pub mod manifest;
 pub mod partition;
 pub mod slot;
