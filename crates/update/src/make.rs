@@ -1,0 +1,165 @@
+//! Making a bundle from a sealed slot image (squashfs + verity tree, as
+//! `anklume-build` writes it) and the slot's boot files.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, ensure, Context, Result};
+use ring::signature::Ed25519KeyPair;
+
+use anklume_contract::bundle::{
+    self, align_up, manifest_end, BundleManifest, Extent, IndexEntry, IndexPart, INDEX_BLOCK,
+    MANIFEST_FORMAT,
+};
+use anklume_contract::manifest::SlotManifest;
+
+/// What goes into a bundle.
+#[derive(Debug, Clone)]
+pub struct BundleInput {
+    /// The sealed slot image: data then the verity area at
+    /// `slot.hash_offset`, nothing after it.
+    pub image: PathBuf,
+    /// Its manifest (as written to the ESP).
+    pub slot: SlotManifest,
+    /// The verity superblock's UUID.
+    pub verity_uuid: String,
+    /// The slot's boot files, in `slot.boot_files` order.
+    pub boot_files: Vec<PathBuf>,
+    pub min_version: String,
+    pub data_schema: u32,
+}
+
+fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let r = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if r == 0 {
+            break;
+        }
+        ctx.update(&buf[..r]);
+        n += r as u64;
+    }
+    Ok((n, bundle::hex(ctx.finish().as_ref())))
+}
+
+/// Write the bundle to `out` (through a temporary file renamed at the
+/// end); returns its manifest.
+pub fn write_bundle(
+    input: &BundleInput,
+    key: &Ed25519KeyPair,
+    out: &Path,
+) -> Result<BundleManifest> {
+    let s = &input.slot;
+    let image_size = std::fs::metadata(&input.image)
+        .with_context(|| format!("reading the size of {}", input.image.display()))?
+        .len();
+    let want = s.hash_offset + anklume_verity::hash_area_size(s.data_blocks);
+    ensure!(
+        image_size == want,
+        "{} is {image_size} bytes; a slot of {} data blocks with its verity area is {want}",
+        input.image.display(),
+        s.data_blocks
+    );
+    ensure!(
+        input.boot_files.len() == s.boot_files.len(),
+        "{} boot files given, the slot manifest lists {}",
+        input.boot_files.len(),
+        s.boot_files.len()
+    );
+    for (p, f) in input.boot_files.iter().zip(&s.boot_files) {
+        let (size, sha) = sha256_file(p)?;
+        ensure!(
+            size == f.size && sha == f.sha256,
+            "{} does not match the slot manifest's {} ({size} bytes, sha256 {sha})",
+            p.display(),
+            f.name
+        );
+    }
+    // The block index of the data blocks.
+    let mut img =
+        File::open(&input.image).with_context(|| format!("opening {}", input.image.display()))?;
+    let mut index = Vec::with_capacity(s.data_blocks as usize * bundle::INDEX_ENTRY);
+    let mut block = vec![0u8; INDEX_BLOCK as usize];
+    for b in 0..s.data_blocks {
+        img.read_exact(&mut block)
+            .with_context(|| format!("reading block {b} of {}", input.image.display()))?;
+        IndexEntry::of(&block).encode(&mut index);
+    }
+    let index_sha = bundle::hex(ring::digest::digest(&ring::digest::SHA256, &index).as_ref());
+    // The manifest's size decides where the parts start, and the parts'
+    // offsets are in the manifest: lay out with offsets of the final
+    // width until the start stops moving.
+    let mut start = manifest_end(1);
+    let manifest = loop {
+        let image = Extent {
+            offset: start,
+            size: image_size,
+        };
+        let index_part = IndexPart {
+            offset: image.offset + align_up(image.size),
+            size: index.len() as u64,
+            sha256: index_sha.clone(),
+        };
+        let mut at = index_part.offset + align_up(index_part.size);
+        let mut boot_files = Vec::new();
+        for f in &s.boot_files {
+            boot_files.push(Extent {
+                offset: at,
+                size: f.size,
+            });
+            at += align_up(f.size);
+        }
+        let m = BundleManifest {
+            format: MANIFEST_FORMAT,
+            min_version: input.min_version.clone(),
+            data_schema: input.data_schema,
+            slot: s.clone(),
+            verity_uuid: input.verity_uuid.clone(),
+            image,
+            index: index_part,
+            boot_files,
+        };
+        let end = manifest_end(m.to_json().len() as u64);
+        if end == start {
+            break m;
+        }
+        start = end;
+    };
+    let json = manifest.to_json();
+    let header = bundle::sign(&json, key).map_err(|e| anyhow!(e))?;
+    let tmp = out.with_extension("partial");
+    let mut w = BufWriter::with_capacity(
+        4 << 20,
+        File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
+    let pad = |w: &mut BufWriter<File>, n: u64| -> Result<()> {
+        w.write_all(&vec![0u8; (align_up(n) - n) as usize])?;
+        Ok(())
+    };
+    w.write_all(&header.encode())?;
+    w.write_all(&json)?;
+    pad(&mut w, json.len() as u64)?;
+    img.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut img, &mut w).context("copying the slot image")?;
+    pad(&mut w, image_size)?;
+    w.write_all(&index)?;
+    pad(&mut w, index.len() as u64)?;
+    for (p, f) in input.boot_files.iter().zip(&s.boot_files) {
+        let mut bf = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+        std::io::copy(&mut bf, &mut w).with_context(|| format!("copying {}", p.display()))?;
+        pad(&mut w, f.size)?;
+    }
+    let f = w
+        .into_inner()
+        .map_err(|e| anyhow!("writing {}: {}", tmp.display(), e.error()))?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    Ok(manifest)
+}

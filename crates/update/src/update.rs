@@ -1,0 +1,255 @@
+//! One update, in an order that survives a power cut at any instant:
+//!
+//! 1. every check, with nothing written: signature, versions, the running
+//!    slot being good (it is the fallback while the other is written),
+//!    space on the target and the ESP, and every image block to be read
+//!    from the bundle against the signed index;
+//! 2. the target is made unbootable: the boot state stops pointing at it
+//!    ([`Step::Disarmed`]), then its folder loses `slot.cfg` first
+//!    ([`Step::Cleared`]) — this is also what cleans a stale or
+//!    half-written target left by an earlier run;
+//! 3. the image is written while hashing, its verity root checked against
+//!    the signed one ([`Step::Chunk`], [`Step::Image`]);
+//! 4. the slot's kernel, initrd, manifest, then `slot.cfg` (each replaced
+//!    atomically);
+//! 5. last, the boot state arms the target: primary, 3 tries, not good
+//!    ([`Step::Armed`]).
+//!
+//! Until step 5 GRUB boots the running slot; after it, the new one, with
+//! the running one as fallback.
+
+use std::cmp::Ordering;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use anklume_contract::bootfiles::{MANIFEST, SLOT_CFG};
+use anklume_contract::bootstate::MAX_TRIES;
+use anklume_contract::bundle::compare_versions;
+use anklume_contract::Slot;
+
+use crate::delta::{self, Local, Plan};
+use crate::open::OpenBundle;
+use crate::slotcfg::{slot_cfg, SlotBoot};
+use crate::system::System;
+use crate::write::{write_image, WriteStats};
+
+/// The steps an update goes through; the hook runs after each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// All checks passed; nothing written yet.
+    Checked,
+    /// The boot state no longer points at the target.
+    Disarmed,
+    /// The target's folder is empty.
+    Cleared,
+    /// This many image data blocks are written.
+    Chunk(u64),
+    /// The image and its verity area are written and match the signature.
+    Image,
+    /// One file of the target's folder is written.
+    File(String),
+    /// The boot state arms the target: the update is complete.
+    Armed,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    /// Accept a version older than or equal to the running one, and an
+    /// older data schema.
+    pub allow_downgrade: bool,
+    /// Reuse blocks found on the local slots (delta).
+    pub reuse: bool,
+    /// Threads for checking the bundle (0 = one per core).
+    pub threads: usize,
+    /// Data blocks per write chunk.
+    pub chunk_blocks: u64,
+}
+
+impl Default for UpdateOptions {
+    fn default() -> Self {
+        UpdateOptions {
+            allow_downgrade: false,
+            reuse: false,
+            threads: 0,
+            chunk_blocks: 1024,
+        }
+    }
+}
+
+/// What an update did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub target: Slot,
+    pub version: String,
+    pub root_hash: String,
+    pub stats: WriteStats,
+    /// Bytes read from the bundle in all (header, manifest, index, boot
+    /// files and image blocks).
+    pub bundle_bytes_read: u64,
+}
+
+fn threads(t: usize) -> usize {
+    if t > 0 {
+        t
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// The version rules, checked before anything is written.
+pub fn check_rules(sys: &System, bundle: &OpenBundle, allow_downgrade: bool) -> Result<()> {
+    let m = &bundle.manifest;
+    let new = &m.slot.version;
+    let run = &sys.running_version;
+    let order = compare_versions(new, run).map_err(|e| anyhow!("versions {new} / {run}: {e}"))?;
+    if order != Ordering::Greater && !allow_downgrade {
+        bail!(
+            "the bundle's version {new} is {} the running {run}; refused (--allow-downgrade to force)",
+            if order == Ordering::Equal { "the same as" } else { "older than" }
+        );
+    }
+    if compare_versions(run, &m.min_version).map_err(|e| anyhow!(e))? == Ordering::Less {
+        bail!(
+            "the bundle updates versions {} and later; this machine runs {run}: install an intermediate version first",
+            m.min_version
+        );
+    }
+    if let Some(schema) = sys.running_data_schema {
+        if m.data_schema < schema && !allow_downgrade {
+            bail!(
+                "the bundle's data schema {} is older than the running {schema}: it could not read this machine's data",
+                m.data_schema
+            );
+        }
+    }
+    Ok(())
+}
+
+fn device_size(f: &mut File) -> Result<u64> {
+    f.seek(SeekFrom::End(0)).context("measuring the target")
+}
+
+/// Open the local slots worth reusing blocks from: the running slot's data
+/// (as its manifest on the ESP sizes it).
+fn locals(sys: &System) -> Result<Vec<Local>> {
+    let s = sys.running;
+    let path = sys.device(s).to_path_buf();
+    let mut file = File::open(&path)
+        .with_context(|| format!("opening the running slot {}", path.display()))?;
+    let len = match sys.esp.slot_manifest(s)? {
+        Some(m) => m.hash_offset,
+        None => device_size(&mut file)?,
+    };
+    Ok(vec![Local { path, file, len }])
+}
+
+/// Run an update of the inactive slot from an opened bundle. `hook` runs
+/// after every [`Step`]; an error from it stops the update there (the
+/// crash tests' power cut).
+pub fn update(
+    sys: &System,
+    bundle: &OpenBundle,
+    opts: &UpdateOptions,
+    hook: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<Report> {
+    let m = &bundle.manifest;
+    let running = sys.running;
+    let target = running.other();
+    // 1. Checks; nothing is written.
+    check_rules(sys, bundle, opts.allow_downgrade)?;
+    let (state, _) = sys.esp.read_state()?;
+    if !state.is_good(running) {
+        bail!(
+            "the running slot {running} is not marked good yet (it is on trial): its health check must pass \
+             (anklume update --mark-good) before the other slot, its fallback, is overwritten"
+        );
+    }
+    let dev = sys.device(target);
+    let mut out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .with_context(|| format!("opening the target slot {} ({})", target, dev.display()))?;
+    let room = device_size(&mut out)?;
+    if room < m.image.size {
+        bail!(
+            "slot {target} ({}) has {room} bytes; the new image needs {}",
+            dev.display(),
+            m.image.size
+        );
+    }
+    let files: u64 = m.slot.boot_files_size() + 64 * 1024; // + manifest, slot.cfg, FAT slack
+    let esp_room = sys.esp.free_bytes()? + sys.esp.slot_bytes(target);
+    if esp_room < files {
+        bail!(
+            "the ESP ({}) has {esp_room} bytes for slot {target}'s boot files; they need {files}",
+            sys.esp.root().display()
+        );
+    }
+    let (plan, locals) = if opts.reuse {
+        let locals = locals(sys)?;
+        let p = delta::plan(&bundle.index, Some((&out, room)), &locals)?;
+        (p, locals)
+    } else {
+        (Plan::full(m.slot.data_blocks), Vec::new())
+    };
+    bundle.verify_blocks(&plan.bundle_ranges(), threads(opts.threads))?;
+    hook(&Step::Checked)?;
+
+    // 2. Make the target unbootable.
+    let mut st = state.clone();
+    st.primary = running;
+    st.tries[crate::system::idx(target)] = None;
+    st.good[crate::system::idx(target)] = false;
+    if st != state {
+        sys.esp.write_state(&st)?;
+    }
+    hook(&Step::Disarmed)?;
+    sys.esp.clear_slot(target)?;
+    hook(&Step::Cleared)?;
+
+    // 3. The image, hashed while written.
+    let stats = write_image(
+        bundle,
+        &plan,
+        &locals,
+        &out,
+        opts.chunk_blocks,
+        &mut |done| hook(&Step::Chunk(done)),
+    )?;
+    drop(out);
+    hook(&Step::Image)?;
+
+    // 4. The slot's folder, slot.cfg last.
+    for (f, data) in m.slot.boot_files.iter().zip(&bundle.boot_files) {
+        sys.esp.write_slot_file(target, &f.name, data)?;
+        hook(&Step::File(f.name.clone()))?;
+    }
+    sys.esp
+        .write_slot_file(target, MANIFEST, m.slot.to_json().as_bytes())?;
+    hook(&Step::File(MANIFEST.into()))?;
+    let cfg = slot_cfg(&SlotBoot {
+        slot: target,
+        partuuid: sys.partuuid(target).to_string(),
+        root_hash: m.slot.root_hash.clone(),
+        hash_offset: m.slot.hash_offset,
+        version: m.slot.version.clone(),
+    });
+    sys.esp.write_slot_file(target, SLOT_CFG, cfg.as_bytes())?;
+    hook(&Step::File(SLOT_CFG.into()))?;
+
+    // 5. The very last write: arm the target.
+    let mut st = st;
+    st.arm(target, MAX_TRIES);
+    sys.esp.write_state(&st)?;
+    hook(&Step::Armed)?;
+    Ok(Report {
+        target,
+        version: m.slot.version.clone(),
+        root_hash: m.slot.root_hash.clone(),
+        stats,
+        bundle_bytes_read: bundle.source.bytes_read(),
+    })
+}
