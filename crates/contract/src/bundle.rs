@@ -22,8 +22,9 @@
 //! one (padded): anything else is refused, so a truncated or extended file
 //! never passes.
 //!
-//! The block index has one [`INDEX_ENTRY`]-byte entry per 4096-byte block of
-//! the slot image: the [`weak_checksum`] (4 bytes, the rsync rolling sum, to
+//! The block index has one [`INDEX_ENTRY`]-byte entry per 4096-byte *data*
+//! block of the slot image (the verity area after them is recomputed by the
+//! updater from the data, never fetched): the [`weak_checksum`] (4 bytes, the rsync rolling sum, to
 //! find blocks at any offset of a local slot) then the block's SHA-256 (32
 //! bytes, unsalted, so that blocks of an older slot match whatever salt
 //! the new verity tree uses). An updater reuses every block it already has
@@ -97,7 +98,7 @@ pub struct BundleManifest {
     /// The slot image: data (squashfs, zero-padded to 4096) then the
     /// verity superblock block and tree at `slot.hash_offset`.
     pub image: Extent,
-    /// One [`INDEX_ENTRY`] per [`INDEX_BLOCK`] of the image.
+    /// One [`INDEX_ENTRY`] per data block of the image (`slot.data_blocks`).
     pub index: IndexPart,
     /// Where each of `slot.boot_files` lies, in the same order.
     pub boot_files: Vec<Extent>,
@@ -127,11 +128,6 @@ impl BundleManifest {
         Ok(m)
     }
 
-    /// Number of index entries (blocks of the image).
-    pub fn image_blocks(&self) -> u64 {
-        self.image.size / INDEX_BLOCK
-    }
-
     fn check_layout(&self, start: u64, file_len: u64) -> Result<(), String> {
         let s = &self.slot;
         if self.image.size % INDEX_BLOCK != 0 || self.image.size <= s.hash_offset {
@@ -146,12 +142,11 @@ impl BundleManifest {
                 s.hash_offset, s.data_blocks, s.data_size
             ));
         }
-        let want_index = self.image_blocks() * INDEX_ENTRY as u64;
+        let want_index = s.data_blocks * INDEX_ENTRY as u64;
         if self.index.size != want_index {
             return Err(format!(
-                "bundle manifest: index is {} bytes, {} blocks need {want_index}",
-                self.index.size,
-                self.image_blocks()
+                "bundle manifest: index is {} bytes, {} data blocks need {want_index}",
+                self.index.size, s.data_blocks
             ));
         }
         if self.boot_files.len() != s.boot_files.len() {
@@ -476,7 +471,7 @@ mod tests {
             offset: 8192,
             size: (blocks + 2) * 4096,
         };
-        let index_size = (blocks + 2) * INDEX_ENTRY as u64;
+        let index_size = blocks * INDEX_ENTRY as u64;
         let index = IndexPart {
             offset: image.offset + image.size,
             size: index_size,

@@ -31,10 +31,10 @@ fn read(src: &dyn Source, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> 
         .checked_add(len)
         .ok_or_else(|| anyhow!("{what}: offset overflows"))?;
     ensure!(
-        end <= src.len(),
+        end <= src.size(),
         "bundle is truncated: {what} ends at byte {end}, {} has {}",
         src.name(),
-        src.len()
+        src.size()
     );
     let mut buf = vec![0u8; usize::try_from(len)?];
     src.read_at(&mut buf, offset)
@@ -55,7 +55,7 @@ impl OpenBundle {
             .map_err(|e| anyhow!(e))?
             .name
             .clone();
-        let manifest = BundleManifest::from_json(&json, src.len()).map_err(|e| anyhow!(e))?;
+        let manifest = BundleManifest::from_json(&json, src.size()).map_err(|e| anyhow!(e))?;
         let s = &manifest.slot;
         let want = s.hash_offset + anklume_verity::hash_area_size(s.data_blocks);
         ensure!(

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 /// Random access to a bundle.
 pub trait Source: Send + Sync + std::fmt::Debug {
     /// Total length in bytes.
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
     /// Fill `buf` from `offset`; short data is an error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
     /// Bytes delivered so far.
@@ -49,7 +49,7 @@ impl FileSource {
 }
 
 impl Source for FileSource {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len
     }
 

@@ -241,7 +241,6 @@ pub fn update(
     hook(&Step::File(SLOT_CFG.into()))?;
 
     // 5. The very last write: arm the target.
-    let mut st = st;
     st.arm(target, MAX_TRIES);
     sys.esp.write_state(&st)?;
     hook(&Step::Armed)?;
