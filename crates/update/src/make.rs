@@ -48,6 +48,76 @@ fn sha256_file(path: &Path) -> Result<(u64, String)> {
     Ok((n, bundle::hex(ctx.finish().as_ref())))
 }
 
+/// Seal `data` (a squashfs, or any bytes in tests and benches) into a slot
+/// image `image` — a copy zero-padded to 4096 with the verity area after
+/// it, random salt and UUID — and describe it with `boot_files` (kernel
+/// then initrd) for [`write_bundle`].
+pub fn seal(
+    data: &Path,
+    image: &Path,
+    version: &str,
+    kernel_version: &str,
+    boot_files: Vec<PathBuf>,
+    min_version: &str,
+    data_schema: u32,
+) -> Result<BundleInput> {
+    use anklume_contract::bootfiles::LOADED;
+    use anklume_contract::manifest::BootFile;
+    ensure!(
+        boot_files.len() == LOADED.len(),
+        "give the kernel and the initrd"
+    );
+    let data_size = std::fs::copy(data, image)
+        .with_context(|| format!("copying {} to {}", data.display(), image.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)?;
+    let offset = anklume_contract::verity::hash_offset(data_size);
+    f.set_len(offset)
+        .with_context(|| format!("padding {}", image.display()))?;
+    let params = anklume_verity::Params {
+        data_blocks: offset / INDEX_BLOCK,
+        salt: anklume_verity::random_bytes::<32>()?.to_vec(),
+        uuid: anklume_verity::random_uuid()?,
+    };
+    let opts = anklume_verity::FormatOptions {
+        params,
+        hash_offset: offset,
+        data_offset: 0,
+        threads: 0,
+    };
+    let formatted = anklume_verity::format(&f, &f, &opts, &|_| {})
+        .with_context(|| format!("computing the verity tree of {}", image.display()))?;
+    f.sync_all()?;
+    let mut entries = Vec::new();
+    for (p, name) in boot_files.iter().zip(LOADED) {
+        let (size, sha256) = sha256_file(p)?;
+        entries.push(BootFile {
+            name: name.to_string(),
+            size,
+            sha256,
+        });
+    }
+    Ok(BundleInput {
+        image: image.to_path_buf(),
+        slot: SlotManifest {
+            version: version.to_string(),
+            kernel_version: kernel_version.to_string(),
+            data_size,
+            hash_offset: offset,
+            data_blocks: offset / INDEX_BLOCK,
+            salt: anklume_verity::hex(&formatted.params.salt),
+            root_hash: anklume_verity::hex(&formatted.root_hash),
+            boot_files: entries,
+        },
+        verity_uuid: anklume_verity::format_uuid(&formatted.params.uuid),
+        boot_files,
+        min_version: min_version.to_string(),
+        data_schema,
+    })
+}
+
 /// Write the bundle to `out` (through a temporary file renamed at the
 /// end); returns its manifest.
 pub fn write_bundle(

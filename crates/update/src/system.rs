@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
 
 use anklume_cmd::Cmd;
 use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
@@ -31,6 +32,24 @@ pub struct System {
     pub partuuids: [String; 2],
 }
 
+/// A machine described in a file instead of discovered (`--system FILE`):
+/// updating a disk attached to another computer, the bench, tests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemFile {
+    /// Root of the mounted ESP.
+    pub esp: PathBuf,
+    /// The slot that must not be written (the one in use).
+    pub running: Slot,
+    pub running_version: String,
+    #[serde(default)]
+    pub running_data_schema: Option<u32>,
+    pub slot_a: PathBuf,
+    pub slot_b: PathBuf,
+    pub partuuid_a: String,
+    pub partuuid_b: String,
+}
+
 pub(crate) fn idx(s: Slot) -> usize {
     match s {
         Slot::A => 0,
@@ -45,6 +64,22 @@ impl System {
 
     pub fn partuuid(&self, s: Slot) -> &str {
         &self.partuuids[idx(s)]
+    }
+
+    /// Read a [`SystemFile`] (JSON).
+    pub fn from_file(path: &Path) -> Result<System> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let f: SystemFile =
+            serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(System {
+            esp: Esp::new(f.esp),
+            running: f.running,
+            running_version: f.running_version,
+            running_data_schema: f.running_data_schema,
+            devices: [f.slot_a, f.slot_b],
+            partuuids: [f.partuuid_a, f.partuuid_b],
+        })
     }
 
     /// The running Live OS: boot facts from the initrd, slot devices by
