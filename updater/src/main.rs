@@ -32,6 +32,10 @@ struct Args {
     /// Do not reuse blocks of the local slots (read the whole image from the bundle).
     #[arg(long)]
     no_reuse: bool,
+    /// Read the image once, checking it only while writing (faster; a
+    /// corrupt bundle then leaves the target unbootable instead of untouched).
+    #[arg(long)]
+    stream: bool,
     /// Show the slots, their versions and what boots next.
     #[arg(long)]
     status: bool,
@@ -50,6 +54,9 @@ struct Args {
     /// Directory of trusted public keys (*.pub).
     #[arg(long, default_value = TRUSTED_KEYS_DIR)]
     keys: PathBuf,
+    /// Print the time each step of an update took (stderr).
+    #[arg(long)]
+    timings: bool,
     /// Describe the machine in a JSON file instead of discovering the
     /// running Live OS (a disk attached elsewhere; tests; bench).
     #[arg(long, value_name = "FILE")]
@@ -116,7 +123,14 @@ fn run(a: Args) -> Result<()> {
     }
     let from = a.from.expect("checked above");
     let trusted = keys::load_trusted(&a.keys)?;
+    let t_open = std::time::Instant::now();
     let bundle = OpenBundle::open(Box::new(FileSource::open(&from)?), &trusted)?;
+    if a.timings {
+        eprintln!(
+            "{:>8.3} s  open (signature, index, boot files)",
+            t_open.elapsed().as_secs_f64()
+        );
+    }
     let m = &bundle.manifest;
     let target = sys.running.other();
     let what = format!(
@@ -157,11 +171,18 @@ fn run(a: Args) -> Result<()> {
     let opts = UpdateOptions {
         allow_downgrade: a.allow_downgrade,
         reuse: !a.no_reuse,
+        precheck: !a.stream,
         ..UpdateOptions::default()
     };
+    let t0 = std::time::Instant::now();
+    let mut last = t0;
     let r = update(&sys, &bundle, &opts, &mut |s| {
         if let Step::Chunk(done) = s {
             bar.set_position(done * 4096);
+        } else if a.timings {
+            let now = std::time::Instant::now();
+            eprintln!("{:>8.3} s  {s:?}", (now - last).as_secs_f64());
+            last = now;
         }
         Ok(())
     })?;

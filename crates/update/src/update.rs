@@ -3,7 +3,8 @@
 //! 1. every check, with nothing written: signature, versions, the running
 //!    slot being good (it is the fallback while the other is written),
 //!    space on the target and the ESP, and every image block to be read
-//!    from the bundle against the signed index;
+//!    from the bundle against the signed index (unless
+//!    [`UpdateOptions::precheck`] is off);
 //! 2. the target is made unbootable: the boot state stops pointing at it
 //!    ([`Step::Disarmed`]), then its folder loses `slot.cfg` first
 //!    ([`Step::Cleared`]) — this is also what cleans a stale or
@@ -61,6 +62,12 @@ pub struct UpdateOptions {
     pub allow_downgrade: bool,
     /// Reuse blocks found on the local slots (delta).
     pub reuse: bool,
+    /// Check every image block read from the bundle against the signed
+    /// index before anything is written (default). Without it (streaming)
+    /// the image is read once: a corrupt block is caught by the verity
+    /// root computed while writing, the target having been made
+    /// unbootable first, but the target is no longer byte-identical.
+    pub precheck: bool,
     /// Threads for checking the bundle (0 = one per core).
     pub threads: usize,
     /// Data blocks per write chunk.
@@ -72,6 +79,7 @@ impl Default for UpdateOptions {
         UpdateOptions {
             allow_downgrade: false,
             reuse: false,
+            precheck: true,
             threads: 0,
             chunk_blocks: 1024,
         }
@@ -195,7 +203,9 @@ pub fn update(
     } else {
         (Plan::full(m.slot.data_blocks), Vec::new())
     };
-    bundle.verify_blocks(&plan.bundle_ranges(), threads(opts.threads))?;
+    if opts.precheck {
+        bundle.verify_blocks(&plan.bundle_ranges(), threads(opts.threads))?;
+    }
     hook(&Step::Checked)?;
 
     // 2. Make the target unbootable.

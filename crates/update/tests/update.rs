@@ -431,3 +431,31 @@ fn a_bundle_changed_during_the_write_never_becomes_bootable() {
         SlotState::Empty
     );
 }
+
+/// Streaming (no pre-check): a flipped image byte is caught by the verity
+/// root while writing; the target was made unbootable first and stays so.
+#[test]
+fn streaming_catches_a_corrupt_image_while_writing() {
+    let fx = Fixture::new();
+    fx.old_good_b();
+    let b = fx.bundle("v2", "0.2.0", &v2_data());
+    let m = fx.open(&b).unwrap().manifest;
+    let bad = flip(&b, m.image.offset + 10 * 4096);
+    let o = UpdateOptions {
+        precheck: false,
+        ..opts()
+    };
+    let e = format!(
+        "{:#}",
+        update(&fx.sys, &fx.open(&bad).unwrap(), &o, &mut no_hook()).unwrap_err()
+    );
+    assert!(e.contains("verity root hash"), "{e}");
+    let st = ops::status(&fx.sys).unwrap();
+    assert_eq!(
+        (st.next_boot, &st.slots[1].state),
+        (Slot::A, &SlotState::Empty)
+    );
+    // The same bundle, intact, streams fine.
+    update(&fx.sys, &fx.open(&b).unwrap(), &o, &mut no_hook()).unwrap();
+    assert_eq!(ops::status(&fx.sys).unwrap().next_boot, Slot::B);
+}
