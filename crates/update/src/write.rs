@@ -107,6 +107,9 @@ fn put(plan: &Plan, target: &File, first: u64, buf: &[u8]) -> Result<()> {
 /// reading and writing a chunk takes about a third of hashing it).
 const MAIN_SHARE: usize = 4;
 
+/// Chunks between two background flushes.
+const FLUSH_CHUNKS: u64 = 16;
+
 /// Write the image; `after_chunk(blocks_done)` runs after each chunk (the
 /// crash-test hook and the progress bar).
 pub fn write_image(
@@ -128,34 +131,63 @@ pub fn write_image(
     let mut next = cur.clone();
     let len_of = |first: u64| (chunk.min(blocks - first) as usize) * BS;
     gather(bundle, plan, locals, target, 0, &mut cur[..len_of(0)])?;
-    let mut first = 0u64;
-    while first < blocks {
-        let len = len_of(first);
-        let after = first + chunk.min(blocks - first);
-        let digests = &mut level0[first as usize * 32..after as usize * 32];
-        // Hash most of this chunk on another thread while this one writes
-        // it, gathers the next chunk and then hashes
-        // the rest: two cores busy, each byte read once.
-        std::thread::scope(|s| -> Result<()> {
-            let data = &cur[..len];
-            let salt = &salt;
-            let n = len / BS;
-            let split = (n - n / MAIN_SHARE).max(1).min(n);
-            let (d1, d2) = data.split_at(split * BS);
-            let (o1, o2) = digests.split_at_mut(split * 32);
-            let h = s.spawn(move || anklume_verity::digest_blocks(salt, d1, o1, 1));
-            put(plan, target, first, data)?;
-            if after < blocks {
-                let nlen = len_of(after);
-                gather(bundle, plan, locals, target, after, &mut next[..nlen])?;
+    // A flusher thread writes the target back while the image is still
+    // being written (fdatasync every FLUSH_CHUNKS chunks), so the final
+    // flush has little left to wait for.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|outer| -> Result<()> {
+        let flusher = outer.spawn(move || -> std::io::Result<()> {
+            while rx.recv().is_ok() {
+                while rx.try_recv().is_ok() {}
+                target.sync_data()?;
             }
-            anklume_verity::digest_blocks(salt, d2, o2, 1);
-            h.join().map_err(|_| anyhow!("the hashing thread panicked"))
-        })?;
-        std::mem::swap(&mut cur, &mut next);
-        first = after;
-        after_chunk(first)?;
-    }
+            Ok(())
+        });
+        let mut written = || -> Result<()> {
+            let mut first = 0u64;
+            let mut chunks = 0u64;
+            while first < blocks {
+                let len = len_of(first);
+                let after = first + chunk.min(blocks - first);
+                let digests = &mut level0[first as usize * 32..after as usize * 32];
+                // Hash most of this chunk on another thread while this one
+                // writes it, gathers the next chunk and then hashes the
+                // rest: two cores busy, each byte read once.
+                std::thread::scope(|s| -> Result<()> {
+                    let data = &cur[..len];
+                    let salt = &salt;
+                    let n = len / BS;
+                    let split = (n - n / MAIN_SHARE).max(1).min(n);
+                    let (d1, d2) = data.split_at(split * BS);
+                    let (o1, o2) = digests.split_at_mut(split * 32);
+                    let h = s.spawn(move || anklume_verity::digest_blocks(salt, d1, o1, 1));
+                    put(plan, target, first, data)?;
+                    if after < blocks {
+                        let nlen = len_of(after);
+                        gather(bundle, plan, locals, target, after, &mut next[..nlen])?;
+                    }
+                    anklume_verity::digest_blocks(salt, d2, o2, 1);
+                    h.join().map_err(|_| anyhow!("the hashing thread panicked"))
+                })?;
+                std::mem::swap(&mut cur, &mut next);
+                first = after;
+                chunks += 1;
+                if chunks % FLUSH_CHUNKS == 0 {
+                    // The flusher only stops early on an error, reported below.
+                    let _ = tx.send(());
+                }
+                after_chunk(first)?;
+            }
+            Ok(())
+        };
+        let res = written();
+        drop(tx);
+        let flushed = flusher
+            .join()
+            .map_err(|_| anyhow!("the flushing thread panicked"))?;
+        res?;
+        flushed.context("flushing the target")
+    })?;
     target.sync_data().context("flushing the target")?;
     let params = Params {
         data_blocks: blocks,
