@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use anklume_update::keys::{self, TRUSTED_KEYS_DIR};
 use anklume_update::ops;
-use anklume_update::{update, FileSource, OpenBundle, Step, System, UpdateOptions};
+use anklume_update::{
+    update, FileSource, HttpSource, OpenBundle, Source, Step, System, UpdateOptions,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,8 +22,9 @@ use anklume_update::{update, FileSource, OpenBundle, Step, System, UpdateOptions
     about = "Signed A/B updates of anklume Live OS"
 )]
 struct Args {
-    /// Install the bundle FILE into the inactive slot.
-    #[arg(long, value_name = "FILE")]
+    /// Install the bundle FILE (or http(s):// URL, read by resumable
+    /// range requests) into the inactive slot.
+    #[arg(long, value_name = "FILE|URL")]
     from: Option<PathBuf>,
     /// Do not ask before writing.
     #[arg(long)]
@@ -124,7 +127,17 @@ fn run(a: Args) -> Result<()> {
     let from = a.from.expect("checked above");
     let trusted = keys::load_trusted(&a.keys)?;
     let t_open = std::time::Instant::now();
-    let bundle = OpenBundle::open(Box::new(FileSource::open(&from)?), &trusted)?;
+    let from_s = from.to_string_lossy();
+    let url = from_s.starts_with("http://") || from_s.starts_with("https://");
+    let source: Box<dyn Source> = if url {
+        Box::new(HttpSource::open(
+            &from_s,
+            std::time::Duration::from_millis(500),
+        )?)
+    } else {
+        Box::new(FileSource::open(&from)?)
+    };
+    let bundle = OpenBundle::open(source, &trusted)?;
     if a.timings {
         eprintln!(
             "{:>8.3} s  open (signature, index, boot files)",
@@ -171,7 +184,10 @@ fn run(a: Args) -> Result<()> {
     let opts = UpdateOptions {
         allow_downgrade: a.allow_downgrade,
         reuse: !a.no_reuse,
-        precheck: !a.stream,
+        // Over HTTP, checking every block first would download the image
+        // twice: it is checked while written (the target made unbootable
+        // first), as with --stream.
+        precheck: !a.stream && !url,
         ..UpdateOptions::default()
     };
     let t0 = std::time::Instant::now();

@@ -3,7 +3,8 @@
 //!
 //! - [`open`]: a bundle ([`anklume_contract::bundle`]) is opened and checked
 //!   (signature by a trusted key, layout, block index, boot files) before
-//!   anything is written; [`source`] reads it by ranges and counts bytes.
+//!   anything is written; [`source`] reads it by ranges and counts bytes,
+//!   from a file or over HTTP(S) ([`http`], resuming cut connections).
 //! - [`update`]: version rules, space, a delta [`delta::plan`], then the
 //!   crash-safe write order (see that module) with [`write`] recomputing the
 //!   verity tree while the image is written.
@@ -17,6 +18,7 @@
 
 pub mod delta;
 pub mod esp;
+pub mod http;
 pub mod keys;
 pub mod make;
 pub mod open;
@@ -27,6 +29,7 @@ pub mod system;
 pub mod update;
 pub mod write;
 
+pub use http::HttpSource;
 pub use open::OpenBundle;
 pub use source::{FileSource, Source};
 pub use system::System;
