@@ -136,12 +136,15 @@ impl BundleManifest {
                 self.image.size, s.hash_offset
             ));
         }
-        if s.hash_offset != s.data_blocks * INDEX_BLOCK || s.data_size > s.hash_offset {
+        if s.data_blocks.checked_mul(INDEX_BLOCK) != Some(s.hash_offset)
+            || s.data_size > s.hash_offset
+        {
             return Err(format!(
                 "bundle manifest: hash offset {} does not follow {} data blocks of {} bytes of data",
                 s.hash_offset, s.data_blocks, s.data_size
             ));
         }
+        // data_blocks * 4096 fits (checked above), so * 36 does not overflow.
         let want_index = s.data_blocks * INDEX_ENTRY as u64;
         if self.index.size != want_index {
             return Err(format!(
@@ -182,7 +185,7 @@ impl BundleManifest {
             at = e
                 .offset
                 .checked_add(e.size)
-                .map(align_up)
+                .and_then(|end| end.checked_next_multiple_of(ALIGN))
                 .ok_or_else(|| format!("bundle manifest: part {name} overflows"))?;
         }
         match at.cmp(&file_len) {
@@ -543,6 +546,18 @@ mod tests {
         assert!(BundleManifest::from_json(&bad.to_json(), end)
             .unwrap_err()
             .contains("min_version"));
+        // Huge numbers are errors, not overflows.
+        let mut bad = m.clone();
+        bad.slot.data_blocks = u64::MAX / 1000;
+        assert!(BundleManifest::from_json(&bad.to_json(), end).is_err());
+        let mut bad = m.clone();
+        bad.image.size = u64::MAX - 4095;
+        bad.slot.hash_offset = 0;
+        bad.slot.data_blocks = 0;
+        bad.slot.data_size = 0;
+        bad.index.size = 0;
+        let e = BundleManifest::from_json(&bad.to_json(), end).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
         let mut bad = m;
         bad.index.size -= 1;
         assert!(BundleManifest::from_json(&bad.to_json(), end)
