@@ -32,10 +32,14 @@
 
 use std::cmp::Ordering;
 
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::SlotManifest;
+
+mod index;
+mod sign;
+pub use index::{weak_checksum, IndexEntry};
+pub use sign::{key_id, sign, verify, PublicKey};
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"ANKLUMEB";
@@ -264,151 +268,6 @@ impl Header {
     }
 }
 
-/// A trusted public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicKey {
-    /// Where it came from (file name), for messages.
-    pub name: String,
-    pub bytes: [u8; 32],
-}
-
-impl PublicKey {
-    pub fn id(&self) -> [u8; KEY_ID_LEN] {
-        key_id(&self.bytes)
-    }
-
-    /// Parse a public key file: 64 hex digits (one line, `#` comments).
-    pub fn parse(name: &str, text: &str) -> Result<PublicKey, String> {
-        let hex: String = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .collect();
-        let bytes = unhex(&hex)
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or_else(|| format!("public key {name}: expected 64 hex digits"))?;
-        Ok(PublicKey {
-            name: name.to_string(),
-            bytes,
-        })
-    }
-
-    /// The key file's text.
-    pub fn to_text(&self) -> String {
-        format!(
-            "# anklume update signing key {}\n{}\n",
-            hex(&self.id()),
-            hex(&self.bytes)
-        )
-    }
-}
-
-/// Key id of a public key.
-pub fn key_id(public: &[u8]) -> [u8; KEY_ID_LEN] {
-    let d = ring::digest::digest(&ring::digest::SHA256, public);
-    d.as_ref()[..KEY_ID_LEN].try_into().expect("8 bytes")
-}
-
-fn signed_message(manifest: &[u8]) -> Vec<u8> {
-    [SIGNING_CONTEXT, manifest].concat()
-}
-
-/// Sign manifest bytes: the header to put in front of them.
-pub fn sign(manifest: &[u8], key: &Ed25519KeyPair) -> Result<Header, String> {
-    let manifest_len = u32::try_from(manifest.len())
-        .ok()
-        .filter(|&l| l > 0 && l <= MAX_MANIFEST)
-        .ok_or_else(|| format!("manifest of {} bytes is too large", manifest.len()))?;
-    let sig = key.sign(&signed_message(manifest));
-    Ok(Header {
-        manifest_len,
-        key_id: key_id(key.public_key().as_ref()),
-        signature: sig.as_ref().try_into().expect("64 bytes"),
-    })
-}
-
-/// Check the header's signature of `manifest` with the trusted key it
-/// names; the key that verified it.
-pub fn verify<'k>(
-    header: &Header,
-    manifest: &[u8],
-    trusted: &'k [PublicKey],
-) -> Result<&'k PublicKey, String> {
-    let key = trusted
-        .iter()
-        .find(|k| k.id() == header.key_id)
-        .ok_or_else(|| {
-            format!(
-                "bundle is signed by key {}, which is not among the {} trusted key(s)",
-                hex(&header.key_id),
-                trusted.len()
-            )
-        })?;
-    UnparsedPublicKey::new(&ED25519, key.bytes)
-        .verify(&signed_message(manifest), &header.signature)
-        .map_err(|_| {
-            format!(
-                "bad signature: the manifest was not signed by trusted key {} ({}), or was changed since",
-                key.name,
-                hex(&header.key_id)
-            )
-        })?;
-    Ok(key)
-}
-
-/// The rsync weak checksum of a block: `a | b << 16` with `a` the sum of
-/// the bytes and `b` the sum of `(len - i) * byte[i]`, both mod 2^16. It
-/// rolls: sliding one byte costs O(1).
-pub fn weak_checksum(block: &[u8]) -> u32 {
-    let (mut a, mut b) = (0u32, 0u32);
-    let n = block.len() as u32;
-    for (i, &x) in block.iter().enumerate() {
-        a = a.wrapping_add(u32::from(x));
-        b = b.wrapping_add((n - i as u32).wrapping_mul(u32::from(x)));
-    }
-    (a & 0xffff) | ((b & 0xffff) << 16)
-}
-
-/// One index entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IndexEntry {
-    pub weak: u32,
-    pub sha256: [u8; 32],
-}
-
-impl IndexEntry {
-    /// The entry of a 4096-byte block.
-    pub fn of(block: &[u8]) -> IndexEntry {
-        let d = ring::digest::digest(&ring::digest::SHA256, block);
-        IndexEntry {
-            weak: weak_checksum(block),
-            sha256: d.as_ref().try_into().expect("32 bytes"),
-        }
-    }
-
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.weak.to_le_bytes());
-        out.extend_from_slice(&self.sha256);
-    }
-
-    /// Decode index bytes (a multiple of [`INDEX_ENTRY`]).
-    pub fn decode_all(bytes: &[u8]) -> Result<Vec<IndexEntry>, String> {
-        if bytes.len() % INDEX_ENTRY != 0 {
-            return Err(format!(
-                "block index of {} bytes is not whole entries",
-                bytes.len()
-            ));
-        }
-        Ok(bytes
-            .chunks_exact(INDEX_ENTRY)
-            .map(|e| IndexEntry {
-                weak: u32::from_le_bytes(e[0..4].try_into().expect("4 bytes")),
-                sha256: e[4..].try_into().expect("32 bytes"),
-            })
-            .collect())
-    }
-}
-
 /// Parse a version of dotted numbers (`0.1.0`, `2026.12.1`).
 pub fn parse_version(v: &str) -> Result<Vec<u64>, String> {
     if v.is_empty() {
@@ -454,19 +313,6 @@ mod tests {
     use super::*;
     use crate::bootfiles::{INITRD, KERNEL};
     use crate::manifest::BootFile;
-    use ring::rand::SystemRandom;
-
-    fn keypair() -> Ed25519KeyPair {
-        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()
-    }
-
-    fn public(k: &Ed25519KeyPair, name: &str) -> PublicKey {
-        PublicKey {
-            name: name.into(),
-            bytes: k.public_key().as_ref().try_into().unwrap(),
-        }
-    }
 
     fn sample() -> BundleManifest {
         let blocks = 3u64;
@@ -587,59 +433,6 @@ mod tests {
         assert!(Header::parse(&x)
             .unwrap_err()
             .contains("container version 9"));
-    }
-
-    #[test]
-    fn signatures_verify_only_with_the_right_key_and_bytes() {
-        let (k1, k2) = (keypair(), keypair());
-        let m = sample().to_json();
-        let h = sign(&m, &k1).unwrap();
-        let trusted = [public(&k2, "other.pub"), public(&k1, "release.pub")];
-        assert_eq!(verify(&h, &m, &trusted).unwrap().name, "release.pub");
-        let e = verify(&h, &m, &trusted[..1]).unwrap_err();
-        assert!(e.contains("not among the 1 trusted key"), "{e}");
-        let mut flipped = m.clone();
-        flipped[10] ^= 1;
-        assert!(verify(&h, &flipped, &trusted)
-            .unwrap_err()
-            .contains("bad signature"));
-        // A forged key id naming a trusted key does not help.
-        let forged = Header {
-            key_id: trusted[0].id(),
-            ..h
-        };
-        assert!(verify(&forged, &m, &trusted)
-            .unwrap_err()
-            .contains("bad signature"));
-    }
-
-    #[test]
-    fn public_key_files_round_trip() {
-        let k = public(&keypair(), "a.pub");
-        assert_eq!(PublicKey::parse("a.pub", &k.to_text()).unwrap(), k);
-        assert!(PublicKey::parse("b.pub", "abcd\n")
-            .unwrap_err()
-            .contains("b.pub"));
-    }
-
-    #[test]
-    fn weak_checksum_rolls() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 256) as u8).collect();
-        let n = 4096;
-        let mut w = weak_checksum(&data[..n]);
-        let (mut a, mut b) = (w & 0xffff, w >> 16);
-        for s in 1..100 {
-            let (out, inn) = (u32::from(data[s - 1]), u32::from(data[s + n - 1]));
-            a = a.wrapping_sub(out).wrapping_add(inn) & 0xffff;
-            b = b.wrapping_sub((n as u32).wrapping_mul(out)).wrapping_add(a) & 0xffff;
-            w = a | (b << 16);
-            assert_eq!(w, weak_checksum(&data[s..s + n]), "offset {s}");
-        }
-        let e = IndexEntry::of(&data[..4096]);
-        let mut bytes = Vec::new();
-        e.encode(&mut bytes);
-        assert_eq!(IndexEntry::decode_all(&bytes).unwrap(), vec![e]);
-        assert!(IndexEntry::decode_all(&bytes[1..]).is_err());
     }
 
     #[test]
