@@ -32,7 +32,13 @@ struct Args {
     /// Accept a bundle whose version is not newer than the running one.
     #[arg(long)]
     allow_downgrade: bool,
-    /// Do not reuse blocks of the local slots (read the whole image from the bundle).
+    /// Look for the image's blocks on this machine (the running slot, an
+    /// interrupted write) and read only the others from the bundle: the
+    /// default for a URL; for a local file the scan usually costs more than
+    /// it saves.
+    #[arg(long, conflicts_with = "no_reuse")]
+    reuse: bool,
+    /// Read the whole image from the bundle, even from a URL.
     #[arg(long)]
     no_reuse: bool,
     /// Read the image once, checking it only while writing (faster; a
@@ -183,7 +189,7 @@ fn run(a: Args) -> Result<()> {
     };
     let opts = UpdateOptions {
         allow_downgrade: a.allow_downgrade,
-        reuse: !a.no_reuse,
+        reuse: a.reuse || (url && !a.no_reuse),
         // Over HTTP, checking every block first would download the image
         // twice: it is checked while written (the target made unbootable
         // first), as with --stream.

@@ -127,6 +127,7 @@ fn status_update_rollback_through_the_cli() {
         "--from",
         &s("v2.bundle"),
         "--yes",
+        "--reuse",
         "--system",
         &sysf,
         "--keys",

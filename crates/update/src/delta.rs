@@ -166,7 +166,10 @@ fn scan(index: &[IndexEntry], src: usize, local: &Local, from: &mut [Origin]) ->
             })
     };
     while pos + INDEX_BLOCK <= len {
-        fill(&mut buf, &mut base, pos)?;
+        // Refill only when the window (and the byte after it) runs out.
+        if pos + INDEX_BLOCK + 1 > base + buf.len() as u64 {
+            fill(&mut buf, &mut base, pos)?;
+        }
         let at = (pos - base) as usize;
         let w = &buf[at..at + BS];
         if fresh {
