@@ -118,6 +118,37 @@ pub fn seal(
     })
 }
 
+/// Describe a slot image the builder sealed (`slot::seal`): its manifest is
+/// known; the verity UUID is read back from the superblock at the hash
+/// offset. What `anklume-build bundle` needs besides the signing key.
+pub fn from_sealed(
+    image: &Path,
+    slot: SlotManifest,
+    boot_files: Vec<PathBuf>,
+    min_version: &str,
+    data_schema: u32,
+) -> Result<BundleInput> {
+    let f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let mut sb = [0u8; anklume_verity::SUPERBLOCK_SIZE];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut sb, slot.hash_offset)
+        .with_context(|| format!("reading the verity superblock of {}", image.display()))?;
+    let params = anklume_verity::parse_superblock(&sb)
+        .with_context(|| format!("{} at byte {}", image.display(), slot.hash_offset))?;
+    ensure!(
+        params.data_blocks == slot.data_blocks && anklume_verity::hex(&params.salt) == slot.salt,
+        "{}: the verity superblock does not match the slot manifest",
+        image.display()
+    );
+    Ok(BundleInput {
+        image: image.to_path_buf(),
+        verity_uuid: anklume_verity::format_uuid(&params.uuid),
+        slot,
+        boot_files,
+        min_version: min_version.to_string(),
+        data_schema,
+    })
+}
+
 /// Write the bundle to `out` (through a temporary file renamed at the
 /// end); returns its manifest.
 pub fn write_bundle(
@@ -232,4 +263,32 @@ pub fn write_bundle(
     std::fs::rename(&tmp, out)
         .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_image_describes_itself_the_same_way() {
+        let d = tempfile::tempdir().unwrap();
+        let p = |n: &str| d.path().join(n);
+        std::fs::write(p("data"), vec![5u8; 3 * 4096 + 17]).unwrap();
+        std::fs::write(p("k"), b"kernel").unwrap();
+        std::fs::write(p("i"), b"initrd").unwrap();
+        let boot = vec![p("k"), p("i")];
+        let a = seal(&p("data"), &p("img"), "1.0", "6.12", boot.clone(), "0.9", 2).unwrap();
+        let b = from_sealed(&p("img"), a.slot.clone(), boot.clone(), "0.9", 2).unwrap();
+        assert_eq!(
+            (&b.verity_uuid, &b.slot, b.data_schema),
+            (&a.verity_uuid, &a.slot, 2)
+        );
+        let mut wrong = a.slot.clone();
+        wrong.salt = "00".repeat(32);
+        let e = format!(
+            "{:#}",
+            from_sealed(&p("img"), wrong, boot, "0.9", 2).unwrap_err()
+        );
+        assert!(e.contains("does not match"), "{e}");
+    }
 }
