@@ -139,6 +139,21 @@ fn device_size(f: &mut File) -> Result<u64> {
     f.seek(SeekFrom::End(0)).context("measuring the target")
 }
 
+/// Whether two paths are the same device or file (block devices by their
+/// device number, files by device and inode).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> Result<bool> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ma = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
+    let mb = std::fs::metadata(b).with_context(|| format!("reading {}", b.display()))?;
+    Ok(
+        if ma.file_type().is_block_device() && mb.file_type().is_block_device() {
+            ma.rdev() == mb.rdev()
+        } else {
+            (ma.dev(), ma.ino()) == (mb.dev(), mb.ino())
+        },
+    )
+}
+
 /// Open the local slots worth reusing blocks from: the running slot's data
 /// (as its manifest on the ESP sizes it).
 fn locals(sys: &System) -> Result<Vec<Local>> {
@@ -175,6 +190,13 @@ pub fn update(
         );
     }
     let dev = sys.device(target);
+    if same_file(dev, sys.device(running))? {
+        bail!(
+            "slot {target} ({}) is the running slot {running}'s device ({}): refusing to write the running system",
+            dev.display(),
+            sys.device(running).display()
+        );
+    }
     let mut out = OpenOptions::new()
         .read(true)
         .write(true)
