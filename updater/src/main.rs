@@ -209,6 +209,9 @@ fn run(a: Args) -> Result<()> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    for n in &r.notes {
+        eprintln!("anklume-update: {n}");
+    }
     println!(
         "slot {} now holds {} (root hash {}); image bytes: {} from the bundle, {} reused, {} already in place; reboot to try it (3 tries, then back to slot {})",
         r.target,

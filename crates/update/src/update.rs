@@ -96,6 +96,8 @@ pub struct Report {
     /// Bytes read from the bundle in all (header, manifest, index, boot
     /// files and image blocks).
     pub bundle_bytes_read: u64,
+    /// What the user should know (a reuse source that was skipped).
+    pub notes: Vec<String>,
 }
 
 fn threads(t: usize) -> usize {
@@ -144,7 +146,12 @@ fn device_size(f: &mut File) -> Result<u64> {
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> Result<bool> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let ma = std::fs::metadata(a).with_context(|| format!("reading {}", a.display()))?;
-    let mb = std::fs::metadata(b).with_context(|| format!("reading {}", b.display()))?;
+    let mb = match std::fs::metadata(b) {
+        Ok(m) => m,
+        // A device that is not there is not the one we write.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", b.display())),
+    };
     Ok(
         if ma.file_type().is_block_device() && mb.file_type().is_block_device() {
             ma.rdev() == mb.rdev()
@@ -155,17 +162,28 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> Result<bool> {
 }
 
 /// Open the local slots worth reusing blocks from: the running slot's data
-/// (as its manifest on the ESP sizes it).
-fn locals(sys: &System) -> Result<Vec<Local>> {
+/// (as its manifest on the ESP sizes it, within the device). A running
+/// slot that cannot be read (copied to RAM and its medium removed) is no
+/// error, only no source: the reason is returned for the report.
+fn locals(sys: &System) -> Result<(Vec<Local>, Option<String>)> {
     let s = sys.running;
     let path = sys.device(s).to_path_buf();
-    let mut file = File::open(&path)
-        .with_context(|| format!("opening the running slot {}", path.display()))?;
-    let len = match sys.esp.slot_manifest(s)? {
-        Some(m) => m.hash_offset,
-        None => device_size(&mut file)?,
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            let why = format!(
+                "not reusing the running slot's blocks: {}: {e}",
+                path.display()
+            );
+            return Ok((Vec::new(), Some(why)));
+        }
     };
-    Ok(vec![Local { path, file, len }])
+    let size = device_size(&mut file)?;
+    let len = match sys.esp.slot_manifest(s)? {
+        Some(m) => m.hash_offset.min(size),
+        None => size,
+    };
+    Ok((vec![Local { path, file, len }], None))
 }
 
 /// Run an update of the inactive slot from an opened bundle. `hook` runs
@@ -218,8 +236,10 @@ pub fn update(
             sys.esp.root().display()
         );
     }
+    let mut notes = Vec::new();
     let (plan, locals) = if opts.reuse {
-        let locals = locals(sys)?;
+        let (locals, note) = locals(sys)?;
+        notes.extend(note);
         let p = delta::plan(&bundle.index, Some((&out, room)), &locals)?;
         (p, locals)
     } else {
@@ -282,5 +302,6 @@ pub fn update(
         root_hash: m.slot.root_hash.clone(),
         stats,
         bundle_bytes_read: bundle.source.bytes_read(),
+        notes,
     })
 }

@@ -385,6 +385,25 @@ fn delta_reuses_shifted_blocks_of_the_running_slot() {
 }
 
 #[test]
+fn a_running_slot_that_cannot_be_read_only_disables_reuse() {
+    // Copied to RAM, its medium gone: the update still works, from the bundle.
+    let mut fx = Fixture::new();
+    fx.sys.devices[0] = fx.path("gone");
+    let b = fx.bundle("v2", "0.2.0", &v2_data());
+    let o = UpdateOptions {
+        reuse: true,
+        ..opts()
+    };
+    let r = update(&fx.sys, &fx.open(&b).unwrap(), &o, &mut no_hook()).unwrap();
+    assert_eq!(r.stats.reused, 0);
+    assert!(
+        r.notes.len() == 1 && r.notes[0].contains("not reusing"),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
 fn mark_good_and_rollback_move_the_boot_state() {
     let fx = Fixture::new();
     // Nothing to roll back to on a fresh medium.
