@@ -5,8 +5,8 @@
 //!   (signature by a trusted key, layout, block index, boot files) before
 //!   anything is written; [`source`] reads it by ranges and counts bytes,
 //!   from a file or over HTTP(S) ([`http`], resuming cut connections).
-//! - [`update`]: version rules, space, a delta [`delta::plan`], then the
-//!   crash-safe write order (see that module) with [`write`] recomputing the
+//! - [`mod@update`]: version rules, space, a delta [`delta::plan`], then the
+//!   crash-safe write order (see that module) with [`mod@write`] recomputing the
 //!   verity tree while the image is written.
 //! - [`ops`]: status, mark-good, rollback on the boot state; [`esp`]: the
 //!   ESP's files, replaced atomically; [`system`]: the running machine.

@@ -10,7 +10,7 @@
 //!
 //! Owning this format is the point (DESIGN.md §3): the builder and the
 //! updater compute the tree while they write a slot, and level 0 — nearly
-//! all of the work — is hashed on every core. [`format`] and [`verify`]
+//! all of the work — is hashed on every core. [`format()`] and [`verify`]
 //! work on files; [`digest_blocks`] + [`hash_area_from_digests`] let a
 //! writer that streams the data (the updater) hash level 0 as the blocks go
 //! by and build the rest of the tree at the end.
@@ -293,7 +293,7 @@ pub fn hash_area_from_digests(params: &Params, level0: Vec<u8>) -> Result<([u8; 
     Ok((tree.root, area))
 }
 
-/// Options for [`format`].
+/// Options for [`format()`].
 #[derive(Debug, Clone)]
 pub struct FormatOptions {
     pub params: Params,
