@@ -120,54 +120,58 @@ fn check_in_place(
     Ok(())
 }
 
-/// Scan one local slot for the blocks still marked [`Origin::Bundle`].
-fn scan(index: &[IndexEntry], src: usize, local: &Local, from: &mut [Origin]) -> Result<()> {
-    let mut by_weak: HashMap<u32, Vec<u32>> = HashMap::new();
-    let mut bitmap = vec![0u64; 1 << (BITMAP_BITS - 6)];
-    for (i, e) in index.iter().enumerate() {
-        if from[i] == Origin::Bundle {
-            by_weak.entry(e.weak).or_default().push(i as u32);
-            let k = bit(e.weak);
-            bitmap[k >> 6] |= 1 << (k & 63);
+/// The needed blocks by weak checksum, with a bitmap in front.
+struct Table {
+    by_weak: HashMap<u32, Vec<u32>>,
+    bitmap: Vec<u64>,
+}
+
+impl Table {
+    fn candidates(&self, weak: u32) -> Option<&Vec<u32>> {
+        let k = bit(weak);
+        if self.bitmap[k >> 6] & (1 << (k & 63)) == 0 {
+            return None;
         }
+        self.by_weak.get(&weak)
     }
-    if by_weak.is_empty() || local.len < INDEX_BLOCK {
-        return Ok(());
-    }
+}
+
+/// Scan window starts `start..stop` of `local`: the (block, offset) pairs
+/// found, each block at most once.
+fn scan_part(
+    index: &[IndexEntry],
+    t: &Table,
+    local: &Local,
+    start: u64,
+    stop: u64,
+) -> Result<Vec<(u32, u64)>> {
     const READ: usize = 8 << 20;
-    let len = local.len;
+    // This part reads up to the last byte its last window rolls in.
+    let limit = (stop + INDEX_BLOCK).min(local.len);
+    let mut taken = vec![false; index.len()];
+    let mut found = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(READ + BS);
-    let mut base = 0u64; // file offset of buf[0]
-    let mut pos = 0u64; // window start
+    let mut base = start; // file offset of buf[0]
+    let mut pos = start; // window start
     let (mut a, mut b) = (0u32, 0u32);
     let mut fresh = true;
     let n = INDEX_BLOCK as u32;
-    // Make buf hold [pos, pos + BS + 1) when the file has it.
+    // Make buf hold [pos, pos + BS + 1) when the part has it.
     let fill = |buf: &mut Vec<u8>, base: &mut u64, pos: u64| -> Result<()> {
-        let want_end = (pos + INDEX_BLOCK + 1).min(len);
-        if *base + buf.len() as u64 >= want_end {
-            return Ok(());
-        }
-        let keep_from = (pos - *base) as usize;
-        buf.drain(..keep_from);
+        buf.drain(..(pos - *base) as usize);
         *base = pos;
-        let end = (*base + buf.len() as u64 + READ as u64).min(len);
+        let end = (*base + buf.len() as u64 + READ as u64).min(limit);
         let old = buf.len();
         buf.resize((end - *base) as usize, 0);
+        let at = *base + old as u64;
         local
             .file
-            .read_exact_at(&mut buf[old..], *base + old as u64)
-            .with_context(|| {
-                format!(
-                    "reading {} at byte {}",
-                    local.path.display(),
-                    *base + old as u64
-                )
-            })
+            .read_exact_at(&mut buf[old..], at)
+            .with_context(|| format!("reading {} at byte {at}", local.path.display()))
     };
-    while pos + INDEX_BLOCK <= len {
+    while pos < stop && pos + INDEX_BLOCK <= limit {
         // Refill only when the window (and the byte after it) runs out.
-        if pos + INDEX_BLOCK + 1 > base + buf.len() as u64 {
+        if pos + INDEX_BLOCK + 1 > base + buf.len() as u64 && base + (buf.len() as u64) < limit {
             fill(&mut buf, &mut base, pos)?;
         }
         let at = (pos - base) as usize;
@@ -177,27 +181,23 @@ fn scan(index: &[IndexEntry], src: usize, local: &Local, from: &mut [Origin]) ->
             (a, b) = (weak & 0xffff, weak >> 16);
             fresh = false;
         }
-        let weak = a | (b << 16);
-        let k = bit(weak);
-        if bitmap[k >> 6] & (1 << (k & 63)) != 0 {
-            if let Some(cands) = by_weak.get(&weak) {
-                let h = sha(w);
-                let mut hit = false;
-                for &c in cands {
-                    let c = c as usize;
-                    if from[c] == Origin::Bundle && index[c].sha256 == h {
-                        from[c] = Origin::Local { src, offset: pos };
-                        hit = true;
-                    }
-                }
-                if hit {
-                    pos += INDEX_BLOCK;
-                    fresh = true;
-                    continue;
+        if let Some(cands) = t.candidates(a | (b << 16)) {
+            let h = sha(w);
+            let mut hit = false;
+            for &c in cands {
+                if !taken[c as usize] && index[c as usize].sha256 == h {
+                    taken[c as usize] = true;
+                    found.push((c, pos));
+                    hit = true;
                 }
             }
+            if hit {
+                pos += INDEX_BLOCK;
+                fresh = true;
+                continue;
+            }
         }
-        if pos + INDEX_BLOCK >= len {
+        if pos + 1 >= stop || pos + INDEX_BLOCK >= limit {
             break;
         }
         let (out, inn) = (u32::from(buf[at]), u32::from(buf[at + BS]));
@@ -205,18 +205,76 @@ fn scan(index: &[IndexEntry], src: usize, local: &Local, from: &mut [Origin]) ->
         b = b.wrapping_sub(n.wrapping_mul(out)).wrapping_add(a) & 0xffff;
         pos += 1;
     }
+    Ok(found)
+}
+
+/// Scan one local slot for the blocks still marked [`Origin::Bundle`], on
+/// `threads` threads each taking a contiguous part (a block found by two
+/// parts goes to the first).
+fn scan(
+    index: &[IndexEntry],
+    src: usize,
+    local: &Local,
+    from: &mut [Origin],
+    threads: usize,
+) -> Result<()> {
+    let mut t = Table {
+        by_weak: HashMap::new(),
+        bitmap: vec![0u64; 1 << (BITMAP_BITS - 6)],
+    };
+    for (i, e) in index.iter().enumerate() {
+        if from[i] == Origin::Bundle {
+            t.by_weak.entry(e.weak).or_default().push(i as u32);
+            let k = bit(e.weak);
+            t.bitmap[k >> 6] |= 1 << (k & 63);
+        }
+    }
+    if t.by_weak.is_empty() || local.len < INDEX_BLOCK {
+        return Ok(());
+    }
+    let starts = local.len - INDEX_BLOCK + 1; // window starts 0..starts
+    let parts = (threads.max(1) as u64).min(starts.div_ceil(1 << 20)).max(1);
+    let bounds: Vec<(u64, u64)> = (0..parts)
+        .map(|p| (starts * p / parts, starts * (p + 1) / parts))
+        .collect();
+    let results = std::thread::scope(|s| {
+        let t = &t;
+        let handles: Vec<_> = bounds
+            .iter()
+            .map(|&(a, z)| s.spawn(move || scan_part(index, t, local, a, z)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a scanning thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    });
+    for r in results {
+        for (c, offset) in r? {
+            if from[c as usize] == Origin::Bundle {
+                from[c as usize] = Origin::Local { src, offset };
+            }
+        }
+    }
     Ok(())
 }
 
 /// Decide where each block comes from: in place in the target, then from
 /// each local slot in turn, else the bundle.
-pub fn plan(index: &[IndexEntry], target: Option<(&File, u64)>, locals: &[Local]) -> Result<Plan> {
+pub fn plan(
+    index: &[IndexEntry],
+    target: Option<(&File, u64)>,
+    locals: &[Local],
+    threads: usize,
+) -> Result<Plan> {
     let mut from = vec![Origin::Bundle; index.len()];
     if let Some((t, len)) = target {
         check_in_place(index, t, len, &mut from)?;
     }
     for (i, l) in locals.iter().enumerate() {
-        scan(index, i, l, &mut from)?;
+        scan(index, i, l, &mut from, threads)?;
     }
     Ok(Plan { from })
 }
@@ -248,6 +306,25 @@ mod tests {
     }
 
     #[test]
+    fn parts_scanned_in_parallel_find_what_one_pass_finds() {
+        let d = tempfile::tempdir().unwrap();
+        let new = blocks(3, 1000); // ~4 MiB: four parts of 1 MiB
+        let index: Vec<IndexEntry> = new.chunks(BS).map(IndexEntry::of).collect();
+        // Shifted by 517 bytes, with changes here and there, some of them
+        // around the parts' boundaries.
+        let mut old = blocks(8, 1)[..517].to_vec();
+        old.extend(&new);
+        for at in [5 * BS + 9, 256 * BS + 100, 512 * BS + 4000, 900 * BS] {
+            old[at] ^= 0x55;
+        }
+        let l = local(d.path(), "old", &old);
+        let one = plan(&index, None, std::slice::from_ref(&l), 1).unwrap();
+        let four = plan(&index, None, &[l], 4).unwrap();
+        assert_eq!(one.counts(), (4, 996, 0));
+        assert_eq!(four.from, one.from);
+    }
+
+    #[test]
     fn finds_blocks_shifted_by_any_offset_and_in_place() {
         let d = tempfile::tempdir().unwrap();
         let new = blocks(1, 40);
@@ -263,7 +340,20 @@ mod tests {
         let mut t = vec![0u8; 40 * BS];
         t[35 * BS..38 * BS].copy_from_slice(&new[35 * BS..38 * BS]);
         let tl = local(d.path(), "target", &t);
-        let p = plan(&index, Some((&tl.file, tl.len)), &[l]).unwrap();
+        let p = plan(
+            &index,
+            Some((&tl.file, tl.len)),
+            std::slice::from_ref(&l),
+            1,
+        )
+        .unwrap();
+        // Split in parts (1 MiB minimum each, so here: one), same answer.
+        assert_eq!(
+            plan(&index, Some((&tl.file, tl.len)), &[l], 4)
+                .unwrap()
+                .from,
+            p.from
+        );
         assert_eq!(p.counts(), (7, 30, 3));
         assert_eq!(
             p.from[3],

@@ -240,7 +240,12 @@ pub fn update(
     let (plan, locals) = if opts.reuse {
         let (locals, note) = locals(sys)?;
         notes.extend(note);
-        let p = delta::plan(&bundle.index, Some((&out, room)), &locals)?;
+        let p = delta::plan(
+            &bundle.index,
+            Some((&out, room)),
+            &locals,
+            threads(opts.threads),
+        )?;
         (p, locals)
     } else {
         (Plan::full(m.slot.data_blocks), Vec::new())
