@@ -213,13 +213,14 @@ fn run(a: Args) -> Result<()> {
         eprintln!("anklume-update: {n}");
     }
     println!(
-        "slot {} now holds {} (root hash {}); image bytes: {} from the bundle, {} reused, {} already in place; reboot to try it (3 tries, then back to slot {})",
+        "slot {} now holds {} (root hash {}); image bytes: {} from the bundle, {} reused, {} already in place; {} bytes read from the bundle in all; reboot to try it (3 tries, then back to slot {})",
         r.target,
         r.version,
         r.root_hash,
         r.stats.from_bundle,
         r.stats.reused,
         r.stats.present,
+        r.bundle_bytes_read,
         sys.running
     );
     Ok(())
