@@ -1,0 +1,379 @@
+//! On fake machines: a sysfs/udev/dev tree whose partition device nodes
+//! are FAT image files made by the builder's own ESP writer.
+
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use anklume_contract::bootenv::BootEnv;
+use anklume_contract::bootfiles::GRUBENV;
+use anklume_contract::bootstate::{encode_envblk, BootState};
+use anklume_contract::partition::{ESP_TYPE, SLOT_TYPE_X86_64};
+use anklume_contract::Slot;
+
+use super::*;
+
+const UUID_A: &str = "6A2F1C5E-0B7D-4E1A-9C3F-2D8E5B7A4C10";
+
+struct Machine {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+/// One partition: kernel name, dev number, type, PARTLABEL, FAT image or not.
+struct Part<'a> {
+    name: &'a str,
+    dev: &'a str,
+    ptype: &'a str,
+    label: &'a str,
+    partuuid: &'a str,
+    fat: Option<&'a BootState>,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        for d in [
+            "dev/disk/by-partuuid",
+            "sys/class/block",
+            "run/udev/data",
+            "sys/devices",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        Machine { _tmp: tmp, root }
+    }
+
+    fn disk(&self, disk: &str, ro: bool, backing: Option<&str>, parts: &[Part<'_>]) {
+        let sys = self.root.join("sys/devices/virtual/block").join(disk);
+        std::fs::create_dir_all(&sys).unwrap();
+        std::fs::write(sys.join("ro"), if ro { "1\n" } else { "0\n" }).unwrap();
+        if let Some(b) = backing {
+            std::fs::create_dir_all(sys.join("loop")).unwrap();
+            std::fs::write(sys.join("loop/backing_file"), format!("{b}\n")).unwrap();
+        }
+        symlink(&sys, self.root.join("sys/class/block").join(disk)).unwrap();
+        for p in parts {
+            let ps = sys.join(p.name);
+            std::fs::create_dir_all(&ps).unwrap();
+            std::fs::write(ps.join("partition"), "1\n").unwrap();
+            std::fs::write(ps.join("dev"), format!("{}\n", p.dev)).unwrap();
+            std::fs::write(ps.join("ro"), "0\n").unwrap();
+            symlink(&ps, self.root.join("sys/class/block").join(p.name)).unwrap();
+            std::fs::write(
+                self.root.join(format!("run/udev/data/b{}", p.dev)),
+                format!(
+                    "E:ID_PART_ENTRY_TYPE={}\nE:ID_PART_ENTRY_NAME={}\nE:ID_PART_ENTRY_UUID={}\n",
+                    p.ptype.to_lowercase(),
+                    p.label,
+                    p.partuuid.to_lowercase()
+                ),
+            )
+            .unwrap();
+            let node = self.root.join("dev").join(p.name);
+            match p.fat {
+                Some(st) => esp_image(&node, st),
+                None => std::fs::write(&node, b"squashfs").unwrap(),
+            }
+            symlink(
+                format!("../../{}", p.name),
+                self.root
+                    .join("dev/disk/by-partuuid")
+                    .join(p.partuuid.to_lowercase()),
+            )
+            .unwrap();
+        }
+    }
+
+    /// A USB stick `sda`: ESP `sda1` with `st`, slot A `sda2`.
+    fn stick(&self, disk: &str, major: u32, st: &BootState, ro: bool, backing: Option<&str>) {
+        let (p1, p2) = (format!("{disk}1"), format!("{disk}2"));
+        let (p1, p2) = if disk.starts_with("loop") {
+            (format!("{disk}p1"), format!("{disk}p2"))
+        } else {
+            (p1, p2)
+        };
+        self.disk(
+            disk,
+            ro,
+            backing,
+            &[
+                Part {
+                    name: &p1,
+                    dev: &format!("{major}:1"),
+                    ptype: ESP_TYPE,
+                    label: "anklume-esp",
+                    partuuid: &format!("{major:08}-0000-4000-8000-000000000001"),
+                    fat: Some(st),
+                },
+                Part {
+                    name: &p2,
+                    dev: &format!("{major}:2"),
+                    ptype: SLOT_TYPE_X86_64,
+                    label: "anklume-slot-a",
+                    partuuid: UUID_A,
+                    fat: None,
+                },
+            ],
+        );
+    }
+
+    fn file(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.root.join(rel)).unwrap()
+    }
+}
+
+/// An 8 MiB FAT image holding the boot state block (and a grub.cfg).
+fn esp_image(at: &Path, st: &BootState) {
+    let mut vars = st.to_vars();
+    vars.insert("anklume_toram".into(), "1".into());
+    let block = encode_envblk(&vars).unwrap();
+    anklume_esp::write_esp(
+        at,
+        8 << 20,
+        7,
+        &[
+            anklume_esp::EspFile {
+                path: "EFI/anklume/grub.cfg",
+                data: b"# grub\n",
+            },
+            anklume_esp::EspFile {
+                path: GRUBENV,
+                data: &block,
+            },
+        ],
+    )
+    .unwrap();
+}
+
+fn env(slot: Slot, toram: bool) -> BootEnv {
+    BootEnv {
+        slot: Some(slot),
+        partuuid: Some(UUID_A.into()),
+        toram,
+        ..BootEnv::default()
+    }
+}
+
+fn armed_b() -> BootState {
+    let mut st = BootState::fresh();
+    st.arm(Slot::B, 2);
+    st
+}
+
+#[test]
+fn marks_the_booted_slot_good_on_its_own_disk_only() {
+    let m = Machine::new();
+    // Slot A of sda booted; B was armed and failed (GRUB fell back to A).
+    m.stick("sda", 8, &armed_b(), false, None);
+    // Another disk with an ESP holding the same state: never touched.
+    m.disk(
+        "sdb",
+        false,
+        None,
+        &[Part {
+            name: "sdb1",
+            dev: "8:17",
+            ptype: ESP_TYPE,
+            label: "anklume-esp",
+            partuuid: "00000000-1111-4000-8000-000000000001",
+            fat: Some(&armed_b()),
+        }],
+    );
+    let sdb_before = m.file("dev/sdb1");
+    let sda_before = m.file("dev/sda1");
+
+    let Located::Esp(esp) = locate(&m.root, &env(Slot::A, false)).unwrap() else {
+        panic!("the ESP is reachable")
+    };
+    assert_eq!((esp.name.as_str(), esp.disk.as_str()), ("sda1", "sda"));
+    assert_eq!(esp.display_name(&m.root), "/dev/sda1");
+    assert_eq!(esp.read_only, None);
+    assert_eq!(read(&esp).unwrap().state, armed_b());
+
+    let out = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+    let mut want = armed_b();
+    want.mark_good(Slot::A);
+    assert_eq!(
+        out,
+        Marked::Written {
+            before: armed_b(),
+            after: want.clone()
+        }
+    );
+    assert!(
+        out.describe(Slot::A).contains("slot a marked good"),
+        "{out:?}"
+    );
+    let r = read(&esp).unwrap();
+    assert_eq!(r.state, want);
+    assert_eq!(r.state.primary, Slot::A);
+    // Variables that are not the boot state are kept.
+    assert_eq!(r.vars.get("anklume_toram").map(String::as_str), Some("1"));
+    // Only the block's first sector changed on sda1; sdb1 is untouched.
+    let sda_after = m.file("dev/sda1");
+    let changed: Vec<usize> = (0..sda_after.len())
+        .filter(|&i| sda_after[i] != sda_before[i])
+        .collect();
+    assert!(!changed.is_empty());
+    assert!(changed.last().unwrap() - changed[0] < 512, "{changed:?}");
+    assert_eq!(m.file("dev/sdb1"), sdb_before);
+
+    // Again: already good, nothing written.
+    let again = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+    assert_eq!(again, Marked::AlreadyGood(want));
+    assert_eq!(m.file("dev/sda1"), sda_after);
+
+    let rep = report(&m.root, &env(Slot::A, false)).unwrap().unwrap();
+    assert_eq!(rep.esp, "/dev/sda1");
+    assert_eq!(
+        (rep.primary, rep.good_a, rep.good_b),
+        (Slot::A, true, false)
+    );
+    assert_eq!((rep.tries_a, rep.tries_b), (None, Some(2)));
+}
+
+#[test]
+fn a_new_slot_that_came_up_is_marked_good_and_stops_counting() {
+    let m = Machine::new();
+    m.stick("vda", 252, &armed_b(), false, None);
+    // The booted slot is B this time (its PARTUUID is UUID_A here).
+    let out = mark_good(&m.root, &env(Slot::B, false)).unwrap();
+    let Marked::Written { after, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(after.primary, Slot::B);
+    assert_eq!(after.tries(Slot::B), None);
+    assert!(after.is_good(Slot::B) && after.is_good(Slot::A));
+}
+
+#[test]
+fn read_only_media_are_left_alone() {
+    let cases = [
+        // A CD: the initrd's read-only partition-scanning loop over sr0.
+        (
+            "loop0",
+            true,
+            Some("/dev/sr0"),
+            "booted from a CD/DVD (loop0 over /dev/sr0)",
+        ),
+        // Ventoy: a loop over the ventoy mapping.
+        ("loop0", false, Some("/dev/mapper/ventoy"), "under Ventoy"),
+        // Any device the kernel calls read-only (a write-protect switch).
+        ("sdc", true, None, "the boot medium sdc is read-only"),
+    ];
+    for (disk, ro, backing, why) in cases {
+        let m = Machine::new();
+        m.stick(disk, 7, &armed_b(), ro, backing);
+        let esp_node = if disk.starts_with("loop") {
+            format!("dev/{disk}p1")
+        } else {
+            format!("dev/{disk}1")
+        };
+        let before = m.file(&esp_node);
+        let out = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+        let Marked::ReadOnly { why: got, state } = &out else {
+            panic!("{disk}: {out:?}")
+        };
+        assert!(got.contains(why), "{disk}: {got}");
+        assert_eq!(state.as_ref(), Some(&armed_b()));
+        assert!(out.describe(Slot::A).contains("not written"), "{out:?}");
+        assert_eq!(m.file(&esp_node), before, "{disk}: nothing written");
+        let rep = report(&m.root, &env(Slot::A, false)).unwrap().unwrap();
+        assert!(rep.read_only.unwrap().contains(why));
+    }
+}
+
+#[test]
+fn ventoy_behind_a_dm_node_is_recognised() {
+    let m = Machine::new();
+    let dm = m.root.join("sys/devices/virtual/block/dm-3/dm");
+    std::fs::create_dir_all(&dm).unwrap();
+    std::fs::write(dm.join("name"), "ventoy\n").unwrap();
+    symlink(dm.parent().unwrap(), m.root.join("sys/class/block/dm-3")).unwrap();
+    m.stick("loop1", 7, &BootState::fresh(), false, Some("/dev/dm-3"));
+    let out = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+    assert!(
+        matches!(&out, Marked::ReadOnly { why, .. } if why.contains("Ventoy")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_released_medium_is_unreachable_not_an_error() {
+    let m = Machine::new();
+    let out = mark_good(&m.root, &env(Slot::A, true)).unwrap();
+    let Marked::Unreachable(why) = &out else {
+        panic!("{out:?}")
+    };
+    assert!(why.contains("toram") && why.contains(UUID_A), "{why}");
+    let out = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+    assert!(
+        matches!(&out, Marked::Unreachable(w) if w.contains("gone")),
+        "{out:?}"
+    );
+    let no_live = BootEnv::default();
+    assert!(matches!(
+        locate(&m.root, &no_live).unwrap(),
+        Located::Unreachable(_)
+    ));
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    // No booted slot in boot.env.
+    let m = Machine::new();
+    let e = mark_good(&m.root, &BootEnv::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("names no booted slot"), "{e}");
+
+    // A disk without an ESP.
+    let m = Machine::new();
+    m.disk(
+        "sda",
+        false,
+        None,
+        &[Part {
+            name: "sda2",
+            dev: "8:2",
+            ptype: SLOT_TYPE_X86_64,
+            label: "anklume-slot-a",
+            partuuid: UUID_A,
+            fat: None,
+        }],
+    );
+    let e = format!(
+        "{:#}",
+        mark_good(&m.root, &env(Slot::A, false)).unwrap_err()
+    );
+    assert!(
+        e.contains("boot disk sda has no partition of the ESP type"),
+        "{e}"
+    );
+
+    // An ESP without the block.
+    let m = Machine::new();
+    m.stick("sda", 8, &BootState::fresh(), false, None);
+    anklume_esp::write_esp(&m.root.join("dev/sda1"), 8 << 20, 1, &[]).unwrap();
+    let e = format!(
+        "{:#}",
+        mark_good(&m.root, &env(Slot::A, false)).unwrap_err()
+    );
+    assert!(e.contains("EFI/anklume/grubenv is not on the ESP"), "{e}");
+
+    // A block that is not a boot state.
+    let m = Machine::new();
+    m.stick("sda", 8, &BootState::fresh(), false, None);
+    let mut vars = BootState::fresh().to_vars();
+    vars.insert("anklume_tries_b".into(), "9".into());
+    let block = encode_envblk(&vars).unwrap();
+    anklume_esp::rewrite_in_place(&m.root.join("dev/sda1"), 0, GRUBENV, &block).unwrap();
+    let before = m.file("dev/sda1");
+    let e = format!(
+        "{:#}",
+        mark_good(&m.root, &env(Slot::A, false)).unwrap_err()
+    );
+    assert!(e.contains("anklume_tries_b=9"), "{e}");
+    assert_eq!(m.file("dev/sda1"), before);
+}
