@@ -347,7 +347,8 @@ fn domains(c: &anklume_incus::Client) -> Result<Vec<DomainStatus>> {
 }
 
 /// Is table `inet anklume` there, and is it the ruleset `infra.yml` gives?
-fn ruleset(o: &StatusOptions) -> Ruleset {
+/// (Also the health check's `ruleset` check.)
+pub fn ruleset(o: &StatusOptions) -> Ruleset {
     use crate::firewall::{live_hash, Firewall};
     let mut r = Ruleset {
         state: "unknown",
