@@ -14,6 +14,7 @@ pub mod bootstate;
 pub mod bundle;
 pub mod manifest;
 pub mod partition;
+pub mod pool;
 pub mod slot;
 pub mod verity;
 

@@ -36,6 +36,11 @@ pub struct StatusOptions {
     pub context_dir: Option<PathBuf>,
     /// Network namespace of Incus's bridges, for `nft`.
     pub netns: Option<PathBuf>,
+    /// Root of the device tree the boot medium's ESP is looked up under
+    /// (`/`; tests: a fake tree).
+    pub root: PathBuf,
+    /// The data pool's mount point.
+    pub pool: PathBuf,
 }
 
 impl Default for StatusOptions {
@@ -48,6 +53,8 @@ impl Default for StatusOptions {
             infra: None,
             context_dir: None,
             netns: None,
+            root: PathBuf::from("/"),
+            pool: PathBuf::from(anklume_contract::pool::POOL_DIR),
         }
     }
 }
@@ -66,6 +73,34 @@ pub struct Status {
     pub ruleset: Ruleset,
     /// What the CPU and kernel say about memory encryption.
     pub ram_encryption: String,
+    /// The boot state on the boot medium's ESP; `None` when this is not an
+    /// anklume Live OS boot.
+    pub boot_state: Option<BootStateStatus>,
+    /// The data pool.
+    pub pool: PoolStatus,
+}
+
+/// GRUB's boot state of the booted medium.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootStateStatus {
+    /// The state, when the ESP was reached and read.
+    pub state: Option<anklume_bootstate::Report>,
+    /// Why it was not (medium released, unreadable block).
+    pub error: Option<String>,
+}
+
+/// The data pool's mount.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub mount_point: PathBuf,
+    pub mounted: bool,
+    /// The device mounted there, and its file system type.
+    pub source: Option<String>,
+    pub fstype: Option<String>,
+    /// Whether that device is a dm-crypt (LUKS) mapping.
+    pub encrypted: Option<bool>,
+    pub size_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +200,23 @@ pub fn collect(o: &StatusOptions) -> Result<Status> {
             env,
             verity: verity_state(),
         });
+    let boot_state = boot
+        .as_ref()
+        .map(|b| match anklume_bootstate::report(&o.root, &b.env) {
+            Ok(Ok(r)) => BootStateStatus {
+                state: Some(r),
+                error: None,
+            },
+            Ok(Err(why)) => BootStateStatus {
+                state: None,
+                error: Some(why),
+            },
+            Err(e) => BootStateStatus {
+                state: None,
+                error: Some(format!("{e:#}")),
+            },
+        });
+    let pool = pool_status(o);
     let timeout = std::time::Duration::from_secs(5);
     let client = anklume_incus::Client::connect_with_timeout(&o.socket, timeout);
     let version = client.as_ref().map_err(|e| e.to_string()).and_then(|c| {
@@ -201,7 +253,57 @@ pub fn collect(o: &StatusOptions) -> Result<Status> {
         domains,
         ruleset: ruleset(o),
         ram_encryption: crate::ramcrypt::describe(&cpuinfo, log.as_deref()),
+        boot_state,
+        pool,
     })
+}
+
+/// What is mounted at the pool's mount point, whether it is a LUKS
+/// mapping, its size and free space.
+fn pool_status(o: &StatusOptions) -> PoolStatus {
+    let mut p = PoolStatus {
+        mount_point: o.pool.clone(),
+        mounted: false,
+        source: None,
+        fstype: None,
+        encrypted: None,
+        size_bytes: None,
+        free_bytes: None,
+    };
+    let mountinfo = std::fs::read_to_string(&o.mountinfo).unwrap_or_default();
+    let Some((fstype, source)) = mount_at(&mountinfo, &o.pool) else {
+        return p;
+    };
+    p.mounted = true;
+    p.encrypted = std::fs::canonicalize(&source).ok().and_then(|dev| {
+        let name = dev.file_name()?.to_str()?.to_string();
+        let uuid = std::fs::read_to_string(format!("/sys/class/block/{name}/dm/uuid")).ok()?;
+        Some(uuid.starts_with("CRYPT-"))
+    });
+    if let Ok(st) = nix::sys::statvfs::statvfs(&o.pool) {
+        let frag = st.fragment_size() as u64;
+        p.size_bytes = Some(st.blocks() as u64 * frag);
+        p.free_bytes = Some(st.blocks_available() as u64 * frag);
+    }
+    p.source = Some(source);
+    p.fstype = Some(fstype);
+    p
+}
+
+/// File system type and source of the mount at `dir` (the last one wins).
+pub fn mount_at(mountinfo: &str, dir: &std::path::Path) -> Option<(String, String)> {
+    let dir = dir.to_str()?;
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mount_point = pre.split_whitespace().nth(4)?;
+            let mut p = post.split_whitespace();
+            let fstype = p.next()?;
+            let source = p.next()?;
+            (mount_point == dir).then(|| (fstype.to_string(), source.to_string()))
+        })
+        .next_back()
 }
 
 /// The report for people.
@@ -291,6 +393,62 @@ pub fn render(s: &Status, out: &mut dyn Write) -> Result<()> {
         _ => format!("unknown ({})", r.error.as_deref().unwrap_or("?")),
     };
     writeln!(out, "nftables:  {line}")?;
+    if let Some(bs) = &s.boot_state {
+        match (&bs.state, &bs.error) {
+            (Some(r), _) => {
+                let slot = |good: bool, tries: Option<u8>| match (good, tries) {
+                    (true, _) => "good".to_string(),
+                    (false, Some(t)) => format!("not good yet, {t} tries left"),
+                    (false, None) => "not good".to_string(),
+                };
+                writeln!(
+                    out,
+                    "boot:      primary {}; a {}; b {} (ESP {}{})",
+                    r.primary,
+                    slot(r.good_a, r.tries_a),
+                    slot(r.good_b, r.tries_b),
+                    r.esp,
+                    r.read_only
+                        .as_deref()
+                        .map(|w| format!(", read-only: {w}"))
+                        .unwrap_or_default()
+                )?;
+            }
+            (None, e) => writeln!(
+                out,
+                "boot:      state unknown: {}",
+                e.as_deref().unwrap_or("?")
+            )?,
+        }
+    }
+    let p = &s.pool;
+    if p.mounted {
+        let gib = |b: Option<u64>| {
+            b.map_or("?".into(), |b| {
+                format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+            })
+        };
+        writeln!(
+            out,
+            "pool:      {} on {} ({}{}), {} free of {}",
+            p.source.as_deref().unwrap_or("?"),
+            p.mount_point.display(),
+            p.fstype.as_deref().unwrap_or("?"),
+            match p.encrypted {
+                Some(true) => ", encrypted",
+                Some(false) => ", NOT encrypted",
+                None => "",
+            },
+            gib(p.free_bytes),
+            gib(p.size_bytes)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "pool:      none mounted at {}",
+            p.mount_point.display()
+        )?;
+    }
     writeln!(out, "ram crypt: {}", s.ram_encryption)?;
     Ok(())
 }
@@ -470,5 +628,48 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .starts_with("os:        not an anklume Live OS boot"));
+    }
+
+    #[test]
+    fn boot_state_and_pool_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("boot.env"),
+            "slot=a\npartuuid=6a2f1c5e-0b7d-4e1a-9c3f-2d8e5b7a4c10\ntoram=1\n",
+        )
+        .unwrap();
+        let o = StatusOptions {
+            run_dir: dir.path().to_path_buf(),
+            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            socket: dir.path().join("no-incus.socket"),
+            root: dir.path().join("fake-root"),
+            pool: PathBuf::from("/proc"),
+            ..StatusOptions::default()
+        };
+        let mut out = Vec::new();
+        run(&o, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("boot:      state unknown: the boot medium was released (toram)"),
+            "{text}"
+        );
+        assert!(text.contains("pool:      proc on /proc (proc"), "{text}");
+        let mut out = Vec::new();
+        run(&o, true, &mut out).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["boot_state"]["state"], serde_json::Value::Null);
+        assert!(j["boot_state"]["error"].as_str().unwrap().contains("toram"));
+        assert_eq!(j["pool"]["mounted"], true);
+        assert_eq!(j["pool"]["fstype"], "proc");
+
+        let o = StatusOptions {
+            pool: dir.path().to_path_buf(),
+            ..o
+        };
+        let mut out = Vec::new();
+        run(&o, true, &mut out).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["pool"]["mounted"], false);
+        assert_eq!(j["pool"]["source"], serde_json::Value::Null);
     }
 }

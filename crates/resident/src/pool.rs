@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-/// Where the unlocked data pool is mounted.
-pub const POOL_DIR: &str = "/var/lib/anklume/pool";
-/// `infra.yml` on the pool, relative to [`POOL_DIR`].
-pub const INFRA_ON_POOL: &str = "anklume/infra.yml";
+pub use anklume_contract::pool::{INFRA_ON_POOL, POOL_DIR};
 
 /// The default `infra.yml`: on the pool.
 pub fn default_infra(pool: &Path) -> PathBuf {
