@@ -281,9 +281,9 @@ fn pool_status(o: &StatusOptions) -> PoolStatus {
         Some(uuid.starts_with("CRYPT-"))
     });
     if let Ok(st) = nix::sys::statvfs::statvfs(&o.pool) {
-        let frag = u64::from(st.fragment_size());
-        p.size_bytes = Some(u64::from(st.blocks()) * frag);
-        p.free_bytes = Some(u64::from(st.blocks_available()) * frag);
+        let frag = st.fragment_size();
+        p.size_bytes = Some(st.blocks() * frag);
+        p.free_bytes = Some(st.blocks_available() * frag);
     }
     p.source = Some(source);
     p.fstype = Some(fstype);
