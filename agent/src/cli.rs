@@ -6,6 +6,12 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use anklume_generator::{self as sync, SyncOptions};
+use anklume_resident::agent::{self, AgentOptions};
+use anklume_resident::health::{self, HealthOptions};
+use anklume_resident::lastapply::{self, Record};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
 
 /// anklume: compartmentalize a workstation into Incus domains described in infra.yml.
 #[derive(Debug, Parser)]
@@ -86,6 +92,86 @@ pub enum Command {
         json: bool,
         /// Incus socket (default: $INCUS_SOCKET, $INCUS_DIR/unix.socket,
         /// /var/lib/incus/unix.socket).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Directory of the nesting context files (as for sync).
+        #[arg(long)]
+        context_dir: Option<PathBuf>,
+    },
+    /// Is this boot healthy? The data pool mounted, Incus answering, the
+    /// last apply converged, the isolation ruleset current, and every
+    /// executable in the checks folder exiting 0 in time. With
+    /// --mark-good, a healthy boot marks the running slot good in the boot
+    /// state (a read-only or absent medium: said, nothing written).
+    ///
+    /// Exit: 0 healthy (and marked, when asked); 1 a check failed (nothing
+    /// marked); 2 bad command line; 3 healthy but the boot state could not
+    /// be written.
+    Health {
+        /// Mark the running slot good when every check passes.
+        #[arg(long)]
+        mark_good: bool,
+        /// The data pool's mount point.
+        #[arg(long, default_value = anklume_contract::pool::POOL_DIR)]
+        pool_dir: PathBuf,
+        /// infra.yml the ruleset and the last apply are judged against
+        /// (default: anklume/infra.yml on the pool).
+        #[arg(long)]
+        infra: Option<PathBuf>,
+        /// Where apply left its record (as apply's --state-dir).
+        #[arg(long, default_value = anklume_reconciler::desired::STATE_DIR)]
+        state_dir: PathBuf,
+        /// Folder of extra checks (executables, each must exit 0).
+        #[arg(long, default_value = anklume_resident::health::CHECKS_DIR)]
+        checks_dir: PathBuf,
+        /// Seconds one extra check may run before it is killed and fails.
+        #[arg(long, default_value_t = 30)]
+        check_timeout: u64,
+        /// Incus socket (default as for apply).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Network namespace of Incus's bridges (as for apply).
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// Directory of the nesting context files (as for sync).
+        #[arg(long)]
+        context_dir: Option<PathBuf>,
+    },
+    /// The resident agent: converge to infra.yml on the data pool (sync +
+    /// apply), then again whenever it changes; log to stderr (the journal).
+    /// A failed run is logged and retried at the next change. Without a
+    /// data pool mounted: says so and exits 0.
+    Agent {
+        /// The data pool's mount point (nothing is done unless something is
+        /// mounted there).
+        #[arg(long, default_value = anklume_contract::pool::POOL_DIR)]
+        pool_dir: PathBuf,
+        /// Do not require a mounted pool (development, tests).
+        #[arg(long)]
+        no_pool_check: bool,
+        /// infra.yml or an infra/ directory (default: anklume/infra.yml on
+        /// the pool).
+        #[arg(long)]
+        infra: Option<PathBuf>,
+        /// Where the Ansible tree is written (default: infra.yml's folder).
+        #[arg(long)]
+        base_dir: Option<PathBuf>,
+        /// Milliseconds without further change before a run starts.
+        #[arg(long, default_value_t = 1000)]
+        debounce_ms: u64,
+        /// Bridges without NAT (as for apply).
+        #[arg(long)]
+        no_nat: bool,
+        /// Storage pool for root disks and volumes (apply's --pool).
+        #[arg(long, default_value = "default")]
+        storage_pool: String,
+        /// Network namespace of Incus's bridges (as for apply).
+        #[arg(long)]
+        netns: Option<PathBuf>,
+        /// Where the last ruleset and the last apply's record are kept.
+        #[arg(long, default_value = anklume_reconciler::desired::STATE_DIR)]
+        state_dir: PathBuf,
+        /// Incus socket (default as for apply).
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Directory of the nesting context files (as for sync).
@@ -175,7 +261,114 @@ pub fn run(cli: Cli) -> Result<i32> {
             let stderr = std::io::stderr();
             let mut out = stdout.lock();
             let mut err = stderr.lock();
-            Ok(anklume_reconciler::run(&o, &mut out, &mut err)?.0)
+            let infra = o
+                .infra
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("infra.yml"));
+            let done = anklume_reconciler::run(&o, &mut out, &mut err);
+            // What the health check reads: every real run, failed or not.
+            if !dry_run {
+                let rec = Record::new(&infra);
+                let rec = match &done {
+                    Ok((code, s)) => rec.with_summary(*code, s),
+                    Err(e) => Record {
+                        error: Some(format!("{e:#}")),
+                        ..rec
+                    },
+                };
+                let dir = o.settings.state_dir.as_deref().unwrap_or(Path::new("."));
+                if let Err(e) = lastapply::write(dir, &rec) {
+                    eprintln!("warning: the apply record could not be written: {e:#}");
+                }
+            }
+            Ok(done?.0)
+        }
+        Command::Health {
+            mark_good,
+            pool_dir,
+            infra,
+            state_dir,
+            checks_dir,
+            check_timeout,
+            socket,
+            netns,
+            context_dir,
+        } => {
+            let o = HealthOptions {
+                infra: infra
+                    .unwrap_or_else(|| pool_dir.join(anklume_contract::pool::INFRA_ON_POOL)),
+                pool: pool_dir,
+                socket: socket.unwrap_or_else(anklume_incus::client::default_socket),
+                state_dir,
+                context_dir,
+                netns,
+                checks_dir,
+                check_timeout: Duration::from_secs(check_timeout),
+                ..HealthOptions::default()
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            if !health::run(&o, &mut out)? {
+                writeln!(out, "unhealthy: the boot is not marked good")?;
+                return Ok(1);
+            }
+            writeln!(out, "healthy")?;
+            if mark_good {
+                return mark_running_slot_good(&mut out);
+            }
+            Ok(0)
+        }
+        Command::Agent {
+            pool_dir,
+            no_pool_check,
+            infra,
+            base_dir,
+            debounce_ms,
+            no_nat,
+            storage_pool,
+            netns,
+            state_dir,
+            socket,
+            context_dir,
+        } => {
+            let infra =
+                infra.unwrap_or_else(|| pool_dir.join(anklume_contract::pool::INFRA_ON_POOL));
+            let base_dir = base_dir.unwrap_or_else(|| {
+                infra
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            });
+            let o = AgentOptions {
+                infra: infra.clone(),
+                pool: (!no_pool_check).then_some(pool_dir),
+                mountinfo: PathBuf::from("/proc/self/mountinfo"),
+                base_dir,
+                context_dir: context_dir.clone(),
+                apply: anklume_reconciler::ApplyOptions {
+                    infra: Some(infra),
+                    context_dir,
+                    domains: vec![],
+                    dry_run: false,
+                    clean_orphans: false,
+                    socket: socket.unwrap_or_else(anklume_incus::client::default_socket),
+                    settings: anklume_reconciler::desired::ApplySettings {
+                        nat: !no_nat,
+                        pool: storage_pool,
+                        netns,
+                        state_dir: Some(state_dir.clone()),
+                    },
+                    progress: true,
+                    json: false,
+                },
+                state_dir,
+                debounce: Duration::from_millis(debounce_ms),
+            };
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let stderr = std::io::stderr();
+            let mut err = stderr.lock();
+            agent::run(&o, &stop, &mut err, &mut |_| {})?;
+            Ok(0)
         }
         Command::Sync {
             infra,
@@ -205,6 +398,44 @@ pub fn run(cli: Cli) -> Result<i32> {
                 sync::Outcome::Done(_) => 0,
                 sync::Outcome::Invalid => 1,
             })
+        }
+    }
+}
+
+/// After a healthy check: mark the booted slot good on the boot medium.
+fn mark_running_slot_good(out: &mut dyn Write) -> Result<i32> {
+    use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
+    let run_dir = std::env::var_os("ANKLUME_RUN_DIR");
+    let boot_env = run_dir.map_or_else(
+        || PathBuf::from(BOOT_ENV),
+        |d| Path::new(&d).join("boot.env"),
+    );
+    let env = match BootEnv::read(&boot_env) {
+        Ok(Some(env)) => env,
+        Ok(None) => {
+            writeln!(
+                out,
+                "not an anklume Live OS boot (no {}): no boot state to mark",
+                boot_env.display()
+            )?;
+            return Ok(0);
+        }
+        Err(e) => {
+            writeln!(out, "ERROR: reading {}: {e}", boot_env.display())?;
+            return Ok(3);
+        }
+    };
+    let root =
+        std::env::var_os("ANKLUME_DEV_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    match anklume_bootstate::mark_good(&root, &env) {
+        Ok(m) => {
+            let slot = env.slot.expect("mark_good checked the slot");
+            writeln!(out, "{}", m.describe(slot))?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(out, "ERROR: marking the running slot good: {e:#}")?;
+            Ok(3)
         }
     }
 }

@@ -158,6 +158,7 @@ impl Lab {
             infra: Some(self.dir.join("infra.yml")),
             context_dir: Some(self.dir.join("ctx")),
             netns: Some(self.daemon().netns_path()),
+            ..anklume_reconciler::status::StatusOptions::default()
         };
         let mut out = Vec::new();
         anklume_reconciler::status::run(&o, false, &mut out).unwrap();
