@@ -295,3 +295,48 @@ fn the_agent_without_a_pool_says_so_and_exits_0() {
         d.path().display()
     )));
 }
+
+#[test]
+fn the_agent_tells_systemd_it_is_ready_after_its_first_round() {
+    use std::os::unix::net::UnixDatagram;
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("notify");
+    let rx = UnixDatagram::bind(&sock).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let infra = d.path().join("infra.yml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anklume"))
+        .arg("agent")
+        .arg("--no-pool-check")
+        .arg("--infra")
+        .arg(&infra)
+        .arg("--state-dir")
+        .arg(d.path().join("state"))
+        .arg("--socket")
+        .arg(d.path().join("no-incus.socket"))
+        .env("NOTIFY_SOCKET", &sock)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = rx.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(
+        msg,
+        format!("READY=1\nSTATUS=waiting for {}", infra.display())
+    );
+    // infra.yml appears (invalid: no Incus is needed to fail): a run, its
+    // outcome as the new status, and the agent is still there.
+    std::fs::write(&infra, "domains: [\n").unwrap();
+    let n = rx.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("STATUS=NOT converged: failed: "), "{msg}");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist yet; waiting for it"), "{err}");
+    assert!(
+        err.contains("is invalid (errors above); nothing applied"),
+        "{err}"
+    );
+}

@@ -138,21 +138,43 @@ pub fn run(
     let watcher = Watcher::new(&o.infra)?;
     writeln!(log, "anklume agent: watching {}", o.infra.display())?;
     let mut pending = true;
+    let mut ready = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(Exit::Stopped);
         }
         if pending {
             pending = false;
-            if o.infra.exists() {
+            let status = if o.infra.exists() {
                 let rec = converge(o, log);
                 on_run(&rec);
+                format!(
+                    "{}: {}",
+                    if rec.converged() {
+                        "converged"
+                    } else {
+                        "NOT converged"
+                    },
+                    rec.describe()
+                )
             } else {
                 writeln!(
                     log,
                     "anklume agent: {} does not exist yet; waiting for it",
                     o.infra.display()
                 )?;
+                format!("waiting for {}", o.infra.display())
+            };
+            // systemd: started once the first run is over (the health
+            // check is ordered after that); then the latest outcome.
+            let msg = if ready {
+                format!("STATUS={status}")
+            } else {
+                format!("READY=1\nSTATUS={status}")
+            };
+            ready = true;
+            if let Err(e) = crate::notify::notify(&msg) {
+                writeln!(log, "anklume agent: {e:#}")?;
             }
         }
         if watcher.wait(Duration::from_millis(250))? {

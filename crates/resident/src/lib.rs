@@ -9,10 +9,12 @@
 //!   the last apply converged, the isolation ruleset current, and a folder
 //!   of extra checks; its success is what marks a boot good
 //!   (`anklume-bootstate`).
+//! - [`notify`]: systemd's readiness protocol for the agent service.
 //! - [`pool`]: where the data pool is mounted, and whether it is.
 
 pub mod agent;
 pub mod health;
 pub mod lastapply;
+pub mod notify;
 pub mod pool;
 pub mod watch;
