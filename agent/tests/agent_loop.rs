@@ -9,8 +9,11 @@
 //!   ruleset (deleted by hand), and the extra checks folder (exit 0, exit
 //!   1, a check that hangs past the timeout, a file that is not
 //!   executable);
-//! - the binary: `anklume health --mark-good` healthy off a Live OS boot,
-//!   unhealthy with exit 1, `anklume agent` without a pool exits 0.
+//! - the binary on a fake boot stick (sysfs, udev data, /dev with a FAT
+//!   ESP): `anklume health --mark-good` unhealthy is exit 1 and marks
+//!   nothing, healthy marks the booted slot good (off a Live OS boot: says
+//!   there is nothing to mark), `anklume status` shows the boot state;
+//!   `anklume agent` without a pool exits 0.
 
 mod common;
 
@@ -23,6 +26,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anklume_bootstate::testing::{FakeMachine, SLOT_PARTUUID};
+use anklume_bootstate::{locate, Located};
+use anklume_contract::bootenv::BootEnv;
+use anklume_contract::bootstate::BootState;
+use anklume_contract::Slot;
 use anklume_resident::agent::{self, AgentOptions, Exit};
 use anklume_resident::health::{self, Check, HealthOptions};
 use anklume_resident::lastapply::Record;
@@ -222,8 +230,21 @@ fn the_agent_converges_follows_changes_and_survives_bad_input_and_health_judges_
     let f = check(&c, "health.d/40-hangs");
     assert!(!f.ok && f.detail.contains("killed"), "{f:?}");
 
-    // The binary: unhealthy is exit 1 and says which check failed.
-    let bin = |args: &[&str]| {
+    // The binary, on a fake boot stick (ANKLUME_DEV_ROOT: sysfs, udev
+    // data and /dev, the ESP a FAT image): B was armed and fell back to A.
+    let devroot = dir.join("devroot");
+    let stick = FakeMachine::at(&devroot);
+    let mut armed = BootState::fresh();
+    armed.arm(Slot::B, 2);
+    stick.stick("sda", 8, &armed, false, None);
+    std::fs::create_dir_all(dir.join("run")).unwrap();
+    std::fs::write(
+        dir.join("run/boot.env"),
+        format!("slot=a\nversion=0.1.0\npartuuid={SLOT_PARTUUID}\ntoram=0\n"),
+    )
+    .unwrap();
+    let esp_before = stick.file("dev/sda1");
+    let bin = |args: &[&str], run_dir: &str| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_anklume"));
         cmd.arg("health")
             .arg("--socket")
@@ -241,10 +262,12 @@ fn the_agent_converges_follows_changes_and_survives_bad_input_and_health_judges_
             .arg("--check-timeout")
             .arg("2")
             .args(args)
-            .env("ANKLUME_RUN_DIR", dir.join("run"));
+            .env("ANKLUME_RUN_DIR", dir.join(run_dir))
+            .env("ANKLUME_DEV_ROOT", &devroot);
         cmd.output().unwrap()
     };
-    let out = bin(&["--pool-dir", "/proc", "--mark-good"]);
+    // Unhealthy: exit 1, says which check failed, marks nothing.
+    let out = bin(&["--pool-dir", "/proc", "--mark-good"], "run");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAILED health.d/30-fails"), "{text}");
@@ -252,14 +275,53 @@ fn the_agent_converges_follows_changes_and_survives_bad_input_and_health_judges_
         text.contains("unhealthy: the boot is not marked good"),
         "{text}"
     );
+    assert_eq!(stick.file("dev/sda1"), esp_before, "nothing marked");
     std::fs::remove_file(hd.join("30-fails")).unwrap();
     std::fs::remove_file(hd.join("40-hangs")).unwrap();
     // Healthy, off a Live OS boot: nothing to mark, exit 0.
-    let out = bin(&["--pool-dir", "/proc", "--mark-good"]);
+    let out = bin(&["--pool-dir", "/proc", "--mark-good"], "run-none");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("healthy\n"), "{text}");
     assert!(text.contains("not an anklume Live OS boot"), "{text}");
+    assert_eq!(stick.file("dev/sda1"), esp_before);
+    // Healthy on the stick: slot a marked good, primary again.
+    let out = bin(&["--pool-dir", "/proc", "--mark-good"], "run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("slot a marked good"), "{text}");
+    let env = BootEnv::read(&dir.join("run/boot.env")).unwrap().unwrap();
+    let Located::Esp(esp) = locate(&devroot, &env).unwrap() else {
+        panic!("the fake ESP is found")
+    };
+    let st = anklume_bootstate::read(&esp).unwrap().state;
+    assert_eq!(
+        (st.primary, st.is_good(Slot::A), st.tries(Slot::B)),
+        (Slot::A, true, Some(2))
+    );
+    // Without --mark-good nothing is written.
+    let marked = stick.file("dev/sda1");
+    let out = bin(&["--pool-dir", "/proc"], "run");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stick.file("dev/sda1"), marked);
+    // anklume status shows the boot state and the pool.
+    let out = Command::new(env!("CARGO_BIN_EXE_anklume"))
+        .arg("status")
+        .arg("--socket")
+        .arg(lab.daemon().socket())
+        .env("ANKLUME_RUN_DIR", dir.join("run"))
+        .env("ANKLUME_DEV_ROOT", &devroot)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("boot:      primary a; a good; b not good yet, 2 tries left (ESP /dev/sda1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pool:      none mounted at /var/lib/anklume/pool"),
+        "{text}"
+    );
 
     // The ruleset deleted by hand: the ruleset check fails.
     let del = Command::new("nsenter")

@@ -185,5 +185,7 @@ pub fn report(root: &Path, env: &BootEnv) -> Result<std::result::Result<Report, 
     }))
 }
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,6 @@
 //! are FAT image files made by the builder's own ESP writer.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
 
 use anklume_contract::bootenv::BootEnv;
 use anklume_contract::bootfiles::GRUBENV;
@@ -10,140 +9,30 @@ use anklume_contract::bootstate::{encode_envblk, BootState};
 use anklume_contract::partition::{ESP_TYPE, SLOT_TYPE_X86_64};
 use anklume_contract::Slot;
 
+use super::testing::{FakeMachine, Part, SLOT_PARTUUID as UUID_A};
 use super::*;
 
-const UUID_A: &str = "6A2F1C5E-0B7D-4E1A-9C3F-2D8E5B7A4C10";
-
+/// A fake machine in its own temporary folder.
 struct Machine {
+    m: FakeMachine,
     _tmp: tempfile::TempDir,
-    root: PathBuf,
 }
 
-/// One partition: kernel name, dev number, type, PARTLABEL, FAT image or not.
-struct Part<'a> {
-    name: &'a str,
-    dev: &'a str,
-    ptype: &'a str,
-    label: &'a str,
-    partuuid: &'a str,
-    fat: Option<&'a BootState>,
+impl std::ops::Deref for Machine {
+    type Target = FakeMachine;
+    fn deref(&self) -> &FakeMachine {
+        &self.m
+    }
 }
 
 impl Machine {
     fn new() -> Machine {
         let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        for d in [
-            "dev/disk/by-partuuid",
-            "sys/class/block",
-            "run/udev/data",
-            "sys/devices",
-        ] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        Machine { _tmp: tmp, root }
-    }
-
-    fn disk(&self, disk: &str, ro: bool, backing: Option<&str>, parts: &[Part<'_>]) {
-        let sys = self.root.join("sys/devices/virtual/block").join(disk);
-        std::fs::create_dir_all(&sys).unwrap();
-        std::fs::write(sys.join("ro"), if ro { "1\n" } else { "0\n" }).unwrap();
-        if let Some(b) = backing {
-            std::fs::create_dir_all(sys.join("loop")).unwrap();
-            std::fs::write(sys.join("loop/backing_file"), format!("{b}\n")).unwrap();
-        }
-        symlink(&sys, self.root.join("sys/class/block").join(disk)).unwrap();
-        for p in parts {
-            let ps = sys.join(p.name);
-            std::fs::create_dir_all(&ps).unwrap();
-            std::fs::write(ps.join("partition"), "1\n").unwrap();
-            std::fs::write(ps.join("dev"), format!("{}\n", p.dev)).unwrap();
-            std::fs::write(ps.join("ro"), "0\n").unwrap();
-            symlink(&ps, self.root.join("sys/class/block").join(p.name)).unwrap();
-            std::fs::write(
-                self.root.join(format!("run/udev/data/b{}", p.dev)),
-                format!(
-                    "E:ID_PART_ENTRY_TYPE={}\nE:ID_PART_ENTRY_NAME={}\nE:ID_PART_ENTRY_UUID={}\n",
-                    p.ptype.to_lowercase(),
-                    p.label,
-                    p.partuuid.to_lowercase()
-                ),
-            )
-            .unwrap();
-            let node = self.root.join("dev").join(p.name);
-            match p.fat {
-                Some(st) => esp_image(&node, st),
-                None => std::fs::write(&node, b"squashfs").unwrap(),
-            }
-            symlink(
-                format!("../../{}", p.name),
-                self.root
-                    .join("dev/disk/by-partuuid")
-                    .join(p.partuuid.to_lowercase()),
-            )
-            .unwrap();
+        Machine {
+            m: FakeMachine::at(tmp.path()),
+            _tmp: tmp,
         }
     }
-
-    /// A USB stick `sda`: ESP `sda1` with `st`, slot A `sda2`.
-    fn stick(&self, disk: &str, major: u32, st: &BootState, ro: bool, backing: Option<&str>) {
-        let (p1, p2) = (format!("{disk}1"), format!("{disk}2"));
-        let (p1, p2) = if disk.starts_with("loop") {
-            (format!("{disk}p1"), format!("{disk}p2"))
-        } else {
-            (p1, p2)
-        };
-        self.disk(
-            disk,
-            ro,
-            backing,
-            &[
-                Part {
-                    name: &p1,
-                    dev: &format!("{major}:1"),
-                    ptype: ESP_TYPE,
-                    label: "anklume-esp",
-                    partuuid: &format!("{major:08}-0000-4000-8000-000000000001"),
-                    fat: Some(st),
-                },
-                Part {
-                    name: &p2,
-                    dev: &format!("{major}:2"),
-                    ptype: SLOT_TYPE_X86_64,
-                    label: "anklume-slot-a",
-                    partuuid: UUID_A,
-                    fat: None,
-                },
-            ],
-        );
-    }
-
-    fn file(&self, rel: &str) -> Vec<u8> {
-        std::fs::read(self.root.join(rel)).unwrap()
-    }
-}
-
-/// An 8 MiB FAT image holding the boot state block (and a grub.cfg).
-fn esp_image(at: &Path, st: &BootState) {
-    let mut vars = st.to_vars();
-    vars.insert("anklume_toram".into(), "1".into());
-    let block = encode_envblk(&vars).unwrap();
-    anklume_esp::write_esp(
-        at,
-        8 << 20,
-        7,
-        &[
-            anklume_esp::EspFile {
-                path: "EFI/anklume/grub.cfg",
-                data: b"# grub\n",
-            },
-            anklume_esp::EspFile {
-                path: GRUBENV,
-                data: &block,
-            },
-        ],
-    )
-    .unwrap();
 }
 
 fn env(slot: Slot, toram: bool) -> BootEnv {

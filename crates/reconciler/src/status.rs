@@ -37,7 +37,7 @@ pub struct StatusOptions {
     /// Network namespace of Incus's bridges, for `nft`.
     pub netns: Option<PathBuf>,
     /// Root of the device tree the boot medium's ESP is looked up under
-    /// (`/`; tests: a fake tree).
+    /// (`/`; `$ANKLUME_DEV_ROOT`: a fake tree, for tests).
     pub root: PathBuf,
     /// The data pool's mount point.
     pub pool: PathBuf,
@@ -53,7 +53,8 @@ impl Default for StatusOptions {
             infra: None,
             context_dir: None,
             netns: None,
-            root: PathBuf::from("/"),
+            root: std::env::var_os("ANKLUME_DEV_ROOT")
+                .map_or_else(|| PathBuf::from("/"), PathBuf::from),
             pool: PathBuf::from(anklume_contract::pool::POOL_DIR),
         }
     }
@@ -277,7 +278,8 @@ fn pool_status(o: &StatusOptions) -> PoolStatus {
     p.mounted = true;
     p.encrypted = std::fs::canonicalize(&source).ok().and_then(|dev| {
         let name = dev.file_name()?.to_str()?.to_string();
-        let uuid = std::fs::read_to_string(format!("/sys/class/block/{name}/dm/uuid")).ok()?;
+        let uuid =
+            std::fs::read_to_string(o.root.join(format!("sys/class/block/{name}/dm/uuid"))).ok()?;
         Some(uuid.starts_with("CRYPT-"))
     });
     if let Ok(st) = nix::sys::statvfs::statvfs(&o.pool) {
