@@ -18,6 +18,9 @@
 //!   the state variables fit in the first sector, so a mark-good is one
 //!   sector write, read back after a sync.
 //!
+//! When the kernel has the ESP mounted, the block is read and written
+//! through that mount (in place, same size), never under it.
+//!
 //! On a read-only medium (a CD, an ISO under Ventoy, a read-only loop) or
 //! with the medium gone (toram, stick pulled out) nothing is written and
 //! the outcome says why; that is not an error.
@@ -49,8 +52,12 @@ pub struct Read {
 
 /// Read the boot state from `esp`.
 pub fn read(esp: &Esp) -> Result<Read> {
-    let block = anklume_esp::read_file(&esp.device, esp.offset, GRUBENV)
-        .with_context(|| format!("reading {GRUBENV} on the ESP {}", esp.device.display()))?;
+    let block = match &esp.mounted_at {
+        Some(m) => std::fs::read(m.join(GRUBENV))
+            .with_context(|| format!("reading {GRUBENV} on the ESP mounted at {}", m.display()))?,
+        None => anklume_esp::read_file(&esp.device, esp.offset, GRUBENV)
+            .with_context(|| format!("reading {GRUBENV} on the ESP {}", esp.device.display()))?,
+    };
     let vars = decode_envblk(&block)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{GRUBENV} on {}", esp.device.display()))?;
@@ -142,13 +149,52 @@ pub fn mark_good(root: &Path, env: &BootEnv) -> Result<Marked> {
     }
     vars.extend(after.to_vars());
     let block = encode_envblk(&vars).map_err(anyhow::Error::msg)?;
-    anklume_esp::rewrite_in_place(&esp.device, esp.offset, GRUBENV, &block).with_context(|| {
-        format!(
-            "writing {GRUBENV} on the ESP {} in place",
-            esp.device.display()
-        )
-    })?;
+    match &esp.mounted_at {
+        Some(m) => rewrite_mounted(&m.join(GRUBENV), &block)?,
+        None => {
+            anklume_esp::rewrite_in_place(&esp.device, esp.offset, GRUBENV, &block).with_context(
+                || {
+                    format!(
+                        "writing {GRUBENV} on the ESP {} in place",
+                        esp.device.display()
+                    )
+                },
+            )?;
+        }
+    }
     Ok(Marked::Written { before, after })
+}
+
+/// The ESP is mounted: never write under the kernel's FAT driver. The
+/// block is overwritten through the mount, in place (same size, no
+/// truncation: the driver keeps the file's clusters, as `save_env` needs),
+/// synced and read back.
+fn rewrite_mounted(path: &Path, block: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {} for writing", path.display()))?;
+    let len = f.metadata()?.len();
+    anyhow::ensure!(
+        len == block.len() as u64,
+        "{} is {len} bytes, not a {}-byte GRUB environment block",
+        path.display(),
+        block.len()
+    );
+    f.write_all_at(block, 0)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    let mut back = vec![0u8; block.len()];
+    f.read_exact_at(&mut back, 0)?;
+    anyhow::ensure!(
+        back == block,
+        "{} does not read back as written",
+        path.display()
+    );
+    Ok(())
 }
 
 /// The boot state for `anklume status` (JSON: `boot_state`).

@@ -19,6 +19,9 @@ pub struct Esp {
     pub disk: String,
     /// Why nothing may be written there (a CD, Ventoy, a read-only device).
     pub read_only: Option<String>,
+    /// Where the kernel has it mounted, if it does (then the block is read
+    /// and written through that mount, never under it).
+    pub mounted_at: Option<PathBuf>,
 }
 
 impl Esp {
@@ -106,29 +109,45 @@ pub fn locate(root: &Path, env: &BootEnv) -> Result<Located> {
         if prop("ID_PART_ENTRY_TYPE").is_some_and(|t| t.eq_ignore_ascii_case(ESP_TYPE)) {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("?");
             let ours = prop("ID_PART_ENTRY_NAME").as_deref() == Some(ESP_LABEL);
-            esps.push((ours, name.to_string()));
+            esps.push((ours, name.to_string(), dev));
         }
     }
     esps.sort();
-    let name = match esps.as_slice() {
+    let (name, dev) = match esps.as_slice() {
         [] => bail!(
             "the boot disk {disk} has no partition of the ESP type in udev's data (booted slot {part})"
         ),
-        [(_, one)] => one.clone(),
-        [.., (true, ours)] if esps.iter().filter(|e| e.0).count() == 1 => ours.clone(),
+        [(_, one, dev)] => (one.clone(), dev.clone()),
+        [.., (true, ours, dev)] if esps.iter().filter(|e| e.0).count() == 1 => {
+            (ours.clone(), dev.clone())
+        }
         _ => bail!(
             "the boot disk {disk} has {} ESPs and not exactly one labelled {ESP_LABEL}",
             esps.len()
         ),
     };
     let read_only = read_only_reason(root, &sys_disk, &disk, &name);
+    let mounted_at = mount_point_of(root, &dev);
     Ok(Located::Esp(Esp {
+        mounted_at,
         device: root.join("dev").join(&name),
         offset: 0,
         name,
         disk,
         read_only,
     }))
+}
+
+/// Where the device `dev` (`8:1`) is mounted, per `<root>/proc/self/mountinfo`
+/// (the first mount; none when the file is absent, as on a fake tree).
+fn mount_point_of(root: &Path, dev: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(root.join("proc/self/mountinfo")).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let majmin = f.nth(2)?;
+        let mp = f.nth(1)?;
+        (majmin == dev).then(|| root.join(mp.trim_start_matches('/').replace("\\040", " ")))
+    })
 }
 
 /// Why the ESP `name` of `disk` must not be written, if so.

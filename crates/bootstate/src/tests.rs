@@ -266,3 +266,45 @@ fn errors_name_what_is_wrong() {
     assert!(e.contains("anklume_tries_b=9"), "{e}");
     assert_eq!(m.file("dev/sda1"), before);
 }
+
+#[test]
+fn a_mounted_esp_is_written_through_its_mount_never_under_it() {
+    let m = Machine::new();
+    m.stick("sda", 8, &armed_b(), false, None);
+    // The kernel has sda1 (8:1) mounted at /boot/efi: a copy of its files
+    // stands in for the mounted FAT.
+    let efi = m.root.join("boot/efi/EFI/anklume");
+    std::fs::create_dir_all(&efi).unwrap();
+    let block = anklume_esp::read_file(&m.root.join("dev/sda1"), 0, GRUBENV).unwrap();
+    std::fs::write(efi.join("grubenv"), &block).unwrap();
+    std::fs::create_dir_all(m.root.join("proc/self")).unwrap();
+    std::fs::write(
+        m.root.join("proc/self/mountinfo"),
+        "22 1 0:21 / / rw - overlay anklume-root rw\n\
+         40 22 8:1 / /boot/efi rw,relatime - vfat /dev/sda1 rw\n",
+    )
+    .unwrap();
+    let device_before = m.file("dev/sda1");
+    let Located::Esp(esp) = locate(&m.root, &env(Slot::A, false)).unwrap() else {
+        panic!("reachable")
+    };
+    assert_eq!(esp.mounted_at, Some(m.root.join("boot/efi")));
+    let out = mark_good(&m.root, &env(Slot::A, false)).unwrap();
+    assert!(matches!(out, Marked::Written { .. }), "{out:?}");
+    assert_eq!(
+        m.file("dev/sda1"),
+        device_before,
+        "nothing written under the mount"
+    );
+    let r = read(&esp).unwrap();
+    assert!(r.state.is_good(Slot::A) && r.state.primary == Slot::A);
+    assert_eq!(r.vars.get("anklume_toram").map(String::as_str), Some("1"));
+    assert_eq!(m.file("boot/efi/EFI/anklume/grubenv").len(), 1024);
+    // A block of the wrong size there is refused, not rewritten.
+    std::fs::write(efi.join("grubenv"), b"short").unwrap();
+    let e = format!(
+        "{:#}",
+        mark_good(&m.root, &env(Slot::B, false)).unwrap_err()
+    );
+    assert!(e.contains("GRUB environment"), "{e}");
+}
