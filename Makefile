@@ -3,6 +3,16 @@
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 # Reproducible builds: every date in the image is this one.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# Exported: gcc (mimalloc's C code uses __DATE__/__TIME__) and mkosi read it.
+export SOURCE_DATE_EPOCH
+CARGO_HOME ?= $(HOME)/.cargo
+# Release builds that do not depend on where the checkout or the cargo
+# registry lives: the absolute paths in panic messages, debug line tables and
+# C objects are rewritten to /anklume and /cargo (docs/live-os.md,
+# "Reproducible builds").
+CARGO_RELEASE = cargo build --release --locked \
+	--config 'build.rustflags = ["--remap-path-prefix=$(CURDIR)=/anklume", "--remap-path-prefix=$(CARGO_HOME)=/cargo"]' \
+	--config 'env.CFLAGS = "-ffile-prefix-map=$(CURDIR)=/anklume -ffile-prefix-map=$(CARGO_HOME)=/cargo"'
 ISO := out/anklume-$(VERSION).iso
 RAW := out/anklume-$(VERSION).raw
 # Images `make iso` writes: iso, raw, or both (the default: the VM scenarios
@@ -26,7 +36,7 @@ all: iso
 iso:
 	bash ci/setup
 	bash ci/setup-image
-	cargo build --workspace --release --locked
+	$(CARGO_RELEASE) --workspace
 	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format $(FORMATS)
 
 ## A throwaway Secure Boot key pair for the tests (kept across runs).
@@ -41,7 +51,7 @@ $(TEST_KEYS)/db.crt:
 ## Build every crate (release).
 build:
 	bash ci/setup
-	cargo build --workspace --release --locked
+	$(CARGO_RELEASE) --workspace
 
 ## The test command: fmt, clippy -D warnings, all cargo tests, then both
 ## images, their checks and the CI boot scenarios (see tests/vm).
@@ -65,7 +75,7 @@ test-unit:
 ## Boot the built image in QEMU and check it from inside the guest.
 live-os-test-vm:
 	bash ci/setup-image
-	cargo build --release --locked -p anklume-vmtest
+	$(CARGO_RELEASE) -p anklume-vmtest
 	./target/release/anklume-vmtest --iso $(ISO) $(if $(wildcard $(RAW)),--raw $(RAW)) \
 		--work-dir build/vmtest $(SCENARIOS)
 
