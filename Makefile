@@ -63,10 +63,10 @@ test:
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
 ## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and
-## a second build from the same rootfs tree that must give the same bytes.
+## a second clone of the same commit (work tree changes included) in
+## build/repro-clone whose `make iso` must give the same bytes.
 check-image:
-	bash ci/check-image --repro build/mkosi-out/rootfs $(SOURCE_DATE_EPOCH) $(VERSION) \
-		$(IMAGES)
+	bash ci/check-image --repro-clone $(SOURCE_DATE_EPOCH) $(VERSION) $(IMAGES)
 
 ## Only the cargo-level checks (no image, no VM).
 test-unit:
