@@ -25,7 +25,7 @@ SCENARIOS ?= all
 # Throwaway Secure Boot key pair that `make test` signs its images with
 # (a user's own key: ANKLUME_SIGNING_KEY / ANKLUME_SIGNING_CERT, see
 # docs/live-os.md). Never a key that signs a release.
-TEST_KEYS := build/test-keys
+TEST_KEYS := $(CURDIR)/build/test-keys
 
 .PHONY: all build iso test-keys check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
