@@ -12,35 +12,11 @@ use anklume_contract::bootfiles::{
 use anklume_contract::bootstate::MAX_TRIES;
 use anklume_contract::Slot;
 
+/// The slot's parameters, `slot.cfg` and the kernel command line are
+/// part of the on-disk contract (the updater writes them too).
+pub use anklume_contract::slotcfg::{kernel_cmdline, slot_cfg, SlotBoot, CMDLINE, UKI_ON_FAIL};
+
 use crate::cmd::Cmd;
-
-/// What grub.cfg needs to boot one slot.
-#[derive(Debug, Clone)]
-pub struct SlotBoot {
-    pub slot: Slot,
-    pub partuuid: String,
-    pub root_hash: String,
-    pub hash_offset: u64,
-    pub version: String,
-}
-
-/// `slot-<x>/slot.cfg`: variables `grub.cfg` sources before booting slot x.
-/// Written by the builder (the updater is to write the inactive slot's),
-/// last of the slot's folder ([`bootfiles`]).
-pub fn slot_cfg(b: &SlotBoot) -> String {
-    format!(
-        "# anklume slot {s}: written by anklume-build/anklume-update; do not edit.\n\
-         set anklume_version=\"{v}\"\n\
-         set anklume_partuuid={u}\n\
-         set anklume_roothash={h}\n\
-         set anklume_hashoffset={o}\n",
-        s = b.slot,
-        v = b.version,
-        u = b.partuuid.to_lowercase(),
-        h = b.root_hash,
-        o = b.hash_offset
-    )
-}
 
 /// The config embedded in the core images: find our ESP by its FAT volume
 /// ID and hand over to `grub.cfg` there. GRUB runs it with its rescue
@@ -74,28 +50,6 @@ fn try_slot(s: Slot) -> String {
     }
     f.push_str("  fi\n}\n");
     f
-}
-
-/// The kernel command line of a slot, in GRUB's variables (`slot.cfg`'s).
-/// `grub.cfg` passes it as is; a signed UKI carries it with the values of
-/// one slot filled in ([`kernel_cmdline`]).
-pub const CMDLINE: &str = "root=anklume ro console=tty0 console=ttyS0,115200 anklume.slot=$anklume_boot anklume.partuuid=$anklume_partuuid anklume.roothash=$anklume_roothash anklume.hashoffset=$anklume_hashoffset anklume.version=$anklume_version";
-
-/// What a UKI adds to [`CMDLINE`]: its command line cannot depend on
-/// whether GRUB counted the try, so a failed boot always reboots (the next
-/// try, or the other slot, comes).
-pub const UKI_ON_FAIL: &str = "panic=10 anklume.onfail=reboot";
-
-/// The command line signed into slot `b`'s UKI: [`CMDLINE`] with `b`'s
-/// values, then [`UKI_ON_FAIL`].
-pub fn kernel_cmdline(b: &SlotBoot) -> String {
-    let line = CMDLINE
-        .replace("$anklume_boot", &b.slot.to_string())
-        .replace("$anklume_partuuid", &b.partuuid.to_lowercase())
-        .replace("$anklume_roothash", &b.root_hash)
-        .replace("$anklume_hashoffset", &b.hash_offset.to_string())
-        .replace("$anklume_version", &b.version);
-    format!("{line} {UKI_ON_FAIL}")
 }
 
 /// The main `grub.cfg` (identical on every medium of a version). It boots

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod partition;
 pub mod pool;
 pub mod slot;
+pub mod slotcfg;
 pub mod verity;
 
 pub use slot::Slot;
