@@ -24,6 +24,32 @@ pub enum Command {
     /// and/or `.raw` (GPT disk with slots A and B and persist) + SHA256SUMS.
     #[command(visible_alias = "iso")]
     Image(ImageArgs),
+    /// The signed update bundle of the last image build (slot A of
+    /// --work-dir with its kernel and initrd), for `anklume update`.
+    Bundle(BundleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// The work directory of the image build.
+    #[arg(long, value_name = "DIR", default_value = "build")]
+    pub work_dir: PathBuf,
+    /// The rootfs tree of that build (default: WORK_DIR/mkosi-out/rootfs).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// ed25519 private key (PKCS#8) that signs the bundle
+    /// (`anklume-update --new-key` makes one); never copied anywhere.
+    #[arg(long, value_name = "FILE")]
+    pub update_key: PathBuf,
+    /// Oldest installed version this bundle may update.
+    #[arg(long, default_value = "0.0.0")]
+    pub min_version: String,
+    /// Data-schema version of this OS (what it expects on the pool).
+    #[arg(long, default_value_t = 1)]
+    pub data_schema: u32,
+    /// Output file (default: out/anklume-<version>.bundle).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +179,7 @@ pub fn main() -> i32 {
         Command::Verity(VerityCommand::Format(a)) => verity_cli::format(&a).map(|()| 0),
         Command::Verity(VerityCommand::Verify(a)) => verity_cli::verify(&a),
         Command::Image(a) => image_cmd(&a).map(|()| 0),
+        Command::Bundle(a) => bundle_cmd(&a).map(|()| 0),
     };
     match result {
         Ok(code) => code,
@@ -161,6 +188,40 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+fn bundle_cmd(a: &BundleArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(a.work_dir.join(crate::bundle::SLOT_MANIFEST))
+        .with_context(|| {
+            format!(
+                "no image build in {} (run anklume-build image first)",
+                a.work_dir.display()
+            )
+        })?;
+    let version = anklume_contract::manifest::SlotManifest::from_json(&text)
+        .map_err(anyhow::Error::msg)?
+        .version;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("out/anklume-{version}.bundle")));
+    let root_hash = crate::bundle::write(&crate::bundle::BundleOptions {
+        work_dir: a.work_dir.clone(),
+        rootfs: a
+            .rootfs
+            .clone()
+            .unwrap_or_else(|| a.work_dir.join("mkosi-out/rootfs")),
+        key: a.update_key.clone(),
+        min_version: a.min_version.clone(),
+        data_schema: a.data_schema,
+        out: out.clone(),
+    })?;
+    eprintln!(
+        "==> {} (version {version}, root hash {root_hash})",
+        out.display()
+    );
+    Ok(())
 }
 
 fn image_cmd(a: &ImageArgs) -> anyhow::Result<()> {

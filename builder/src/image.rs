@@ -201,6 +201,7 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
     p.took("squashfs", t);
     let manifest = slot::seal(&slot_img, Slot::A, &o.version, &boot, o.epoch, &p)?;
+    crate::bundle::save_manifest(&o.work_dir, &manifest)?;
     let raw_sizes = RawSizes {
         esp: esp_size,
         slot: o.slot_size,

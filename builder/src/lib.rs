@@ -23,6 +23,7 @@
 
 pub mod biosboot;
 pub mod bootfiles;
+pub mod bundle;
 pub mod cli;
 pub use anklume_cmd as cmd;
 pub mod esp;

@@ -1,0 +1,138 @@
+//! `anklume-build bundle`: the update bundle of the last image build (slot
+//! A of the work directory, sealed with its verity tree, and the slot's
+//! kernel and initrd), signed with the user's ed25519 update key. The
+//! format and its checks are `anklume-update-lib`'s (docs/update.md).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{ensure, Context, Result};
+
+use anklume_contract::manifest::SlotManifest;
+
+/// Where a build leaves slot A's manifest (kernel + initrd entries, no
+/// medium-specific UKI) for `bundle`.
+pub const SLOT_MANIFEST: &str = "slot-a.manifest.json";
+/// Slot A's sealed image in the work directory.
+pub const SLOT_IMAGE: &str = "slot-a.img";
+
+#[derive(Debug)]
+pub struct BundleOptions {
+    pub work_dir: PathBuf,
+    pub rootfs: PathBuf,
+    pub key: PathBuf,
+    pub min_version: String,
+    pub data_schema: u32,
+    pub out: PathBuf,
+}
+
+/// Write the bundle; returns the slot's root hash.
+pub fn write(o: &BundleOptions) -> Result<String> {
+    let manifest_path = o.work_dir.join(SLOT_MANIFEST);
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "reading {} (run `anklume-build image` with this --work-dir first)",
+            manifest_path.display()
+        )
+    })?;
+    let slot = SlotManifest::from_json(&text).map_err(anyhow::Error::msg)?;
+    let image = o.work_dir.join(SLOT_IMAGE);
+    let boot = |name: &str| {
+        o.rootfs
+            .join("boot")
+            .join(format!("{name}-{}", slot.kernel_version))
+    };
+    let files = vec![boot("vmlinuz"), boot("initrd.img")];
+    for f in &files {
+        ensure!(
+            f.is_file(),
+            "{} is missing: --rootfs must be the tree of that build",
+            f.display()
+        );
+    }
+    let key = anklume_update::keys::load_signing_key(&o.key)?;
+    let input =
+        anklume_update::make::from_sealed(&image, slot, files, &o.min_version, o.data_schema)?;
+    if let Some(dir) = o.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let m = anklume_update::make::write_bundle(&input, &key, &o.out)?;
+    Ok(m.slot.root_hash)
+}
+
+/// The manifest `bundle` reads, written by the image build next to the
+/// sealed slot (atomically).
+pub fn save_manifest(work_dir: &Path, m: &SlotManifest) -> Result<()> {
+    let p = work_dir.join(SLOT_MANIFEST);
+    let tmp = work_dir.join(format!(".{SLOT_MANIFEST}.tmp"));
+    std::fs::write(&tmp, m.to_json()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anklume_contract::Slot;
+
+    /// A tiny build: a rootfs tree, its sealed slot A and manifest, as
+    /// `anklume-build image` leaves them in the work directory.
+    fn tiny_build(dir: &Path) -> (PathBuf, SlotManifest) {
+        let rootfs = dir.join("rootfs");
+        std::fs::create_dir_all(rootfs.join("boot")).unwrap();
+        std::fs::create_dir_all(rootfs.join("lib/modules/6.12.9-amd64")).unwrap();
+        std::fs::write(rootfs.join("boot/vmlinuz-6.12.9-amd64"), b"kernel").unwrap();
+        std::fs::write(rootfs.join("boot/initrd.img-6.12.9-amd64"), b"initrd").unwrap();
+        std::os::unix::fs::symlink("vmlinuz-6.12.9-amd64", rootfs.join("boot/vmlinuz")).unwrap();
+        std::fs::write(rootfs.join("lib/hello"), vec![7u8; 100_000]).unwrap();
+        let boot = crate::bootfiles::BootFiles::from_rootfs(&rootfs).unwrap();
+        let img = dir.join(SLOT_IMAGE);
+        crate::slot::mksquashfs(&rootfs, &img, 1_700_000_000).unwrap();
+        let p = crate::progress::Progress::new(true);
+        let m = crate::slot::seal(&img, Slot::A, "0.2.0", &boot, 1_700_000_000, &p).unwrap();
+        save_manifest(dir, &m).unwrap();
+        (rootfs, m)
+    }
+
+    #[test]
+    fn bundles_the_last_build_and_the_updater_accepts_it() {
+        let d = tempfile::tempdir().unwrap();
+        let (rootfs, m) = tiny_build(d.path());
+        let keys = d.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::create_dir_all(d.path().join("k2")).unwrap();
+        let public = anklume_update::keys::generate(&keys, "release").unwrap();
+        let out = d.path().join("out/x.bundle");
+        let root = write(&BundleOptions {
+            work_dir: d.path().to_path_buf(),
+            rootfs: rootfs.clone(),
+            key: keys.join("release.key"),
+            min_version: "0.1.0".into(),
+            data_schema: 1,
+            out: out.clone(),
+        })
+        .unwrap();
+        assert_eq!(root, m.root_hash);
+        let src = anklume_update::FileSource::open(&out).unwrap();
+        let b = anklume_update::OpenBundle::open(Box::new(src), &[public]).unwrap();
+        assert_eq!(b.manifest.slot.root_hash, m.root_hash);
+        assert_eq!(b.manifest.min_version, "0.1.0");
+        // Another key's bundle is refused by the same trust.
+        let other = anklume_update::keys::generate(&d.path().join("k2"), "other").unwrap();
+        let src = anklume_update::FileSource::open(&out).unwrap();
+        assert!(anklume_update::OpenBundle::open(Box::new(src), &[other]).is_err());
+        // A rootfs of another build (no such kernel) is refused by name.
+        std::fs::remove_file(rootfs.join("boot/initrd.img-6.12.9-amd64")).unwrap();
+        let err = write(&BundleOptions {
+            work_dir: d.path().to_path_buf(),
+            rootfs,
+            key: keys.join("release.key"),
+            min_version: "0.1.0".into(),
+            data_schema: 1,
+            out,
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("initrd.img-6.12.9-amd64 is missing"),
+            "{err:#}"
+        );
+    }
+}
