@@ -200,6 +200,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Signed A/B OS update into the inactive slot (the same command line
+    /// as `anklume-update`): --from FILE|URL, --status, --rollback,
+    /// --mark-good, --new-key. See docs/update.md.
+    Update(anklume_update::cli::UpdateArgs),
 }
 
 /// Run the CLI; returns the process exit code.
@@ -208,6 +212,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let env_trace = std::env::var_os("ANKLUME_CMD_LOG").is_some_and(|v| v == "trace");
     anklume_cmd::set_trace(cli.verbose || env_trace);
     match cli.command {
+        Command::Update(args) => anklume_update::cli::run(args).map(|()| 0),
         Command::Status {
             infra,
             socket,

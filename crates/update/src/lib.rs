@@ -16,6 +16,7 @@
 //! uses the CPU's SHA extensions), `anklume-verity` for the tree, `nix` for
 //! statvfs.
 
+pub mod cli;
 pub mod delta;
 pub mod esp;
 pub mod http;
