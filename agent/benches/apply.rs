@@ -316,7 +316,13 @@ fn anatomy(d: &TestDaemon, n: usize) {
     c.post("/1.0/projects", &json!({"name": "anatomy", "config": {"features.images": "true", "features.profiles": "false"}}))
         .unwrap();
     let t = Instant::now();
-    anklume_reconciler::images::ensure_in_project(&c, IMAGE, "anatomy").unwrap();
+    anklume_reconciler::images::ensure_in_project_with(
+        &c,
+        IMAGE,
+        "anatomy",
+        &mut std::io::stderr(),
+    )
+    .unwrap();
     let copy = ms(t);
     anklume_reconciler::images::delete_all_in_project(&c, "anatomy").unwrap();
     c.delete("/1.0/projects/anatomy").unwrap();

@@ -232,3 +232,67 @@ fn a_unified_image_only_in_default_is_copied_once() {
     assert!(lab.images("scratch").is_empty());
     lab.close();
 }
+
+/// `anklume apply` through the binary, whose stderr is locked for the
+/// whole run: the copy is said once, from the main thread (a worker that
+/// wrote to stderr itself waited forever for that lock); with `--quiet`
+/// nothing is said.
+#[test]
+fn the_binary_says_the_copy_once_and_nothing_when_quiet() {
+    let lab = Lab::new(SPLIT, true);
+    std::fs::write(lab.dir.join("infra.yml"), infra(SPLIT, &["aki-a"])).unwrap();
+    std::fs::create_dir_all(lab.dir.join("ctx")).unwrap();
+    let apply = |quiet: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_anklume"));
+        c.arg("apply").arg("--no-nat");
+        if quiet {
+            c.arg("--quiet");
+        }
+        c.arg("--infra")
+            .arg(lab.dir.join("infra.yml"))
+            .arg("--context-dir")
+            .arg(lab.dir.join("ctx"))
+            .arg("--socket")
+            .arg(lab.daemon().socket())
+            .arg("--netns")
+            .arg(lab.daemon().netns_path())
+            .arg("--state-dir")
+            .arg(lab.dir.join("state"))
+            .env("ANKLUME_SKIP_HOST_SUBNET_CHECK", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(180) {
+                child.kill().unwrap();
+                panic!("anklume apply (quiet: {quiet}) still runs after 180 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        err
+    };
+    let err = apply(false);
+    assert_eq!(
+        err.matches("copied from the default project into project aki")
+            .count(),
+        1,
+        "{err}"
+    );
+    lab.running("aki-a");
+    lab.project_copy(SPLIT);
+    // The project's alias deleted by hand, and a new machine: the alias is
+    // named again, silently.
+    lab.c
+        .delete(&format!("/1.0/images/aliases/{SPLIT}?project=aki"))
+        .unwrap();
+    std::fs::write(lab.dir.join("infra.yml"), infra(SPLIT, &["aki-a", "aki-b"])).unwrap();
+    let err = apply(true);
+    lab.running("aki-b");
+    assert!(!err.contains(SPLIT), "{err}");
+    lab.project_copy(SPLIT);
+    lab.close();
+}

@@ -55,12 +55,6 @@ pub fn alias_target(c: &Client, alias: &str, project: &str) -> Result<Option<Str
     Ok(a.map(|a| a.target))
 }
 
-/// Make `alias` usable for instances of `project`; a copy is reported on
-/// stderr.
-pub fn ensure_in_project(c: &Client, alias: &str, project: &str) -> Result<()> {
-    ensure_in_project_with(c, alias, project, &mut std::io::stderr()).map(drop)
-}
-
 /// Make `alias` usable for instances of `project`: reuse it when the
 /// project has it, else copy it from the `default` project (one line on
 /// `progress` per image copied or named).

@@ -297,6 +297,9 @@ pub fn run(
     }
     let mut progress = |p: execute::Progress<'_>| {
         if o.progress {
+            for n in &p.notes {
+                let _ = writeln!(err, "{n}");
+            }
             let _ = writeln!(
                 err,
                 "[{}/{}] {} {} {} ({:.1} s){}",

@@ -40,6 +40,12 @@ pub struct Progress<'a> {
     pub change: &'a Change,
     pub took: Duration,
     pub error: Option<&'a str>,
+    /// What happened on the way that a person wants to know, before this
+    /// change's line: e.g. an image copied into a project (by any change
+    /// that finished since the last line). Written by the caller, on the
+    /// caller's thread: workers never write to stderr themselves (the CLI
+    /// holds stderr's lock for the whole run).
+    pub notes: Vec<String>,
 }
 
 /// Carry out the plan, with failure isolation:
@@ -72,6 +78,11 @@ pub fn execute(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<Failure>> {
     let copies = ImageCopies::default();
+    let mut with_notes = |mut p: Progress<'_>| {
+        p.notes = std::mem::take(&mut *copies.notes.lock().unwrap_or_else(PoisonError::into_inner));
+        progress(p)
+    };
+    let progress = &mut with_notes;
     let wanted = jobs.max(1).min(parallel_work(plan));
     let mut workers = Vec::with_capacity(wanted);
     for n in 0..wanted {
@@ -99,7 +110,11 @@ fn run_steps(c: &Client, steps: &[Step], fw: &Firewall, copies: &ImageCopies) ->
 /// Image copies into projects, each done once per run even when several
 /// instances of the project need it at the same time.
 #[derive(Default)]
-struct ImageCopies(Mutex<HashMap<(String, String), Arc<CopyResult>>>);
+struct ImageCopies {
+    done: Mutex<HashMap<(String, String), Arc<CopyResult>>>,
+    /// The copies' progress lines, for the next [`Progress`].
+    notes: Mutex<Vec<String>>,
+}
 
 /// Set once the copy was attempted: its outcome.
 type CopyResult = OnceLock<Result<(), String>>;
@@ -107,14 +122,21 @@ type CopyResult = OnceLock<Result<(), String>>;
 impl ImageCopies {
     fn ensure(&self, c: &Client, alias: &str, project: &str) -> Result<()> {
         let cell = self
-            .0
+            .done
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry((alias.to_string(), project.to_string()))
             .or_default()
             .clone();
         cell.get_or_init(|| {
-            images::ensure_in_project(c, alias, project).map_err(|e| format!("{e:#}"))
+            let mut said = Vec::new();
+            let r = images::ensure_in_project_with(c, alias, project, &mut said);
+            let text = String::from_utf8_lossy(&said);
+            self.notes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(text.lines().map(str::to_string));
+            r.map(drop).map_err(|e| format!("{e:#}"))
         })
         .clone()
         .map_err(|e| anyhow!(e))

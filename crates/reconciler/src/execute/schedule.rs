@@ -46,6 +46,7 @@ impl Tally<'_, '_> {
             change: &self.plan[i],
             took,
             error: r.as_ref().err().map(String::as_str),
+            notes: Vec::new(),
         });
         match r {
             Ok(()) => true,
