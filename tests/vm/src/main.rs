@@ -64,6 +64,11 @@ fn main() -> ExitCode {
                     t.elapsed().as_secs_f64(),
                     stages.join(", ")
                 );
+                for k in ["boot_time", "boot_blame"] {
+                    if let Some(v) = o.report.get(k) {
+                        eprintln!("  {k}: {v}");
+                    }
+                }
             }
             Err(e) => {
                 failed += 1;

@@ -176,6 +176,7 @@ const STAGES: &[(&str, &str, u64)] = &[
     ("grub", "Booting `anklume", 240),
     ("kernel", "Linux version", 360),
     ("verity-root", "anklume-root: root: overlay", 480),
+    ("login", " login: ", 600),
 ];
 /// Console text that ends a boot that should succeed, at once.
 const FATAL: &[&str] = &[

@@ -20,6 +20,10 @@ r() { echo "ANKLUME $*" > "$out"; }
 r hello
 state=$(systemctl is-system-running --wait)
 r state="$state"
+# Where the boot's time went, by systemd's own account (firmware and loader
+# only on UEFI).
+r boot_time="$(systemd-analyze time 2>/dev/null | head -n1)"
+r boot_blame="$(systemd-analyze blame 2>/dev/null | head -n8 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
 r failed_units="$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')"
 r root_fstype="$(findmnt -no FSTYPE /)"
 r lower_source="$(findmnt -no SOURCE /run/anklume/ro)"
