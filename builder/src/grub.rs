@@ -22,15 +22,35 @@ use crate::cmd::Cmd;
 /// ID and hand over to `grub.cfg` there. GRUB runs it with its rescue
 /// parser, which knows no `if`: an `if` block here ran its body on every
 /// boot (a "not found" message and a 30 s sleep, even when the ESP was
-/// found). Without the ESP, `configfile` fails and GRUB's prompt comes up.
+/// found). `search` sets its variable only when it finds something, so
+/// the searches run from the weakest to the strongest match: first any
+/// file system holding `grub.cfg` (the ISO 9660 tree of the ISO, which
+/// carries a read-only copy: what a loader that presents the ISO as a
+/// virtual CD without its partitions leaves visible, e.g. Ventoy), then our
+/// ESP by its volume ID, which wins whenever it is visible. Neither found:
+/// `configfile` fails and GRUB's prompt comes up.
 pub fn early_cfg(esp_volume_id: &str) -> String {
     format!(
-        "echo \"anklume: looking for the boot partition (FAT {esp_volume_id})\"\n\
+        "echo \"anklume: looking for the boot partition (FAT {esp_volume_id}, else the ISO 9660 tree)\"\n\
+         search --no-floppy --file --set=anklume_esp /{grub_cfg}\n\
          search --no-floppy --fs-uuid --set=anklume_esp {esp_volume_id}\n\
          set root=$anklume_esp\n\
          export anklume_esp\n\
          configfile ($anklume_esp)/{grub_cfg}\n",
         grub_cfg = bootfiles::GRUB_CFG
+    )
+}
+
+/// `/boot/grub/grub.cfg` of the ISO 9660 tree, for a GRUB that boots the
+/// ISO by its files instead of starting ours (Ventoy's "GRUB2 mode" reads
+/// this path with its own GRUB): the same search as [`early_cfg`], then our
+/// `grub.cfg`. No `initrd` line: Ventoy collects literal `initrd` paths from
+/// this folder's configs, and the initrd finds the ISO without its hooks.
+pub fn iso_grub_cfg(esp_volume_id: &str) -> String {
+    format!(
+        "# anklume: for a boot loader that reads this ISO's files (e.g. Ventoy's GRUB2 mode).\n\
+         # Our own GRUB (BIOS, UEFI) does the same from its embedded config.\n{}",
+        early_cfg(esp_volume_id)
     )
 }
 
@@ -368,8 +388,38 @@ mod tests {
                 "{line}"
             );
         }
-        assert!(c.contains("search --no-floppy --fs-uuid --set=anklume_esp 1234-ABCD\n"));
         assert!(c.ends_with("configfile ($anklume_esp)/EFI/anklume/grub.cfg\n"));
+    }
+
+    #[test]
+    fn early_cfg_prefers_the_esp_and_falls_back_to_the_iso_tree() {
+        let c = early_cfg("1234-ABCD");
+        let file = c
+            .find("search --no-floppy --file --set=anklume_esp /EFI/anklume/grub.cfg\n")
+            .expect("a search by file");
+        let esp = c
+            .find("search --no-floppy --fs-uuid --set=anklume_esp 1234-ABCD\n")
+            .expect("a search for the ESP");
+        // `search` sets the variable only on success: the later search wins
+        // when both find something, so the ESP must come last.
+        assert!(file < esp, "{c}");
+        let root = c.find("set root=$anklume_esp\n").unwrap();
+        assert!(esp < root);
+        // Every search sets the one variable configfile reads.
+        for l in c.lines().filter(|l| l.starts_with("search")) {
+            assert!(l.contains("--set=anklume_esp "), "{l}");
+        }
+    }
+
+    #[test]
+    fn the_iso_trees_grub_cfg_runs_the_same_search_without_initrd_lines() {
+        let c = iso_grub_cfg("1234-ABCD");
+        assert!(c.ends_with(&early_cfg("1234-ABCD")));
+        for l in c.lines() {
+            let l = l.trim_start();
+            assert!(l.starts_with('#') || !l.starts_with("initrd"), "{l}");
+            assert!(!l.starts_with("linux"), "{l}");
+        }
     }
 
     #[test]

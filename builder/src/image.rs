@@ -404,6 +404,32 @@ fn master_iso(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))?;
     }
+    // The boot selection too, for a GRUB that sees this tree but not the
+    // ESP (the ISO presented as a virtual CD, e.g. by Ventoy): the same
+    // grub.cfg, and a fresh boot state that is read-only here (save_env
+    // fails: no counting). Ventoy's GRUB2 mode reads /boot/grub/grub.cfg.
+    let env = encode_envblk(&BootState::fresh().to_vars())
+        .map_err(|e| anyhow::anyhow!("encoding the GRUB environment block: {e}"))?;
+    let early = grub::early_cfg(&fat_uuid(ids.esp_volume_id));
+    let mut tree: Vec<(&str, Vec<u8>)> = vec![
+        (bootfiles::GRUB_CFG, grub::grub_cfg().into_bytes()),
+        (bootfiles::GRUBENV, env),
+        (
+            "boot/grub/grub.cfg",
+            grub::iso_grub_cfg(&fat_uuid(ids.esp_volume_id)).into_bytes(),
+        ),
+    ];
+    if o.signing.is_some() {
+        // Debian's signed GRUB reads grub.cfg beside itself; a loader that
+        // starts it from the ISO 9660 view looks for it here.
+        tree.push((bootfiles::SIGNED_GRUB_CFG, early.into_bytes()));
+    }
+    for (path, data) in &tree {
+        let f = iso_root.join(path);
+        let dir = f.parent().context("an ISO file has a folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))?;
+    }
     std::fs::write(
         iso_root.join("README.txt"),
         format!(
