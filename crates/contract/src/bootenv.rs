@@ -37,6 +37,11 @@ pub struct BootEnv {
     pub toram: bool,
     /// `persist=`: the persist partition's device, when one is mounted.
     pub persist: Option<String>,
+    /// `medium=`: what the slot was found on: `disk`, `cd` (through a loop
+    /// device over the CD) or `ventoy` (the ISO file on a Ventoy stick:
+    /// never a persist partition, the system runs volatile); `None` from an
+    /// initrd that does not say.
+    pub medium: Option<String>,
 }
 
 impl BootEnv {
@@ -55,6 +60,7 @@ impl BootEnv {
                 "device" => b.device = opt(),
                 "toram" => b.toram = v == "1",
                 "persist" => b.persist = opt(),
+                "medium" => b.medium = opt(),
                 _ => {}
             }
         }
@@ -86,6 +92,11 @@ mod tests {
         assert_eq!(b.device.as_deref(), Some("/dev/vda3"));
         assert!(b.toram);
         assert_eq!(b.persist, None);
+        assert_eq!(b.medium, None);
+        assert_eq!(
+            BootEnv::parse("medium=ventoy\n").medium.as_deref(),
+            Some("ventoy")
+        );
         assert_eq!(BootEnv::parse("slot=c\ntoram=0").slot, None);
         assert!(!BootEnv::parse("toram=0").toram);
     }

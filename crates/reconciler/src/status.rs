@@ -334,6 +334,14 @@ pub fn render(s: &Status, out: &mut dyn Write) -> Result<()> {
             "persist:   {}",
             b.env.persist.as_deref().unwrap_or("none")
         )?;
+        match b.env.medium.as_deref() {
+            Some("ventoy") => writeln!(
+                out,
+                "medium:    ventoy (ISO file on a Ventoy stick: no persist partition, volatile: changes are lost at shutdown)"
+            )?,
+            Some(m) => writeln!(out, "medium:    {m}")?,
+            None => {}
+        }
     }
     let i = &s.incus;
     if i.reachable {
@@ -614,6 +622,40 @@ mod tests {
         assert_eq!(j["incus"]["reachable"], false);
         assert!(j["incus"]["error"].is_string(), "{j}");
         assert_eq!(j["domains"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_ventoy_boot_says_it_is_volatile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("boot.env"),
+            "slot=a\nversion=0.2.0\nroothash=abc\ndevice=/dev/loop0p3\ntoram=0\npersist=\nmedium=ventoy\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("mountinfo"), MOUNTINFO).unwrap();
+        let o = StatusOptions {
+            run_dir: dir.path().to_path_buf(),
+            mountinfo: dir.path().join("mountinfo"),
+            socket: dir.path().join("no-incus.socket"),
+            ..StatusOptions::default()
+        };
+        let mut out = Vec::new();
+        assert_eq!(run(&o, false, &mut out).unwrap(), 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("persist:   none\n"), "{text}");
+        assert!(
+            text.contains("medium:    ventoy (ISO file on a Ventoy stick: no persist partition, volatile"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        run(&o, true, &mut out).unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(j["boot"]["medium"], "ventoy");
+        // Without the key (an older initrd), no medium line.
+        std::fs::write(dir.path().join("boot.env"), "slot=a\n").unwrap();
+        let mut out = Vec::new();
+        run(&o, false, &mut out).unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("medium:"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 #
 # 1. find the slot partition by PARTUUID; on a CD (the kernel does not scan
 #    a CD's partition table) expose the medium's partitions through a
-#    read-only partition-scanning loop device;
+#    read-only partition-scanning loop device; the same over the ISO file
+#    when Ventoy booted it (its /dev/mapper/ventoy, or where its ACPI table
+#    says the file lies on the stick);
 # 2. toram: check free memory, copy the slot into a tmpfs, verify the copy
 #    against the root hash, release the medium;
 # 3. open dm-verity with the root hash from the command line — no fallback
@@ -39,20 +41,89 @@ PERSIST_LABEL=anklume-persist
 say "slot $SLOT, PARTUUID $PARTUUID, root hash $ROOTHASH"
 
 dev=/dev/disk/by-partuuid/$PARTUUID
-cd_loops=""
+# Loop devices this script made over a CD or the ISO file (released by
+# toram), and what each is over: " loop0=cd loop1=ventoy ".
+media_loops=""
+media_kinds=" "
+# Devices already given a loop device: each only once.
+exposed=" "
+expose() { # $1: device or file to expose read-only with its partitions; $2: medium; [$3..]: losetup options
+    src=$1 kind=$2
+    shift 2
+    case "$exposed" in *" $src "*) return 0 ;; esac
+    exposed="$exposed$src "
+    if loopdev=$(losetup -r -P -f --show "$@" "$src"); then
+        say "exposing the partitions of $src through $loopdev ($kind)"
+        media_loops="$media_loops $loopdev"
+        media_kinds="$media_kinds${loopdev#/dev/}=$kind "
+    else
+        say "cannot expose the partitions of $src"
+    fi
+    return 0
+}
 expose_cds() {
     for cd in /dev/sr*; do
-        [ -b "$cd" ] || continue
-        [ -n "$(losetup -j "$cd")" ] && continue
-        if loopdev=$(losetup -r -P -f --show "$cd" 2>/dev/null); then
-            say "exposing the partitions of $cd through $loopdev"
-            cd_loops="$cd_loops $loopdev"
-        fi
+        if [ -b "$cd" ]; then expose "$cd" cd; fi
     done
+    return 0
+}
+# Ventoy boots the ISO file from a stick's exFAT partition. Its initrd
+# hooks (when it could add them) map the file as /dev/mapper/ventoy; in any
+# case its ACPI table VTOY says where the file lies: the stick (its MBR
+# holds Ventoy's disk GUID at byte 384), the file's size and its extents
+# on the disk (Ventoy's ventoy_os_param + ventoy_image_location, packed,
+# after the 36-byte ACPI header).
+VTOY=/sys/firmware/acpi/tables/VTOY
+vtoy_u() { # unsigned little-endian integer of $2 bytes at byte $1 of the table
+    od -An -tu"$2" -j "$1" -N "$2" "$VTOY" | tr -d ' '
+}
+vtoy_hex() { # $2 bytes at $1 of file $3 in hex
+    od -An -tx1 -j "$1" -N "$2" "$3" | tr -d ' \n'
+}
+expose_ventoy() {
+    # One way only: two loop devices over the same ISO would show the
+    # slot's PARTUUID twice.
+    case "$exposed" in *" ventoy-acpi "* | *" /dev/mapper/ventoy "*) return 0 ;; esac
+    if [ -b /dev/mapper/ventoy ]; then
+        expose /dev/mapper/ventoy ventoy
+        return 0
+    fi
+    [ -r "$VTOY" ] || return 0
+    guid=$(vtoy_hex 53 16 "$VTOY")
+    size=$(vtoy_u 465 8)
+    regions=$(vtoy_u 572 4)
+    for b in /sys/block/*; do
+        d=/dev/${b##*/}
+        case "${b##*/}" in loop* | ram* | dm-* | sr* | zram*) continue ;; esac
+        [ -b "$d" ] || continue
+        [ "$(vtoy_hex 384 16 "$d" 2>/dev/null)" = "$guid" ] || continue
+        if [ "$regions" != 1 ]; then
+            # Several extents: read the file through the file system.
+            part=$(vtoy_u 77 2)
+            path=$(dd if="$VTOY" bs=1 skip=81 count=384 status=none | tr -d '\000')
+            pdev=$(lsblk -rno PATH "$d" | sed -n "$((part + 1))p")
+            mkdir -p /run/anklume/ventoy
+            if mount -o ro "$pdev" /run/anklume/ventoy; then
+                exposed="$exposed ventoy-acpi "
+                say "Ventoy: $path on $pdev ($regions extents)"
+                expose "/run/anklume/ventoy$path" ventoy
+            else
+                say "Ventoy: cannot mount $pdev to read $path"
+            fi
+            return 0
+        fi
+        start=$(vtoy_u 584 8)
+        exposed="$exposed ventoy-acpi "
+        say "Ventoy: the ISO is $size bytes at sector $start of $d"
+        expose "$d" ventoy -o "$((start * 512))" --sizelimit "$size"
+        return 0
+    done
+    return 0
 }
 i=0
 while [ ! -b "$dev" ]; do
     expose_cds
+    expose_ventoy
     i=$((i + 1))
     [ $i -le 240 ] || fail "slot $SLOT (PARTUUID $PARTUUID) not found after 120 s"
     sleep 0.5
@@ -60,6 +131,14 @@ done
 dev=$(readlink -f "$dev")
 say "slot $SLOT is $dev"
 medium=$(lsblk -no PKNAME "$dev" | head -n1)
+# What the slot was found on: disk, cd or ventoy (for boot.env).
+MEDIUM=disk
+case "$media_kinds" in *" $medium="*)
+    MEDIUM=${media_kinds#*" $medium="}
+    MEDIUM=${MEDIUM%% *}
+    ;;
+esac
+say "slot $SLOT is on a $MEDIUM medium"
 
 if [ "$TORAM" = 1 ]; then
     size=$(blockdev --getsize64 "$dev")
@@ -79,8 +158,8 @@ if [ "$TORAM" = 1 ]; then
         veritysetup verify "$ramdev" "$ramdev" "$ROOTHASH" --hash-offset="$HASHOFF" \
             || fail "toram: the RAM copy of slot $SLOT does not match its root hash"
         dev=$ramdev
-        for l in $cd_loops; do losetup -d "$l"; done
-        cd_loops=""
+        for l in $media_loops; do losetup -d "$l"; done
+        media_loops=""
         say "toram: running from RAM; the boot medium can be removed"
     fi
 fi
@@ -97,7 +176,9 @@ mount -t overlay -o lowerdir=/run/anklume/ro,upperdir=/run/anklume/rw/upper,work
 say "root: overlay (tmpfs $OVERLAY_SIZE) over dm-verity slot $SLOT"
 
 persist=""
-if [ "$TORAM" != 1 ] && [ -n "$medium" ]; then
+if [ "$MEDIUM" = ventoy ]; then
+    say "persist: none on a Ventoy stick (the ISO file has no persist partition): volatile, changes are lost at shutdown"
+elif [ "$TORAM" != 1 ] && [ -n "$medium" ]; then
     persist=$(lsblk -rno PATH,PARTTYPE,PARTLABEL "/dev/$medium" \
         | while read -r p t l; do
             [ "$t" = "$PERSIST_TYPE" ] && [ "$l" = "$PERSIST_LABEL" ] && echo "$p"
@@ -122,4 +203,5 @@ roothash=$ROOTHASH
 device=$dev
 toram=$TORAM
 persist=$persist
+medium=$MEDIUM
 EOT
