@@ -644,7 +644,9 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("persist:   none\n"), "{text}");
         assert!(
-            text.contains("medium:    ventoy (ISO file on a Ventoy stick: no persist partition, volatile"),
+            text.contains(
+                "medium:    ventoy (ISO file on a Ventoy stick: no persist partition, volatile"
+            ),
             "{text}"
         );
         let mut out = Vec::new();
