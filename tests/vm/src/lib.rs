@@ -4,7 +4,8 @@
 //! root is an overlay over the dm-verity device with the build's root hash;
 //! plus toram with the medium ejected, persist across boots and the A/B
 //! rollback on the raw image; Secure Boot with own keys and with stock
-//! keys + MokManager enrolment, and changed signed files refused.
+//! keys + MokManager enrolment, and changed signed files refused; the ISO
+//! booted from a Ventoy stick (normal and GRUB2 mode, BIOS and UEFI).
 
 pub mod mok;
 pub mod persist;
@@ -14,3 +15,4 @@ pub mod scenario;
 pub mod secureboot;
 pub mod tamper;
 pub mod toram;
+pub mod ventoy;

@@ -18,11 +18,16 @@ struct Cli {
     /// The raw GPT image (scenarios persist, rollback).
     #[arg(long, value_name = "RAW")]
     raw: Option<PathBuf>,
+    /// Ventoy's release files, for the ventoy-* scenarios (a stick image is
+    /// made from them on a loop device).
+    #[arg(long, value_name = "DIR", default_value = anklume_vmtest::ventoy::DEFAULT_RELEASE)]
+    ventoy_release: PathBuf,
     /// Where console logs and guest reports are kept.
     #[arg(long, default_value = "build/vmtest")]
     work_dir: PathBuf,
     /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered,
-    /// toram, persist, rollback.
+    /// toram, persist, rollback, uefi-sb-own, uefi-sb-ms, sb-tampered,
+    /// ventoy-bios, ventoy-uefi, ventoy-grub2-bios, ventoy-grub2-uefi.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
 }
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
     let images = Images {
         iso: cli.iso.clone(),
         raw: cli.raw.clone(),
+        ventoy_release: Some(cli.ventoy_release.clone()),
     };
     let mut failed = 0;
     for s in &list {

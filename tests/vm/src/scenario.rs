@@ -29,6 +29,10 @@ pub enum Scenario {
     UefiSbOwn,
     UefiSbMs,
     SbTampered,
+    VentoyBios,
+    VentoyUefi,
+    VentoyGrub2Bios,
+    VentoyGrub2Uefi,
 }
 
 /// Which image a scenario boots.
@@ -43,6 +47,9 @@ pub enum ImageKind {
 pub struct Images {
     pub iso: Option<PathBuf>,
     pub raw: Option<PathBuf>,
+    /// Ventoy's release files (the Ventoy scenarios make a stick from them);
+    /// `None`: [`crate::ventoy::DEFAULT_RELEASE`].
+    pub ventoy_release: Option<PathBuf>,
 }
 
 impl Images {
@@ -57,7 +64,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -69,6 +76,10 @@ impl Scenario {
         Scenario::UefiSbOwn,
         Scenario::UefiSbMs,
         Scenario::SbTampered,
+        Scenario::VentoyBios,
+        Scenario::VentoyUefi,
+        Scenario::VentoyGrub2Bios,
+        Scenario::VentoyGrub2Uefi,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback and the three Secure Boot scenarios;
@@ -99,6 +110,10 @@ impl Scenario {
             Scenario::UefiSbOwn => "uefi-sb-own",
             Scenario::UefiSbMs => "uefi-sb-ms",
             Scenario::SbTampered => "sb-tampered",
+            Scenario::VentoyBios => "ventoy-bios",
+            Scenario::VentoyUefi => "ventoy-uefi",
+            Scenario::VentoyGrub2Bios => "ventoy-grub2-bios",
+            Scenario::VentoyGrub2Uefi => "ventoy-grub2-uefi",
         }
     }
 
@@ -287,6 +302,8 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbOwn | Scenario::UefiSbMs | Scenario::SbTampered => {
             (Firmware::Uefi, Medium::UsbDisk)
         }
+        Scenario::VentoyBios | Scenario::VentoyGrub2Bios => (Firmware::Bios, Medium::UsbDisk),
+        Scenario::VentoyUefi | Scenario::VentoyGrub2Uefi => (Firmware::Uefi, Medium::UsbDisk),
     };
     let cfg = VmConfig {
         image: image.to_path_buf(),
@@ -307,6 +324,23 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbOwn => crate::secureboot::own_keys(&facts, cfg, image),
         Scenario::UefiSbMs => crate::secureboot::stock_keys_with_mok(&facts, cfg, image),
         Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
+        Scenario::VentoyBios
+        | Scenario::VentoyUefi
+        | Scenario::VentoyGrub2Bios
+        | Scenario::VentoyGrub2Uefi => {
+            let mode = match s {
+                Scenario::VentoyGrub2Bios | Scenario::VentoyGrub2Uefi => crate::ventoy::Mode::Grub2,
+                _ => crate::ventoy::Mode::Normal,
+            };
+            let release = images
+                .ventoy_release
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::ventoy::DEFAULT_RELEASE));
+            // One stick for all Ventoy scenarios of a run (and later runs
+            // of the same ISO).
+            let stick_dir = work.join("ventoy-stick");
+            crate::ventoy::run(&facts, cfg, image, &release, &stick_dir, mode)
+        }
         _ => {
             let out = boot_and_report(&cfg, Duration::from_secs(900))?;
             check_verified_boot(&out.report, &facts, Slot::A)?;
