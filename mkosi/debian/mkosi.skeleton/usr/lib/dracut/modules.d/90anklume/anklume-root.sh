@@ -9,8 +9,8 @@
 # 1. find the slot partition by PARTUUID; on a CD (the kernel does not scan
 #    a CD's partition table) expose the medium's partitions through a
 #    read-only partition-scanning loop device; the same over the ISO file
-#    when Ventoy booted it (its /dev/mapper/ventoy, or where its ACPI table
-#    says the file lies on the stick);
+#    when Ventoy booted it (its /dev/mapper/ventoy, or the file on its data
+#    partition);
 # 2. toram: check free memory, copy the slot into a tmpfs, verify the copy
 #    against the root hash, release the medium;
 # 3. open dm-verity with the root hash from the command line — no fallback
@@ -67,57 +67,82 @@ expose_cds() {
     done
     return 0
 }
-# Ventoy boots the ISO file from a stick's exFAT partition. Its initrd
-# hooks (when it could add them) map the file as /dev/mapper/ventoy; in any
-# case its ACPI table VTOY says where the file lies: the stick (its MBR
-# holds Ventoy's disk GUID at byte 384), the file's size and its extents
-# on the disk (Ventoy's ventoy_os_param + ventoy_image_location, packed,
-# after the 36-byte ACPI header).
-VTOY=/sys/firmware/acpi/tables/VTOY
-vtoy_u() { # unsigned little-endian integer of $2 bytes at byte $1 of the table
-    od -An -tu"$2" -j "$1" -N "$2" "$VTOY" | tr -d ' '
-}
-vtoy_hex() { # $2 bytes at $1 of file $3 in hex
+# Ventoy boots the ISO file from its stick's data partition (exFAT). When
+# Ventoy could add its initrd hooks, they map the file as
+# /dev/mapper/ventoy; ours get none (Ventoy adds them only to initrd files
+# named in the ISO tree's configs), so the initrd finds the file itself:
+# under UEFI Ventoy's variable VentoyOsParam names the stick (the GUID
+# Ventoy keeps at byte 384 of its MBR), the partition and the file's path
+# (its ventoy_os_param after the 4 attribute bytes); under BIOS nothing
+# the kernel shows says where it is, so the ISO files of the data
+# partition of the disk whose second partition is Ventoy's VTOYEFI are
+# searched for the one whose GPT holds our slot's PARTUUID.
+VTOY_VAR=/sys/firmware/efi/efivars/VentoyOsParam-77772020-2e77-6576-6e74-6f792e6e6574
+VTOY_MNT=/run/anklume/ventoy
+hexof() { # $2 bytes at $1 of file $3, in hex
     od -An -tx1 -j "$1" -N "$2" "$3" | tr -d ' \n'
 }
+# The PARTUUID as its 16 bytes in a GPT entry (first three fields little-endian).
+guid_bytes() {
+    h=$(echo "$1" | tr -d '-' | tr 'A-F' 'a-f')
+    for o in 6 4 2 0 10 8 14 12; do printf '%s' "$(echo "$h" | cut -c$((o + 1))-$((o + 2)))"; done
+    echo "$h" | cut -c17-32
+}
+SLOT_GUID_HEX=$(guid_bytes "$PARTUUID")
+iso_has_slot() { # the GPT entries of ISO file $1 name our slot
+    od -An -tx1 -j 1024 -N 16384 "$1" 2>/dev/null | tr -d ' \n' | grep -q "$SLOT_GUID_HEX"
+}
+ventoy_data_part() { # Ventoy's data partition, or nothing
+    if [ -r "$VTOY_VAR" ]; then
+        guid=$(hexof 21 16 "$VTOY_VAR")
+        part=$(od -An -tu2 -j 45 -N 2 "$VTOY_VAR" | tr -d ' ')
+        for b in /sys/block/*; do
+            case "${b##*/}" in loop* | ram* | dm-* | sr* | zram*) continue ;; esac
+            [ -b "/dev/${b##*/}" ] || continue
+            if [ "$(hexof 384 16 "/dev/${b##*/}" 2>/dev/null)" = "$guid" ]; then
+                lsblk -rno PATH "/dev/${b##*/}" | sed -n "$((part + 1))p"
+                return 0
+            fi
+        done
+        return 0
+    fi
+    efi=$(blkid -l -o device -t LABEL=VTOYEFI 2>/dev/null) || return 0
+    disk=$(lsblk -no PKNAME "$efi" | head -n1)
+    [ -n "$disk" ] || return 0
+    lsblk -rno PATH "/dev/$disk" | sed -n 2p
+    return 0
+}
 expose_ventoy() {
-    # One way only: two loop devices over the same ISO would show the
-    # slot's PARTUUID twice.
-    case "$exposed" in *" ventoy-acpi "* | *" /dev/mapper/ventoy "*) return 0 ;; esac
+    case "$exposed" in *" ventoy-file "* | *" /dev/mapper/ventoy "*) return 0 ;; esac
     if [ -b /dev/mapper/ventoy ]; then
         expose /dev/mapper/ventoy ventoy
         return 0
     fi
-    [ -r "$VTOY" ] || return 0
-    guid=$(vtoy_hex 53 16 "$VTOY")
-    size=$(vtoy_u 465 8)
-    regions=$(vtoy_u 572 4)
-    for b in /sys/block/*; do
-        d=/dev/${b##*/}
-        case "${b##*/}" in loop* | ram* | dm-* | sr* | zram*) continue ;; esac
-        [ -b "$d" ] || continue
-        [ "$(vtoy_hex 384 16 "$d" 2>/dev/null)" = "$guid" ] || continue
-        if [ "$regions" != 1 ]; then
-            # Several extents: read the file through the file system.
-            part=$(vtoy_u 77 2)
-            path=$(dd if="$VTOY" bs=1 skip=81 count=384 status=none | tr -d '\000')
-            pdev=$(lsblk -rno PATH "$d" | sed -n "$((part + 1))p")
-            mkdir -p /run/anklume/ventoy
-            if mount -o ro "$pdev" /run/anklume/ventoy; then
-                exposed="$exposed ventoy-acpi "
-                say "Ventoy: $path on $pdev ($regions extents)"
-                expose "/run/anklume/ventoy$path" ventoy
-            else
-                say "Ventoy: cannot mount $pdev to read $path"
-            fi
-            return 0
-        fi
-        start=$(vtoy_u 584 8)
-        exposed="$exposed ventoy-acpi "
-        say "Ventoy: the ISO is $size bytes at sector $start of $d"
-        expose "$d" ventoy -o "$((start * 512))" --sizelimit "$size"
+    [ -r "$VTOY_VAR" ] || [ -e /dev/disk/by-label/VTOYEFI ] || return 0
+    data=$(ventoy_data_part)
+    [ -n "$data" ] && [ -b "$data" ] || return 0
+    exposed="$exposed ventoy-file "
+    mkdir -p "$VTOY_MNT"
+    if ! mount -o ro "$data" "$VTOY_MNT"; then
+        say "Ventoy: cannot mount its data partition $data"
         return 0
-    done
+    fi
+    iso=""
+    if [ -r "$VTOY_VAR" ]; then
+        p=$(dd if="$VTOY_VAR" bs=1 skip=49 count=384 status=none | tr -d '\000')
+        if [ -n "$p" ] && [ -f "$VTOY_MNT$p" ] && iso_has_slot "$VTOY_MNT$p"; then iso=$VTOY_MNT$p; fi
+    fi
+    if [ -z "$iso" ]; then
+        for f in $(find "$VTOY_MNT" -maxdepth 4 -type f \( -iname '*.iso' -o -iname '*.img' \) | tr ' ' '?'); do
+            if iso_has_slot "$f"; then iso=$f; break; fi
+        done
+    fi
+    if [ -z "$iso" ]; then
+        say "Ventoy: no ISO file with slot $SLOT's PARTUUID on $data"
+        return 0
+    fi
+    say "Ventoy: the ISO is ${iso#"$VTOY_MNT"} on $data"
+    expose "$iso" ventoy
     return 0
 }
 i=0
