@@ -324,6 +324,25 @@ pub fn run(
     let console = crate::qemu::strip_escapes(&String::from_utf8_lossy(&std::fs::read(
         cfg.dir.join("console.log"),
     )?));
+    // Which boot loader read our grub.cfg: ours from Ventoy's virtual CD
+    // (normal mode), or Ventoy's GRUB from its loopback of the ISO file,
+    // with its own init in front of ours (GRUB2 mode).
+    let loading = console
+        .lines()
+        .find(|l| l.contains("anklume: loading slot a"))
+        .context("the console has no GRUB line loading slot a")?;
+    let vtoy_init = console.contains("rdinit=/vtoy/vtoy");
+    match mode {
+        Mode::Normal => ensure!(
+            loading.contains(" from (cd") && !vtoy_init,
+            "normal mode: expected our GRUB on Ventoy's virtual CD: {loading}"
+        ),
+        Mode::Grub2 => ensure!(
+            loading.contains(" from (loop,") && vtoy_init,
+            "GRUB2 mode: expected Ventoy's GRUB on its loopback of the ISO (and rdinit=/vtoy/vtoy): {loading}"
+        ),
+    }
+    eprintln!("  {}", loading.trim());
     let how = console
         .lines()
         .find(|l| l.contains("anklume-root: exposing the partitions of") && l.contains("(ventoy)"))
@@ -354,6 +373,40 @@ mod tests {
         }
         // Ventoy's GRUB2 mode is chosen by this file name suffix.
         assert!(GRUB2_ISO.ends_with("_VTGRUB2.iso"));
+    }
+
+    /// The initrd's shell function that spells a PARTUUID as the bytes of
+    /// a GPT entry (to find the ISO file holding our slot) agrees with the
+    /// builder's GPT writer.
+    #[test]
+    fn the_initrds_partuuid_bytes_are_the_gpts() {
+        let script = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../mkosi/debian/mkosi.skeleton/usr/lib/dracut/modules.d/90anklume/anklume-root.sh"
+        ))
+        .unwrap();
+        let start = script.find("guid_bytes() {").unwrap();
+        let end = start + script[start..].find("\n}\n").unwrap() + 3;
+        let func = &script[start..end];
+        for g in [
+            "1a579c85-e616-4c32-9115-493407aa3081",
+            "3E6C8CBB-6086-4968-8C2E-96E474B58190",
+            &anklume_build::gpt::derived_guid(b"ventoy test"),
+        ] {
+            let out = Cmd::new("sh")
+                .arg("-c")
+                .arg(format!("{func}guid_bytes \"$1\"",))
+                .arg("sh")
+                .arg(g)
+                .output_string()
+                .unwrap();
+            let want: String = anklume_build::gpt::guid_to_bytes(g)
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(out.trim(), want, "{g}");
+        }
     }
 
     #[test]
