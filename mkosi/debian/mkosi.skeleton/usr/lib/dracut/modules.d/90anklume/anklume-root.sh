@@ -20,7 +20,11 @@
 set -eu
 
 say() { echo "anklume-root: $*"; }
-fail() { echo "anklume-root: FATAL: $*" >&2; exit 1; }
+FAILED=""
+fail() { echo "anklume-root: FATAL: $*" >&2; FAILED=1; exit 1; }
+# `set -e` ends the script at any unchecked failing command: say so, so that
+# such an exit is never silent (and the console shows it as fatal).
+trap 'rc=$?; [ "$rc" = 0 ] || [ -n "$FAILED" ] || echo "anklume-root: FATAL: stopped by a failing command (exit status $rc)" >&2' EXIT
 arg() {
     for w in $(cat /proc/cmdline); do
         case "$w" in "$1="*) echo "${w#*=}"; return 0 ;; esac
