@@ -82,10 +82,11 @@ impl Scenario {
         Scenario::VentoyGrub2Uefi,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
-    /// plus toram, persist, rollback and the three Secure Boot scenarios;
-    /// bios-cd and uefi-disk only differ from these by the firmware ×
-    /// medium pairing.
-    pub const CI: [Scenario; 9] = [
+    /// plus toram, persist, rollback, the three Secure Boot scenarios and
+    /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS);
+    /// bios-cd, uefi-disk and the other two Ventoy pairings only differ
+    /// from these by the firmware × medium (or mode) pairing.
+    pub const CI: [Scenario; 11] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -95,6 +96,8 @@ impl Scenario {
         Scenario::UefiSbOwn,
         Scenario::UefiSbMs,
         Scenario::SbTampered,
+        Scenario::VentoyUefi,
+        Scenario::VentoyGrub2Bios,
     ];
 
     pub fn name(self) -> &'static str {
