@@ -77,8 +77,12 @@ struct LoopDev {
 
 impl LoopDev {
     fn attach(file: &Path) -> Result<LoopDev> {
+        // -P: the kernel scans the partition table and rescans it when
+        // Ventoy2Disk.sh's fdisk writes one (without it the rescan fails
+        // with EINVAL and Ventoy's partx/udev fallback raced: loop0p1 was
+        // missing once in CI, "sed: can't read /sys/class/block/loop0p1/dev").
         let dev = Cmd::new("losetup")
-            .args(["-f", "--show"])
+            .args(["-f", "-P", "--show"])
             .arg(file)
             .output_string()
             .with_context(|| format!("attaching {} to a loop device", file.display()))?
