@@ -582,14 +582,11 @@ mod tests {
         assert_eq!(root_mount(""), None);
     }
 
-    #[test]
-    fn prints_the_boot_facts() {
+    /// Status options over a boot.env of `boot_env`, this module's
+    /// mountinfo sample and no Incus (the folder lives as long as the guard).
+    fn booted_with(boot_env: &str) -> (tempfile::TempDir, StatusOptions) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("boot.env"),
-            "slot=b\nversion=0.2.0\nroothash=abc\ndevice=/dev/sda3\ntoram=1\npersist=\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("boot.env"), boot_env).unwrap();
         std::fs::write(dir.path().join("mountinfo"), MOUNTINFO).unwrap();
         let o = StatusOptions {
             run_dir: dir.path().to_path_buf(),
@@ -597,6 +594,14 @@ mod tests {
             socket: dir.path().join("no-incus.socket"),
             ..StatusOptions::default()
         };
+        (dir, o)
+    }
+
+    #[test]
+    fn prints_the_boot_facts() {
+        let (_dir, o) = booted_with(
+            "slot=b\nversion=0.2.0\nroothash=abc\ndevice=/dev/sda3\ntoram=1\npersist=\n",
+        );
         let mut out = Vec::new();
         assert_eq!(run(&o, false, &mut out).unwrap(), 0);
         let text = String::from_utf8(out).unwrap();
@@ -626,19 +631,7 @@ mod tests {
 
     #[test]
     fn a_ventoy_boot_says_it_is_volatile() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("boot.env"),
-            "slot=a\nversion=0.2.0\nroothash=abc\ndevice=/dev/loop0p3\ntoram=0\npersist=\nmedium=ventoy\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("mountinfo"), MOUNTINFO).unwrap();
-        let o = StatusOptions {
-            run_dir: dir.path().to_path_buf(),
-            mountinfo: dir.path().join("mountinfo"),
-            socket: dir.path().join("no-incus.socket"),
-            ..StatusOptions::default()
-        };
+        let (dir, o) = booted_with("slot=a\nversion=0.2.0\nroothash=abc\ndevice=/dev/loop0p3\ntoram=0\npersist=\nmedium=ventoy\n");
         let mut out = Vec::new();
         assert_eq!(run(&o, false, &mut out).unwrap(), 0);
         let text = String::from_utf8(out).unwrap();
