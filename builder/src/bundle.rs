@@ -22,11 +22,12 @@ pub struct BundleOptions {
     pub key: PathBuf,
     pub min_version: String,
     pub data_schema: u32,
-    pub out: PathBuf,
+    /// Default: `out/anklume-<version>.bundle`.
+    pub out: Option<PathBuf>,
 }
 
-/// Write the bundle; returns the slot's root hash.
-pub fn write(o: &BundleOptions) -> Result<String> {
+/// Write the bundle; returns where, and the slot's manifest.
+pub fn write(o: &BundleOptions) -> Result<(PathBuf, SlotManifest)> {
     let manifest_path = o.work_dir.join(SLOT_MANIFEST);
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -50,13 +51,17 @@ pub fn write(o: &BundleOptions) -> Result<String> {
         );
     }
     let key = anklume_update::keys::load_signing_key(&o.key)?;
+    let out = o
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("out/anklume-{}.bundle", slot.version)));
     let input =
         anklume_update::make::from_sealed(&image, slot, files, &o.min_version, o.data_schema)?;
-    if let Some(dir) = o.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let m = anklume_update::make::write_bundle(&input, &key, &o.out)?;
-    Ok(m.slot.root_hash)
+    let m = anklume_update::make::write_bundle(&input, &key, &out)?;
+    Ok((out, m.slot))
 }
 
 /// The manifest `bundle` reads, written by the image build next to the
@@ -101,16 +106,17 @@ mod tests {
         std::fs::create_dir_all(d.path().join("k2")).unwrap();
         let public = anklume_update::keys::generate(&keys, "release").unwrap();
         let out = d.path().join("out/x.bundle");
-        let root = write(&BundleOptions {
+        let (written, slot) = write(&BundleOptions {
             work_dir: d.path().to_path_buf(),
             rootfs: rootfs.clone(),
             key: keys.join("release.key"),
             min_version: "0.1.0".into(),
             data_schema: 1,
-            out: out.clone(),
+            out: Some(out.clone()),
         })
         .unwrap();
-        assert_eq!(root, m.root_hash);
+        assert_eq!(written, out);
+        assert_eq!(slot.root_hash, m.root_hash);
         let src = anklume_update::FileSource::open(&out).unwrap();
         let b = anklume_update::OpenBundle::open(Box::new(src), &[public]).unwrap();
         assert_eq!(b.manifest.slot.root_hash, m.root_hash);
@@ -127,7 +133,7 @@ mod tests {
             key: keys.join("release.key"),
             min_version: "0.1.0".into(),
             data_schema: 1,
-            out,
+            out: Some(out),
         })
         .unwrap_err();
         assert!(

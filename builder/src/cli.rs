@@ -191,22 +191,7 @@ pub fn main() -> i32 {
 }
 
 fn bundle_cmd(a: &BundleArgs) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(a.work_dir.join(crate::bundle::SLOT_MANIFEST))
-        .with_context(|| {
-            format!(
-                "no image build in {} (run anklume-build image first)",
-                a.work_dir.display()
-            )
-        })?;
-    let version = anklume_contract::manifest::SlotManifest::from_json(&text)
-        .map_err(anyhow::Error::msg)?
-        .version;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("out/anklume-{version}.bundle")));
-    let root_hash = crate::bundle::write(&crate::bundle::BundleOptions {
+    let (out, slot) = crate::bundle::write(&crate::bundle::BundleOptions {
         work_dir: a.work_dir.clone(),
         rootfs: a
             .rootfs
@@ -215,11 +200,13 @@ fn bundle_cmd(a: &BundleArgs) -> anyhow::Result<()> {
         key: a.update_key.clone(),
         min_version: a.min_version.clone(),
         data_schema: a.data_schema,
-        out: out.clone(),
+        out: a.out.clone(),
     })?;
     eprintln!(
-        "==> {} (version {version}, root hash {root_hash})",
-        out.display()
+        "==> {} (version {}, root hash {})",
+        out.display(),
+        slot.version,
+        slot.root_hash
     );
     Ok(())
 }
