@@ -64,6 +64,24 @@ impl Pty {
         self.s.send(keys).unwrap();
     }
 
+    /// Type a secret line once the prompt has turned echo off. The prompt
+    /// (console's `read_secure`) switches modes with `TCSAFLUSH`, which
+    /// throws away whatever was typed before: sending on seeing the prompt
+    /// text alone lost the passphrase now and then in CI.
+    fn send_secret(&mut self, line: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.s.get_process().get_echo().expect("reading the pty's echo flag") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the passphrase prompt never turned echo off\nscreen so far:\n{}",
+                self.screen
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.send(line);
+        self.send(ENTER);
+    }
+
     fn finish(&mut self) -> i32 {
         let c = self.s.expect(Eof).unwrap();
         self.screen.push_str(&String::from_utf8_lossy(c.before()));
@@ -104,15 +122,12 @@ fn wizard_dry_run_plans_a_wipe_of_the_named_disk_and_never_lists_the_boot_stick(
     t.send(ENTER);
     t.wait("No TPM 2.0 found");
     t.wait("Pool passphrase");
-    t.send("short");
-    t.send(ENTER);
+    t.send_secret("short");
     t.wait("at least 8 characters");
     t.wait("Pool passphrase");
-    t.send("correct horse battery");
-    t.send(ENTER);
+    t.send_secret("correct horse battery");
     t.wait("Repeat the passphrase");
-    t.send("correct horse battery");
-    t.send(ENTER);
+    t.send_secret("correct horse battery");
     t.wait("Pool plan");
     t.wait("disk:        /dev/disk/by-id/ata-ST2000DM008_ZFL0ABCD");
     t.wait("wipe:        YES, everything on it is destroyed (confirmed as \"ZFL0ABCD\")");
@@ -144,9 +159,9 @@ fn wizard_picks_a_blank_disk_without_confirmation() {
     t.wait("Enrol the TPM 2.0");
     t.send("y");
     t.wait("Pool passphrase");
-    t.send("correct horse battery\r");
+    t.send_secret("correct horse battery");
     t.wait("Repeat the passphrase");
-    t.send("correct horse battery\r");
+    t.send_secret("correct horse battery");
     t.wait("disk:        /dev/disk/by-id/nvme-Samsung_SSD_970_EVO_500GB_S466NX0M123456");
     t.wait("wipe:        nothing to destroy (blank disk)");
     t.wait("TPM2:        enrol");
