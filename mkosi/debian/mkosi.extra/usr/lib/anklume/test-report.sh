@@ -4,6 +4,7 @@
 # Only active when QEMU passed `-fw_cfg name=opt/org.anklume/test,string=ACTIONS`;
 # ACTIONS is a comma-separated list:
 #   persist-write=TOKEN  write TOKEN to the persist partition
+#   pool-write=TOKEN     write TOKEN to the data pool (anklume/test-token)
 #   wait-eject           after the first report, wait until the CD is
 #                        ejected, read /usr/sbin and /usr/lib/systemd and run
 #                        programs not run yet, report again
@@ -51,12 +52,25 @@ if findmnt -n /var/lib/anklume/persist > /dev/null; then
 else
     r persist_mounted=0
 fi
+# The data pool: created by anklume-firstboot.service (seed volume), unlocked
+# and mounted by anklume-pool.service, Incus's state on its subvolume.
+r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
+r pool_unit="$(systemctl is-active anklume-pool.service)"
+r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
+r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
+r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
+r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
     persist-write=*)
         echo "${a#*=}" > /var/lib/anklume/persist/test-token.tmp \
             && mv /var/lib/anklume/persist/test-token.tmp /var/lib/anklume/persist/test-token \
             && sync && r persist_written="${a#*=}"
+        ;;
+    pool-write=*)
+        echo "${a#*=}" > /var/lib/anklume/pool/anklume/test-token.tmp \
+            && mv /var/lib/anklume/pool/anklume/test-token.tmp /var/lib/anklume/pool/anklume/test-token \
+            && sync && r pool_written="${a#*=}"
         ;;
     esac
 done
