@@ -26,6 +26,17 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PoolAction {
+    /// Find the pool (the LUKS2 volume labelled anklume-pool), unlock it
+    /// (a TPM2 token, else the passphrase asked on every console, again
+    /// after a wrong one), mount it at /var/lib/anklume/pool and its incus
+    /// subvolume at /var/lib/incus. What is already done is skipped; no
+    /// pool: said, exit 0. Run at boot by anklume-pool.service, before
+    /// Incus.
+    Unlock,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate the Ansible tree (inventory/, group_vars/, host_vars/) from infra.yml.
     ///
@@ -97,6 +108,11 @@ pub enum Command {
         /// Directory of the nesting context files (as for sync).
         #[arg(long)]
         context_dir: Option<PathBuf>,
+    },
+    /// The encrypted data pool made by anklume-firstboot.
+    Pool {
+        #[command(subcommand)]
+        action: PoolAction,
     },
     /// Is this boot healthy? The data pool mounted, Incus answering, the
     /// last apply converged, the isolation ruleset current, and every
@@ -287,6 +303,15 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(done?.0)
+        }
+        Command::Pool {
+            action: PoolAction::Unlock,
+        } => {
+            use anklume_provision::{exec, unlock};
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            unlock::run(&mut unlock::LiveMachine, &mut exec::System, &mut out)?;
+            Ok(0)
         }
         Command::Health {
             mark_good,

@@ -15,6 +15,7 @@ use anklume_provision::plan::Plan;
 use anklume_provision::preseed::Preseed;
 use anklume_provision::probe::Probe;
 use anklume_provision::seed::{load_seed, SEED_LABEL, SEED_MOUNT_DIR};
+use anklume_provision::unlock;
 use anklume_provision::wizard::{self, Outcome};
 use anklume_provision::Term;
 use anyhow::{bail, Context, Result};
@@ -46,6 +47,11 @@ struct Cli {
     /// Trace the external commands run.
     #[arg(long)]
     verbose: bool,
+    /// The boot-time run (anklume-firstboot.service): unattended only.
+    /// A machine that already has a pool, or no seed volume, is left
+    /// alone (exit 0); the new pool is left unlocked for this boot.
+    #[arg(long, conflicts_with_all = ["dry_run", "list_disks", "inventory", "no_seed"])]
+    boot: bool,
 }
 
 /// Exit status when the person declines the plan at the last question.
@@ -107,13 +113,43 @@ fn apply(plan: &Plan) -> Result<()> {
     let now = Probe::new("/")
         .inventory()
         .context("reading the machine's disks again")?;
-    exec::execute(plan, &now, &mut exec::System, &mut std::io::stdout())?;
-    println!("The pool is ready on {}.", plan.disk().label());
+    let mut out = std::io::stdout();
+    exec::execute(plan, &now, &mut exec::System, &mut out)?;
+    exec::leave_open(plan, &mut exec::System, &mut out)?;
+    println!(
+        "The pool is ready on {}; anklume-pool.service mounts it (`systemctl start anklume-pool` now, or at the next boot).",
+        plan.disk().label()
+    );
     Ok(())
+}
+
+/// anklume-firstboot.service: a pool already here, or no seed volume, is
+/// not this run's business.
+fn boot(cli: &Cli) -> Result<ExitCode> {
+    let inv = inventory(cli)?;
+    if let Some(p) = unlock::find(&inv)? {
+        println!(
+            "This machine has its data pool (/dev/{}): nothing to create.",
+            p.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(p) = preseed(cli, &inv)? else {
+        println!("No data pool yet and no {SEED_LABEL} volume: run anklume-firstboot on a console to create one.");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("Preseed: {}", p.origin);
+    let plan = p.plan(&inv)?;
+    println!("{plan}");
+    apply(&plan)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
     anklume_cmd::set_trace(cli.verbose);
+    if cli.boot {
+        return boot(cli);
+    }
     let inv = inventory(cli)?;
     if cli.list_disks {
         list_disks(&inv);

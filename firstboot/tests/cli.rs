@@ -176,3 +176,21 @@ fn broken_inventory_json_names_the_path() {
     let (_, err) = text(&run(&["--list-disks", "--inventory", &inv]));
     assert!(err.contains("inventory JSON: at `devices[0]`"), "{err}");
 }
+
+#[test]
+fn the_boot_run_takes_no_fake_machine_and_no_dry_run() {
+    // --boot writes for real: a fake inventory or a dry run with it would
+    // make it plan against something else than what it writes.
+    for extra in [
+        &["--dry-run"][..],
+        &["--inventory", "x.json"],
+        &["--no-seed"],
+    ] {
+        let mut args = vec!["--boot"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
+}

@@ -70,7 +70,12 @@ impl Pty {
     /// text alone lost the passphrase now and then in CI.
     fn send_secret(&mut self, line: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self.s.get_process().get_echo().expect("reading the pty's echo flag") {
+        while self
+            .s
+            .get_process()
+            .get_echo()
+            .expect("reading the pty's echo flag")
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the passphrase prompt never turned echo off\nscreen so far:\n{}",

@@ -172,6 +172,11 @@ pub fn partition_steps_on(plan: &Plan, disk: &str) -> Vec<Step> {
         "create the pool partition",
         &[
             "sgdisk",
+            // The end too on a 1 MiB boundary: the last usable sector of a
+            // disk seldom is, and LUKS2 with 4096-byte sectors refuses a
+            // device whose size is not a multiple of them ("Device size is
+            // not aligned to requested sector size", found in the VM).
+            "--align-end",
             "--new=1:0:0",
             &format!("--typecode=1:{LUKS_PART_TYPE}"),
             &format!("--change-name=1:{POOL_PARTLABEL}"),
@@ -407,7 +412,7 @@ pub fn verify_target(plan: &Plan, now: &Inventory) -> Result<()> {
 }
 
 mod run;
-pub use run::{check_blank, execute, signatures, Runner, System};
+pub use run::{check_blank, execute, leave_open, signatures, Runner, System};
 
 #[cfg(test)]
 mod tests;

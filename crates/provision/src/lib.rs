@@ -5,7 +5,8 @@
 //! candidates and exclusions (the boot medium, CD-ROMs, loop, zram, disks in
 //! use); a [`preseed`] file or the interactive [`wizard`] picks a candidate
 //! and fills in a [`plan::Plan`]; the plan is shown in full; only then
-//! [`exec`] turns it into commands.
+//! [`exec`] turns it into commands. At every boot after that, [`unlock`]
+//! finds the pool, unlocks and mounts it.
 
 pub mod disks;
 pub mod exec;
@@ -16,6 +17,7 @@ pub mod probe;
 pub mod seed;
 pub mod selector;
 pub mod size;
+pub mod unlock;
 pub mod wizard;
 
 /// Fake machines (USB, CD, Ventoy, toram boots) for tests here and in the

@@ -5,10 +5,13 @@
 //! plus toram with the medium ejected, persist across boots and the A/B
 //! rollback on the raw image; Secure Boot with own keys and with stock
 //! keys + MokManager enrolment, and changed signed files refused; the ISO
-//! booted from a Ventoy stick (normal and GRUB2 mode, BIOS and UEFI).
+//! booted from a Ventoy stick (normal and GRUB2 mode, BIOS and UEFI); the
+//! encrypted data pool made from a seed stick at first boot and unlocked
+//! on the serial console at the next.
 
 pub mod mok;
 pub mod persist;
+pub mod pool;
 pub mod qemu;
 pub mod rollback;
 pub mod scenario;

@@ -48,6 +48,27 @@ pub struct VmConfig {
     /// (used in place, so that a MOK enrolled in one boot is there in the
     /// next); `None`: the plain firmware with a fresh copy of its store.
     pub secure_boot_vars: Option<PathBuf>,
+    /// Disks after the boot medium (kept across boots: files the caller owns).
+    pub disks: Vec<Disk>,
+    /// ttyS0 also takes input, through `dir/console.sock` ([`Vm::type_console`]);
+    /// what the guest writes still goes to `console.log`.
+    pub console_input: bool,
+}
+
+/// An extra disk.
+#[derive(Debug, Clone)]
+pub struct Disk {
+    pub file: PathBuf,
+    pub bus: Bus,
+    /// The serial the guest sees (in `/dev/disk/by-id`).
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    Nvme,
+    /// A USB stick on the xHCI controller.
+    Usb,
 }
 
 #[derive(Debug)]
@@ -56,6 +77,7 @@ pub struct Vm {
     monitor: Option<PathBuf>,
     pub console_log: PathBuf,
     pub report_log: PathBuf,
+    console_sock: Option<PathBuf>,
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -83,9 +105,26 @@ impl Vm {
                 "-m",
                 &c.memory_mib.to_string(),
             ])
-            .args(["-nic", "none", "-display", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", console_log.display()))
+            .args(["-nic", "none", "-display", "none"]);
+        let console_sock = c.console_input.then(|| c.dir.join("console.sock"));
+        cmd = match &console_sock {
+            // Not connected, the socket drops what the guest writes; the
+            // log file gets all of it.
+            Some(sock) => {
+                let _ = std::fs::remove_file(sock);
+                cmd.arg("-chardev")
+                    .arg(format!(
+                        "socket,id=con0,path={},server=on,wait=off,logfile={}",
+                        sock.display(),
+                        console_log.display()
+                    ))
+                    .args(["-serial", "chardev:con0"])
+            }
+            None => cmd
+                .arg("-serial")
+                .arg(format!("file:{}", console_log.display())),
+        };
+        cmd = cmd
             .arg("-serial")
             .arg(format!("file:{}", report_log.display()))
             .arg("-fw_cfg")
@@ -166,6 +205,25 @@ impl Vm {
                     ]);
             }
         }
+        let usb_disks = c.disks.iter().any(|d| d.bus == Bus::Usb);
+        if usb_disks && c.medium == Medium::Cd {
+            cmd = cmd.args(["-device", "qemu-xhci,id=xhci"]);
+        }
+        for (i, d) in c.disks.iter().enumerate() {
+            cmd = cmd.arg("-drive").arg(format!(
+                "if=none,id=disk{i},file={},format=raw",
+                d.file.display()
+            ));
+            cmd = match d.bus {
+                Bus::Nvme => cmd
+                    .arg("-device")
+                    .arg(format!("nvme,drive=disk{i},serial={}", d.serial)),
+                Bus::Usb => cmd.arg("-device").arg(format!(
+                    "usb-storage,bus=xhci.0,drive=disk{i},serial={},removable=on",
+                    d.serial
+                )),
+            };
+        }
         let cmd = cmd.process_group(0);
         std::fs::write(c.dir.join("qemu.cmdline"), format!("{}\n", cmd.line()))?;
         let child = cmd.spawn(
@@ -177,7 +235,28 @@ impl Vm {
             monitor,
             console_log,
             report_log,
+            console_sock,
         })
+    }
+
+    /// Type `text` on the serial console (connect, write, disconnect: a
+    /// client left connected would have to drain all the guest's output).
+    pub fn type_console(&self, text: &str) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        let path = self
+            .console_sock
+            .as_ref()
+            .context("this VM's console takes no input (console_input)")?;
+        let mut s = UnixStream::connect(path)
+            .with_context(|| format!("connecting to the console socket {}", path.display()))?;
+        // Slowly, as a person would: a serial line has no flow control here.
+        for b in text.as_bytes() {
+            s.write_all(&[*b])?;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
     }
 
     /// The console so far, with terminal escape sequences removed.

@@ -33,6 +33,7 @@ pub enum Scenario {
     VentoyUefi,
     VentoyGrub2Bios,
     VentoyGrub2Uefi,
+    PoolBtrfs,
 }
 
 /// Which image a scenario boots.
@@ -64,7 +65,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -80,13 +81,15 @@ impl Scenario {
         Scenario::VentoyUefi,
         Scenario::VentoyGrub2Bios,
         Scenario::VentoyGrub2Uefi,
+        Scenario::PoolBtrfs,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
-    /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS);
+    /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS), and the
+    /// data pool made from a seed then unlocked on the serial console;
     /// bios-cd, uefi-disk and the other two Ventoy pairings only differ
     /// from these by the firmware × medium (or mode) pairing.
-    pub const CI: [Scenario; 11] = [
+    pub const CI: [Scenario; 12] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -98,6 +101,7 @@ impl Scenario {
         Scenario::SbTampered,
         Scenario::VentoyUefi,
         Scenario::VentoyGrub2Bios,
+        Scenario::PoolBtrfs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -117,12 +121,13 @@ impl Scenario {
             Scenario::VentoyUefi => "ventoy-uefi",
             Scenario::VentoyGrub2Bios => "ventoy-grub2-bios",
             Scenario::VentoyGrub2Uefi => "ventoy-grub2-uefi",
+            Scenario::PoolBtrfs => "pool-btrfs",
         }
     }
 
     pub fn image_kind(self) -> ImageKind {
         match self {
-            Scenario::Persist | Scenario::Rollback => ImageKind::Raw,
+            Scenario::Persist | Scenario::Rollback | Scenario::PoolBtrfs => ImageKind::Raw,
             _ => ImageKind::Iso,
         }
     }
@@ -234,8 +239,17 @@ pub(crate) fn boot_and_report(cfg: &VmConfig, total: Duration) -> Result<Outcome
 
 /// Boot and wait for the report; the VM keeps running for the caller.
 pub(crate) fn boot_until_report(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
-    let mut vm = Vm::start(cfg)?;
-    let start = Instant::now();
+    let vm = Vm::start(cfg)?;
+    watch_until_report(vm, Instant::now(), total)
+}
+
+/// [`boot_until_report`] on a VM started at `start` (the caller may have
+/// typed on its console first).
+pub(crate) fn watch_until_report(
+    mut vm: Vm,
+    start: Instant,
+    total: Duration,
+) -> Result<(Outcome, Vm)> {
     let mut out = Outcome::default();
     let mut next = 0;
     loop {
@@ -305,7 +319,9 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbOwn | Scenario::UefiSbMs | Scenario::SbTampered => {
             (Firmware::Uefi, Medium::UsbDisk)
         }
-        Scenario::VentoyBios | Scenario::VentoyGrub2Bios => (Firmware::Bios, Medium::UsbDisk),
+        Scenario::VentoyBios | Scenario::VentoyGrub2Bios | Scenario::PoolBtrfs => {
+            (Firmware::Bios, Medium::UsbDisk)
+        }
         Scenario::VentoyUefi | Scenario::VentoyGrub2Uefi => (Firmware::Uefi, Medium::UsbDisk),
     };
     let cfg = VmConfig {
@@ -318,6 +334,8 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         monitor: false,
         allow_reboot: false,
         secure_boot_vars: None,
+        disks: Vec::new(),
+        console_input: false,
     };
     match s {
         Scenario::Toram => crate::toram::run(&facts, cfg, image),
@@ -327,6 +345,7 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbOwn => crate::secureboot::own_keys(&facts, cfg, image),
         Scenario::UefiSbMs => crate::secureboot::stock_keys_with_mok(&facts, cfg, image),
         Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
+        Scenario::PoolBtrfs => crate::pool::btrfs(&facts, cfg),
         Scenario::VentoyBios
         | Scenario::VentoyUefi
         | Scenario::VentoyGrub2Bios

@@ -55,7 +55,7 @@ fn a_blank_disk_btrfs_plan_maps_to_these_commands() {
         lines(&plan),
         [
             format!("sgdisk --zap-all {NVME}"),
-            format!("sgdisk --new=1:0:0 --typecode=1:8309 --change-name=1:anklume-pool {NVME}"),
+            format!("sgdisk --align-end --new=1:0:0 --typecode=1:8309 --change-name=1:anklume-pool {NVME}"),
             "udevadm settle --timeout=30".into(),
             format!("cryptsetup luksFormat --batch-mode --type luks2 --cipher aes-xts-plain64 --key-size=512 --sector-size=4096 --pbkdf argon2id --pbkdf-memory=1048576 --pbkdf-force-iterations=4 --pbkdf-parallel=4 --label=anklume-pool --key-file=- {p1}  < passphrase"),
             format!("cryptsetup luksAddKey --batch-mode --pbkdf argon2id --pbkdf-memory=1048576 --pbkdf-force-iterations=4 --pbkdf-parallel=4 --key-file=- --keyfile-size=21 --new-keyfile=/dev/stdin {p1}  < passphrase + recovery key"),
@@ -277,6 +277,23 @@ fn partition_steps_wipe_and_make_one_pool_partition() {
         row.trim_start().starts_with("1 ") && row.contains("8309") && row.ends_with("anklume-pool"),
         "{table}"
     );
+    // Start and size on 1 MiB boundaries, so LUKS2's 4096-byte sectors fit
+    // exactly (the image's last usable sector, like most disks', is odd).
+    let info = Cmd::new("sgdisk")
+        .args(["-i", "1", img_s])
+        .output_string()
+        .unwrap();
+    let sectors = |key: &str| -> u64 {
+        let l = info.lines().find(|l| l.starts_with(key)).unwrap();
+        l[key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(sectors("First sector:") % 2048, 0, "{info}");
+    assert_eq!(sectors("Partition size:") % 2048, 0, "{info}");
 }
 
 #[test]
@@ -530,4 +547,32 @@ fn signatures_are_read_with_wipefs_without_writing() {
         e.contains("probing /nonexistent/disk for signatures"),
         "{e}"
     );
+}
+
+#[test]
+fn leave_open_unlocks_the_new_partition_with_the_passphrase_on_stdin() {
+    let plan = plan_on(
+        &usb_boot(),
+        0,
+        None,
+        Filesystem::btrfs_default(),
+        false,
+        default_argon(),
+    );
+    let mut r = Recorder {
+        lines: vec![],
+        inputs: vec![],
+        signatures: vec![],
+        fail_on: None,
+    };
+    let mut out = Vec::new();
+    leave_open(&plan, &mut r, &mut out).unwrap();
+    assert_eq!(
+        r.lines,
+        [format!(
+            "cryptsetup open --type luks2 --key-file=- {NVME}-part1 anklume-pool"
+        )]
+    );
+    assert_eq!(r.inputs, [PASS.as_bytes().to_vec()]);
+    assert!(!String::from_utf8(out).unwrap().contains(PASS));
 }

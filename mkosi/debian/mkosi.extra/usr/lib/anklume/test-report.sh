@@ -55,6 +55,7 @@ fi
 # The data pool: created by anklume-firstboot.service (seed volume), unlocked
 # and mounted by anklume-pool.service, Incus's state on its subvolume.
 r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
+r firstboot_said="$(journalctl -b _SYSTEMD_UNIT=anklume-firstboot.service -o cat --no-pager | grep -v '^ *$' | tail -n1)"
 r pool_unit="$(systemctl is-active anklume-pool.service)"
 r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
 r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"

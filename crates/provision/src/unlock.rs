@@ -1,0 +1,259 @@
+//! Every boot: find the data pool, unlock it, mount it, put Incus on it.
+//!
+//! The pool is the one LUKS2 volume labelled [`POOL_LABEL`] (the label
+//! `cryptsetup luksFormat --label` wrote at first boot, in udev's data as
+//! `ID_FS_LABEL`). It is unlocked by `systemd-cryptsetup attach`, the tool
+//! behind `/etc/crypttab`: it tries the LUKS2 tokens first (a TPM2 enrolled
+//! by the first boot unlocks without a prompt), then asks the passphrase
+//! through systemd's password agents, which ask on every console (tty1 and
+//! the serial console alike); `tries=0` asks again after a wrong passphrase,
+//! for as long as it takes, and a wrong passphrase changes nothing.
+//!
+//! Then the filesystem's top level is mounted at [`POOL_DIR`] and its
+//! `incus` subvolume at [`INCUS_DIR`], before Incus starts. Each step is
+//! skipped when already done (the first boot leaves the pool unlocked; a
+//! second run of the unit is harmless). [`steps`] is a pure function of
+//! what is already there, unit-tested on the host; [`run`] carries it out.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::exec::{Runner, Stdin, Step};
+use crate::inventory::{BlockDevice, Inventory};
+use crate::plan::{POOL_LABEL, POOL_MAPPING};
+
+pub use anklume_contract::pool::POOL_DIR;
+
+/// Where Incus keeps its database, images and the `dir` storage pools.
+pub const INCUS_DIR: &str = "/var/lib/incus";
+/// The btrfs subvolume that holds Incus's state.
+pub const INCUS_SUBVOLUME: &str = "incus";
+/// The unlocked pool.
+pub fn mapping_path() -> String {
+    format!("/dev/mapper/{POOL_MAPPING}")
+}
+
+/// The pool's LUKS2 partition, if this machine has one; two of them is an
+/// error that names both (which one to unlock is not ours to guess).
+pub fn find(inv: &Inventory) -> Result<Option<&BlockDevice>> {
+    let found: Vec<&BlockDevice> = inv
+        .devices
+        .iter()
+        .filter(|d| {
+            d.fs_type.as_deref() == Some("crypto_LUKS") && d.fs_label.as_deref() == Some(POOL_LABEL)
+        })
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one)),
+        many => {
+            let names: Vec<String> = many.iter().map(|d| format!("/dev/{}", d.name)).collect();
+            bail!(
+                "{} LUKS volumes are labelled {POOL_LABEL}: {}; unplug the one that is not this machine's pool",
+                many.len(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// What is already in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// The pool's partition (`/dev/sdb1`), when found.
+    pub partition: Option<String>,
+    /// `/dev/mapper/anklume-pool` exists.
+    pub unlocked: bool,
+    /// The filesystem inside, once unlocked (`btrfs`, `zfs_member`).
+    pub fstype: Option<String>,
+    /// [`POOL_DIR`] is a mount point.
+    pub pool_mounted: bool,
+    /// The top level holds an [`INCUS_SUBVOLUME`] subvolume.
+    pub has_incus: bool,
+    /// [`INCUS_DIR`] is a mount point.
+    pub incus_mounted: bool,
+}
+
+/// The unlock: `systemd-cryptsetup attach anklume-pool PART - tries=0`
+/// (`-`: no key file, ask).
+pub fn attach_step(partition: &str) -> Step {
+    Step {
+        what: "unlock the pool (TPM2 token, else the passphrase, asked on every console)".into(),
+        argv: [
+            "systemd-cryptsetup",
+            "attach",
+            POOL_MAPPING,
+            partition,
+            "-",
+            "tries=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        stdin: Stdin::Nothing,
+    }
+}
+
+fn mount(what: &str, options: &str, dir: &str) -> Step {
+    Step {
+        what: what.into(),
+        argv: ["mount", "-t", "btrfs", "-o", options, &mapping_path(), dir]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        stdin: Stdin::Nothing,
+    }
+}
+
+/// The mounts still to make on an unlocked pool.
+pub fn mount_steps(s: &State) -> Result<Vec<Step>> {
+    match s.fstype.as_deref() {
+        Some("btrfs") => {}
+        Some("zfs_member") => bail!(
+            "the pool holds ZFS: importing a ZFS pool at boot is not supported yet (docs/firstboot.md)"
+        ),
+        Some(other) => bail!(
+            "{} holds {other:?}, not the btrfs anklume-firstboot makes: not mounted",
+            mapping_path()
+        ),
+        None => bail!(
+            "{} holds no filesystem anyone recognises: not mounted (was the first boot interrupted?)",
+            mapping_path()
+        ),
+    }
+    let mut v = Vec::new();
+    if !s.pool_mounted {
+        v.push(mount(
+            &format!("mount the pool at {POOL_DIR}"),
+            "subvolid=5,noatime",
+            POOL_DIR,
+        ));
+    }
+    if s.has_incus && !s.incus_mounted {
+        v.push(mount(
+            &format!("mount its {INCUS_SUBVOLUME} subvolume at {INCUS_DIR}"),
+            &format!("subvol={INCUS_SUBVOLUME},noatime"),
+            INCUS_DIR,
+        ));
+    }
+    Ok(v)
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No pool on this machine.
+    NoPool,
+    /// Unlocked (or already) and mounted.
+    Mounted { incus_on_pool: bool },
+}
+
+/// What [`run`] reads from the machine between its steps.
+pub trait Machine {
+    /// The inventory (udev's view of the disks).
+    fn inventory(&mut self) -> Result<Inventory>;
+    fn exists(&mut self, path: &str) -> bool;
+    /// The filesystem type on `dev` (a low-level probe, not udev's cache).
+    fn fstype(&mut self, dev: &str) -> Result<Option<String>>;
+    fn is_mount_point(&mut self, dir: &str) -> Result<bool>;
+    /// `dir` is a btrfs subvolume.
+    fn is_subvolume(&mut self, dir: &str) -> bool;
+}
+
+/// Find, unlock, mount. Progress lines go to `out`.
+pub fn run(
+    m: &mut dyn Machine,
+    runner: &mut dyn Runner,
+    out: &mut dyn std::io::Write,
+) -> Result<Outcome> {
+    let mut s = State {
+        unlocked: m.exists(&mapping_path()),
+        ..State::default()
+    };
+    if !s.unlocked {
+        let inv = m.inventory().context("reading the machine's disks")?;
+        let Some(part) = find(&inv)? else {
+            writeln!(
+                out,
+                "No data pool on this machine (no LUKS volume labelled {POOL_LABEL}): Incus stays on the live system's memory; create one with anklume-firstboot."
+            )?;
+            return Ok(Outcome::NoPool);
+        };
+        let part = format!("/dev/{}", part.name);
+        writeln!(out, "==> unlocking the data pool on {part}")?;
+        let step = attach_step(&part);
+        runner
+            .run(&step, Vec::new())
+            .with_context(|| format!("unlocking {part}"))?;
+        s.partition = Some(part);
+        s.unlocked = true;
+    }
+    s.fstype = m.fstype(&mapping_path())?;
+    s.pool_mounted = m.is_mount_point(POOL_DIR)?;
+    // Two rounds: the incus subvolume is only seen once the top level is
+    // mounted.
+    for round in 0..2 {
+        if round == 1 {
+            s.has_incus = m.is_subvolume(&format!("{POOL_DIR}/{INCUS_SUBVOLUME}"));
+            s.incus_mounted = m.is_mount_point(INCUS_DIR)?;
+        }
+        for step in mount_steps(&s)? {
+            let dir = step.argv.last().cloned().unwrap_or_default();
+            runner.create_dir(&dir)?;
+            writeln!(out, "==> {}", step.what)?;
+            runner.run(&step, Vec::new()).context(step.what.clone())?;
+            s.pool_mounted |= dir == POOL_DIR;
+            s.incus_mounted |= dir == INCUS_DIR;
+        }
+    }
+    if !s.has_incus {
+        writeln!(
+            out,
+            "warning: the pool has no {INCUS_SUBVOLUME} subvolume: Incus keeps its state in memory"
+        )?;
+    }
+    Ok(Outcome::Mounted {
+        incus_on_pool: s.has_incus,
+    })
+}
+
+/// The running machine.
+#[derive(Debug, Default)]
+pub struct LiveMachine;
+
+impl Machine for LiveMachine {
+    fn inventory(&mut self) -> Result<Inventory> {
+        crate::probe::Probe::new("/").inventory()
+    }
+
+    fn exists(&mut self, path: &str) -> bool {
+        Path::new(path).exists()
+    }
+
+    fn fstype(&mut self, dev: &str) -> Result<Option<String>> {
+        // wipefs probes the device itself (`TYPE OFFSET` lines, none when
+        // blank); udev's record of a mapping just made may lag.
+        Ok(crate::exec::signatures(dev)?
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string))
+    }
+
+    fn is_mount_point(&mut self, dir: &str) -> Result<bool> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .context("reading /proc/self/mountinfo")?;
+        Ok(text
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(dir)))
+    }
+
+    fn is_subvolume(&mut self, dir: &str) -> bool {
+        // A btrfs subvolume's root directory has inode 256.
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.ino() == 256)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::*;
+use crate::testdata::*;
+
+/// A machine whose state the recorded steps change, as the real ones would.
+#[derive(Debug, Default)]
+struct World {
+    inv: Inventory,
+    unlocked: bool,
+    fstype: Option<String>,
+    mounted: Vec<String>,
+    has_incus: bool,
+    lines: Vec<String>,
+    /// The unlock fails (a person pressed Ctrl-C at the prompt).
+    attach_fails: bool,
+}
+
+#[derive(Clone, Default)]
+struct Fake(Rc<RefCell<World>>);
+
+impl Machine for Fake {
+    fn inventory(&mut self) -> Result<Inventory> {
+        Ok(self.0.borrow().inv.clone())
+    }
+    fn exists(&mut self, path: &str) -> bool {
+        path == mapping_path() && self.0.borrow().unlocked
+    }
+    fn fstype(&mut self, dev: &str) -> Result<Option<String>> {
+        assert_eq!(dev, mapping_path());
+        let w = self.0.borrow();
+        Ok(if w.unlocked { w.fstype.clone() } else { None })
+    }
+    fn is_mount_point(&mut self, dir: &str) -> Result<bool> {
+        Ok(self.0.borrow().mounted.iter().any(|m| m == dir))
+    }
+    fn is_subvolume(&mut self, dir: &str) -> bool {
+        let w = self.0.borrow();
+        dir == format!("{POOL_DIR}/incus") && w.has_incus && w.mounted.iter().any(|m| m == POOL_DIR)
+    }
+}
+
+impl Runner for Fake {
+    fn run(&mut self, step: &Step, input: Vec<u8>) -> Result<()> {
+        assert!(input.is_empty(), "no secret goes through our stdin");
+        let mut w = self.0.borrow_mut();
+        w.lines.push(step.argv.join(" "));
+        match step.argv[0].as_str() {
+            "systemd-cryptsetup" if w.attach_fails => bail!("cancelled (test)"),
+            "systemd-cryptsetup" => w.unlocked = true,
+            "mount" => {
+                let dir = step.argv.last().unwrap().clone();
+                w.mounted.push(dir);
+            }
+            other => panic!("unexpected command {other}"),
+        }
+        Ok(())
+    }
+    fn wait_for(&mut self, _: &str) -> Result<()> {
+        unreachable!()
+    }
+    fn signatures(&mut self, _: &str) -> Result<Vec<String>> {
+        unreachable!()
+    }
+    fn create_dir(&mut self, path: &str) -> Result<()> {
+        self.0.borrow_mut().lines.push(format!("(mkdir {path})"));
+        Ok(())
+    }
+}
+
+/// A USB boot whose NVMe disk holds the pool's LUKS partition.
+fn with_pool() -> Inventory {
+    let mut inv = usb_boot();
+    let mut p = part("nvme0n1p1", "nvme0n1", (259, 1), 500 * GB);
+    p.fs_type = Some("crypto_LUKS".into());
+    p.fs_label = Some(POOL_LABEL.into());
+    inv.devices.push(p);
+    inv
+}
+
+fn world(inv: Inventory) -> Fake {
+    Fake(Rc::new(RefCell::new(World {
+        inv,
+        fstype: Some("btrfs".into()),
+        has_incus: true,
+        ..World::default()
+    })))
+}
+
+fn run_on(f: &Fake) -> (Result<Outcome>, String) {
+    let mut out = Vec::new();
+    let r = run(&mut f.clone(), &mut f.clone(), &mut out);
+    (r, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn a_locked_pool_is_unlocked_by_systemd_cryptsetup_then_mounted_with_incus_on_it() {
+    let f = world(with_pool());
+    let (r, out) = run_on(&f);
+    assert_eq!(
+        r.unwrap(),
+        Outcome::Mounted {
+            incus_on_pool: true
+        }
+    );
+    assert_eq!(
+        f.0.borrow().lines,
+        [
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
+            "(mkdir /var/lib/anklume/pool)",
+            "mount -t btrfs -o subvolid=5,noatime /dev/mapper/anklume-pool /var/lib/anklume/pool",
+            "(mkdir /var/lib/incus)",
+            "mount -t btrfs -o subvol=incus,noatime /dev/mapper/anklume-pool /var/lib/incus",
+        ]
+    );
+    assert!(
+        out.contains("unlocking the data pool on /dev/nvme0n1p1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_pool_left_unlocked_by_the_first_boot_is_only_mounted() {
+    let f = world(with_pool());
+    f.0.borrow_mut().unlocked = true;
+    run_on(&f).0.unwrap();
+    let lines = f.0.borrow().lines.clone();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("systemd-cryptsetup")),
+        "{lines:?}"
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("mount ")).count(), 2);
+}
+
+#[test]
+fn a_second_run_changes_nothing() {
+    let f = world(with_pool());
+    run_on(&f).0.unwrap();
+    let before = f.0.borrow().lines.len();
+    run_on(&f).0.unwrap();
+    assert_eq!(f.0.borrow().lines.len(), before, "{:?}", f.0.borrow().lines);
+}
+
+#[test]
+fn no_pool_is_not_an_error_and_runs_nothing() {
+    let f = world(usb_boot());
+    let (r, out) = run_on(&f);
+    assert_eq!(r.unwrap(), Outcome::NoPool);
+    assert!(f.0.borrow().lines.is_empty());
+    assert!(out.contains("No data pool on this machine"), "{out}");
+}
+
+#[test]
+fn a_luks_volume_with_another_label_is_not_the_pool() {
+    let mut inv = usb_boot();
+    let mut p = part("nvme0n1p1", "nvme0n1", (259, 1), 500 * GB);
+    p.fs_type = Some("crypto_LUKS".into());
+    p.fs_label = Some("home".into());
+    inv.devices.push(p);
+    assert!(find(&inv).unwrap().is_none());
+}
+
+#[test]
+fn two_pools_are_refused_by_name() {
+    let mut inv = with_pool();
+    let mut p = part("sdb1", "sdb", (8, 17), 100 * GB);
+    p.fs_type = Some("crypto_LUKS".into());
+    p.fs_label = Some(POOL_LABEL.into());
+    inv.devices.push(p);
+    let f = world(inv);
+    let e = run_on(&f).0.unwrap_err().to_string();
+    assert!(
+        e.contains("2 LUKS volumes are labelled anklume-pool: /dev/nvme0n1p1, /dev/sdb1"),
+        "{e}"
+    );
+    assert!(f.0.borrow().lines.is_empty());
+}
+
+#[test]
+fn a_failed_unlock_mounts_nothing() {
+    let f = world(with_pool());
+    f.0.borrow_mut().attach_fails = true;
+    let e = format!("{:#}", run_on(&f).0.unwrap_err());
+    assert!(e.contains("unlocking /dev/nvme0n1p1"), "{e}");
+    assert_eq!(f.0.borrow().lines.len(), 1);
+}
+
+#[test]
+fn zfs_and_unknown_contents_are_refused_before_any_mount() {
+    for (fs, want) in [
+        (Some("zfs_member"), "not supported yet"),
+        (Some("ext4"), "holds \"ext4\""),
+        (None, "holds no filesystem"),
+    ] {
+        let f = world(with_pool());
+        f.0.borrow_mut().fstype = fs.map(str::to_string);
+        let e = run_on(&f).0.unwrap_err().to_string();
+        assert!(e.contains(want), "{fs:?}: {e}");
+        assert!(
+            !f.0.borrow().lines.iter().any(|l| l.starts_with("mount")),
+            "{:?}",
+            f.0.borrow().lines
+        );
+    }
+}
+
+#[test]
+fn without_an_incus_subvolume_only_the_pool_is_mounted_and_that_is_said() {
+    let f = world(with_pool());
+    f.0.borrow_mut().has_incus = false;
+    let (r, out) = run_on(&f);
+    assert_eq!(
+        r.unwrap(),
+        Outcome::Mounted {
+            incus_on_pool: false
+        }
+    );
+    assert!(!f
+        .0
+        .borrow()
+        .lines
+        .iter()
+        .any(|l| l.contains("/var/lib/incus")));
+    assert!(out.contains("no incus subvolume"), "{out}");
+}

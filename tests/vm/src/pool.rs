@@ -1,0 +1,168 @@
+//! pool-btrfs (raw image on a USB stick, SeaBIOS, an empty NVMe disk and a
+//! seed stick): the first boot finds `anklume-seed.toml` on the stick
+//! labelled ANKLUMESEED, makes LUKS2 + btrfs on the NVMe disk, leaves it
+//! unlocked and mounted with Incus's state on it, and a token is written to
+//! the pool; the second boot (seed still plugged: it must not make the pool
+//! again) asks the passphrase on the serial console, a wrong one is
+//! refused and asked again, the right one mounts the same pool, token
+//! intact.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+
+use anklume_cmd::Cmd;
+use anklume_contract::Slot;
+
+use crate::qemu::{Bus, Disk, Vm, VmConfig};
+use crate::scenario::{check_verified_boot, expect, tail, watch_until_report, ImageFacts, Outcome};
+
+/// The pool disk's serial, which the preseed selects it by.
+const POOL_SERIAL: &str = "ANKPOOL0001";
+const PASSPHRASE: &str = "correct horse battery staple";
+/// What systemd's password agent shows on the console.
+const PROMPT: &str = "Please enter passphrase for disk";
+
+/// The preseed: the disk by serial; small argon2id costs (TCG is slow).
+fn preseed() -> String {
+    format!(
+        "[disk]\nserial = \"{POOL_SERIAL}\"\n\n[pool]\nfilesystem = \"btrfs\"\n\n\
+         [encryption]\npassphrase = \"{PASSPHRASE}\"\ntpm2 = false\n\
+         argon2id = {{ memory_kib = 65536, iterations = 4, parallel = 2 }}\n"
+    )
+}
+
+/// A FAT stick labelled ANKLUMESEED holding `anklume-seed.toml`.
+fn make_seed(image: &Path, toml: &str) -> Result<()> {
+    let _ = std::fs::remove_file(image);
+    Cmd::new("mkfs.vfat")
+        .args(["-n", "ANKLUMESEED", "-C"])
+        .arg(image)
+        .arg("8192")
+        .run()?;
+    let file = image.with_extension("toml");
+    std::fs::write(&file, toml)?;
+    Cmd::new("mcopy")
+        .arg("-i")
+        .arg(image)
+        .arg(&file)
+        .arg("::anklume-seed.toml")
+        .run()?;
+    Ok(())
+}
+
+fn prompts(vm: &Vm) -> usize {
+    vm.console().matches(PROMPT).count()
+}
+
+/// Wait until the console has shown the prompt `n` times.
+fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result<()> {
+    while prompts(vm) < n {
+        if start.elapsed() > limit {
+            bail!(
+                "passphrase prompt #{n} not shown within {} s; console tail:\n{}",
+                limit.as_secs(),
+                tail(&vm.console(), 25)
+            );
+        }
+        if !vm.running() {
+            bail!("QEMU exited; console tail:\n{}", tail(&vm.console(), 25));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    expect(r, "pool_unit", "active")?;
+    expect(r, "pool_source", "/dev/mapper/anklume-pool")?;
+    expect(r, "pool_fstype", "btrfs")?;
+    expect(r, "incus_source", "/dev/mapper/anklume-pool[/incus]")?;
+    expect(r, "firstboot", "success")
+}
+
+pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
+    std::fs::create_dir_all(&cfg.dir)?;
+    let disk = cfg.dir.join("pool-disk.img");
+    let _ = std::fs::remove_file(&disk);
+    std::fs::File::create(&disk)?.set_len(4 << 30)?;
+    let seed = cfg.dir.join("seed.img");
+    make_seed(&seed, &preseed())?;
+    cfg.disks = vec![
+        Disk {
+            file: disk.clone(),
+            bus: Bus::Nvme,
+            serial: POOL_SERIAL.into(),
+        },
+        Disk {
+            file: seed.clone(),
+            bus: Bus::Usb,
+            serial: "ANKSEED0001".into(),
+        },
+    ];
+    cfg.console_input = true;
+    let token = format!(
+        "token-{}",
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
+    );
+
+    // Boot 1: the pool is made from the seed, left unlocked, mounted.
+    cfg.test_actions = format!("report,pool-write={token}");
+    let vm = Vm::start(&cfg)?;
+    let (first, vm) =
+        watch_until_report(vm, Instant::now(), Duration::from_secs(1200)).context("first boot")?;
+    let shown = prompts(&vm);
+    vm.close()?;
+    let r = &first.report;
+    check_verified_boot(r, facts, Slot::A).context("first boot")?;
+    pool_facts(r).context("first boot")?;
+    expect(r, "pool_written", &token).context("first boot")?;
+    if shown != 0 {
+        bail!("first boot: the passphrase was asked although the first boot had it");
+    }
+    eprintln!(
+        "  boot 1: pool made from the seed: {:?}",
+        r.get("firstboot_said")
+    );
+    for f in ["console.log", "report.log"] {
+        std::fs::rename(cfg.dir.join(f), cfg.dir.join(format!("boot1-{f}")))?;
+    }
+
+    // Boot 2: asked on the serial console; a wrong passphrase, then the
+    // right one.
+    cfg.test_actions = "report".into();
+    let mut vm = Vm::start(&cfg)?;
+    let start = Instant::now();
+    wait_prompt(&mut vm, 1, start, Duration::from_secs(600)).context("second boot")?;
+    let asked = start.elapsed();
+    vm.type_console("wrong passphrase\r")?;
+    wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
+        .context("second boot: after a wrong passphrase the prompt must come back")?;
+    vm.type_console(&format!("{PASSPHRASE}\r"))?;
+    let (mut second, vm) =
+        watch_until_report(vm, start, Duration::from_secs(1200)).context("second boot")?;
+    let shown = prompts(&vm);
+    vm.close()?;
+    let r = &second.report;
+    check_verified_boot(r, facts, Slot::A).context("second boot")?;
+    pool_facts(r).context("second boot")?;
+    expect(r, "pool_token", &token)
+        .context("second boot: the token written by the first boot is gone")?;
+    match r.get("firstboot_said") {
+        Some(s) if s.contains("has its data pool") => {}
+        other => bail!("second boot: anklume-firstboot said {other:?}, not that the pool exists"),
+    }
+    if shown != 2 {
+        bail!("second boot: the passphrase was asked {shown} times, expected 2");
+    }
+    eprintln!(
+        "  boot 2: asked after {:.0} s, wrong passphrase asked again, right one mounted the pool",
+        asked.as_secs_f64()
+    );
+    std::fs::remove_file(&disk)?;
+    second
+        .stage_times
+        .insert(0, ("2:prompt".into(), asked.as_secs_f64()));
+    Ok(second)
+}
