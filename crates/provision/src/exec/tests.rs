@@ -36,20 +36,25 @@ fn default_argon() -> Argon2id {
     }
 }
 
-fn lines(plan: &Plan) -> Vec<String> {
-    steps(plan).iter().map(Step::line).collect()
-}
-
-#[test]
-fn a_blank_disk_btrfs_plan_maps_to_these_commands() {
-    let plan = plan_on(
+/// The usual plan: the blank NVMe disk of a USB boot, btrfs, no TPM2.
+fn blank_nvme_btrfs() -> Plan {
+    plan_on(
         &usb_boot(),
         0,
         None,
         Filesystem::btrfs_default(),
         false,
         default_argon(),
-    );
+    )
+}
+
+fn lines(plan: &Plan) -> Vec<String> {
+    steps(plan).iter().map(Step::line).collect()
+}
+
+#[test]
+fn a_blank_disk_btrfs_plan_maps_to_these_commands() {
+    let plan = blank_nvme_btrfs();
     let p1 = format!("{NVME}-part1");
     assert_eq!(
         lines(&plan),
@@ -551,14 +556,7 @@ fn signatures_are_read_with_wipefs_without_writing() {
 
 #[test]
 fn leave_open_unlocks_the_new_partition_with_the_passphrase_on_stdin() {
-    let plan = plan_on(
-        &usb_boot(),
-        0,
-        None,
-        Filesystem::btrfs_default(),
-        false,
-        default_argon(),
-    );
+    let plan = blank_nvme_btrfs();
     let mut r = Recorder {
         lines: vec![],
         inputs: vec![],
