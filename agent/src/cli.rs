@@ -165,6 +165,10 @@ pub enum Command {
         /// Do not require a mounted pool (development, tests).
         #[arg(long)]
         no_pool_check: bool,
+        /// Do not make the storage pool and the anklume-base image when
+        /// Incus lacks them (the default does, for a new pool's first boot).
+        #[arg(long)]
+        no_bootstrap: bool,
         /// infra.yml or an infra/ directory (default: anklume/infra.yml on
         /// the pool).
         #[arg(long)]
@@ -351,6 +355,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Agent {
             pool_dir,
             no_pool_check,
+            no_bootstrap,
             infra,
             base_dir,
             debounce_ms,
@@ -393,6 +398,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 },
                 state_dir,
                 debounce: Duration::from_millis(debounce_ms),
+                bootstrap_incus: !no_bootstrap,
             };
             let stop = std::sync::atomic::AtomicBool::new(false);
             let stderr = std::io::stderr();

@@ -115,6 +115,7 @@ fn the_agent_converges_follows_changes_and_survives_bad_input_and_health_judges_
         apply: lab.options(false, false),
         state_dir: state.clone(),
         debounce: Duration::from_millis(300),
+        bootstrap_incus: false,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Record>();

@@ -21,6 +21,15 @@ pub struct Lab {
 impl Lab {
     /// A daemon with a `default` dir pool; `infra` written when given.
     pub fn new(prefix: &str, infra: Option<&str>) -> Lab {
+        Self::start(prefix, infra, true)
+    }
+
+    /// A daemon as a new Incus is: no storage pool, no image.
+    pub fn bare(prefix: &str, infra: Option<&str>) -> Lab {
+        Self::start(prefix, infra, false)
+    }
+
+    fn start(prefix: &str, infra: Option<&str>, with_pool: bool) -> Lab {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in("/var/tmp")
@@ -33,7 +42,9 @@ impl Lab {
         }
         let d = TestDaemon::start(&dir.join("incus")).expect("start incusd");
         let c = d.client().unwrap();
-        testimage::create_dir_pool(&c, "default").unwrap();
+        if with_pool {
+            testimage::create_dir_pool(&c, "default").unwrap();
+        }
         Lab {
             c,
             d: Some(d),

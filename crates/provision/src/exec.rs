@@ -412,7 +412,7 @@ pub fn verify_target(plan: &Plan, now: &Inventory) -> Result<()> {
 }
 
 mod run;
-pub use run::{check_blank, execute, leave_open, signatures, Runner, System};
+pub use run::{bootstrap_infra_path, check_blank, execute, leave_open, signatures, Runner, System};
 
 #[cfg(test)]
 mod tests;

@@ -25,5 +25,10 @@ pub mod wizard;
 #[cfg(any(test, feature = "testdata"))]
 pub mod testdata;
 
+/// The first `infra.yml`, written on a new btrfs pool (`anklume/infra.yml`):
+/// the canonical example committed at the top of the repository, whose
+/// image the agent makes on the machine (no network needed).
+pub const BOOTSTRAP_INFRA: &str = include_str!("../../../infra.yml");
+
 /// The terminal type the wizard runs on.
 pub use dialoguer::console::Term;

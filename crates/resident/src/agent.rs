@@ -41,6 +41,9 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// Quiet time after a change before the run starts.
     pub debounce: Duration,
+    /// Before each apply, make the storage pool and the bootstrap image
+    /// when Incus lacks them (the Live OS on a new pool).
+    pub bootstrap_incus: bool,
 }
 
 /// Why the loop ended.
@@ -106,6 +109,9 @@ fn run_once(o: &AgentOptions, log: &mut dyn Write) -> std::result::Result<Outcom
         }
         Err(e) => return Err(format!("sync: {e:#}")),
     }
+    if o.bootstrap_incus {
+        bootstrap_incus(o, log).map_err(|e| format!("preparing Incus: {e:#}"))?;
+    }
     let mut a = o.apply.clone();
     a.infra = Some(o.infra.clone());
     a.context_dir = o.context_dir.clone();
@@ -115,6 +121,29 @@ fn run_once(o: &AgentOptions, log: &mut dyn Write) -> std::result::Result<Outcom
     let _ = log.write_all(&out);
     let _ = log.write_all(&err);
     Ok(applied.map_err(|e| format!("apply: {e:#}")))
+}
+
+/// What a fresh Incus on a new pool lacks: the storage pool apply puts
+/// root disks on (a `dir` pool, on the encrypted pool's `incus` subvolume)
+/// and the bootstrap image the first `infra.yml` names (made from this
+/// machine's busybox: no network needed). Each is made only when missing.
+fn bootstrap_incus(o: &AgentOptions, log: &mut dyn Write) -> Result<()> {
+    use anklume_incus::localimage;
+    let c = anklume_incus::Client::connect(&o.apply.socket)?;
+    let pool = &o.apply.settings.pool;
+    if localimage::ensure_dir_pool(&c, pool)? {
+        writeln!(log, "anklume agent: made the storage pool {pool} (dir)")?;
+    }
+    let work = std::env::temp_dir().join(format!("anklume-base-{}", std::process::id()));
+    if let Some(fp) = localimage::ensure_base(&c, &work)? {
+        writeln!(
+            log,
+            "anklume agent: imported the bootstrap image {} ({})",
+            localimage::BASE_ALIAS,
+            &fp[..12.min(fp.len())]
+        )?;
+    }
+    Ok(())
 }
 
 /// The loop (see the module docs); `on_run` sees each run's record.

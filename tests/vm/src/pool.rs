@@ -5,7 +5,9 @@
 //! the pool; the second boot (seed still plugged: it must not make the pool
 //! again) asks the passphrase on the serial console, a wrong one is
 //! refused and asked again, the right one mounts the same pool, token
-//! intact.
+//! intact. In between, the agent applies the `infra.yml` the first boot
+//! put on the pool: its container runs in both boots, with the data written
+//! into it in the first, and the health check marks the slot good.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -74,25 +76,6 @@ fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result
     Ok(())
 }
 
-/// [`check_verified_boot`], with one failed unit allowed: the pool holds
-/// no `infra.yml` yet (the bootstrap one comes with the shipped container
-/// image, issue 11), so the health check finds no apply and fails, and the
-/// boot is rightly not marked good. Only for that reason.
-fn check_boot(r: &std::collections::BTreeMap<String, String>, facts: &ImageFacts) -> Result<()> {
-    let mut r = r.clone();
-    if r.get("state").map(String::as_str) == Some("degraded")
-        && r.get("failed_units").map(|s| s.trim()) == Some("anklume-health.service")
-    {
-        let said = r.get("health_said").cloned().unwrap_or_default();
-        if !said.contains("no apply recorded") {
-            bail!("the health check failed for another reason than the missing apply: {said}");
-        }
-        eprintln!("  health (expected to fail, no infra.yml on the pool yet): {said}");
-        r.insert("state".into(), "running".into());
-    }
-    check_verified_boot(&r, facts, Slot::A)
-}
-
 fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
     expect(r, "pool_unit", "active")?;
     expect(r, "pool_source", "/dev/mapper/anklume-pool")?;
@@ -103,7 +86,12 @@ fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
         Some(v) if v.starts_with("reachable") => {}
         other => bail!("Incus on the pool: anklume status says {other:?}"),
     }
-    expect(r, "firstboot", "success")
+    expect(r, "firstboot", "success")?;
+    // The agent applied the first infra.yml (written on the pool by the
+    // first boot, its image made on the machine): the container runs, and
+    // the health check passed, so the slot is marked good.
+    expect(r, "box_state", "RUNNING")?;
+    expect(r, "health", "success")
 }
 
 pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
@@ -132,16 +120,17 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     );
 
     // Boot 1: the pool is made from the seed, left unlocked, mounted.
-    cfg.test_actions = format!("report,pool-write={token}");
+    cfg.test_actions = format!("report,pool-write={token},box-write={token}");
     let vm = Vm::start(&cfg)?;
     let (first, vm) =
         watch_until_report(vm, Instant::now(), Duration::from_secs(1200)).context("first boot")?;
     let shown = prompts(&vm);
     vm.close()?;
     let r = &first.report;
-    check_boot(r, facts).context("first boot")?;
+    check_verified_boot(r, facts, Slot::A).context("first boot")?;
     pool_facts(r).context("first boot")?;
     expect(r, "pool_written", &token).context("first boot")?;
+    expect(r, "box_written", &token).context("first boot")?;
     if shown != 0 {
         bail!("first boot: the passphrase was asked although the first boot had it");
     }
@@ -169,10 +158,12 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     let shown = prompts(&vm);
     vm.close()?;
     let r = &second.report;
-    check_boot(r, facts).context("second boot")?;
+    check_verified_boot(r, facts, Slot::A).context("second boot")?;
     pool_facts(r).context("second boot")?;
     expect(r, "pool_token", &token)
         .context("second boot: the token written by the first boot is gone")?;
+    expect(r, "box_token", &token)
+        .context("second boot: the container's data written by the first boot is gone")?;
     match r.get("firstboot_said") {
         Some(s) if s.contains("has its data pool") => {}
         other => bail!("second boot: anklume-firstboot said {other:?}, not that the pool exists"),

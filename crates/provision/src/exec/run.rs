@@ -32,6 +32,8 @@ pub trait Runner {
     fn signatures(&mut self, path: &str) -> Result<Vec<String>>;
     /// Create a directory (the setup mount point).
     fn create_dir(&mut self, path: &str) -> Result<()>;
+    /// Write a new file (the bootstrap `infra.yml` on the new pool).
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()>;
 }
 
 /// The machine itself.
@@ -65,6 +67,13 @@ impl Runner for System {
     fn create_dir(&mut self, path: &str) -> Result<()> {
         std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))
     }
+
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        // A new file system: nothing to replace, but never half a file.
+        let tmp = format!("{path}.tmp");
+        std::fs::write(&tmp, data).with_context(|| format!("writing {tmp}"))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {tmp} to {path}"))
+    }
 }
 
 /// The signatures `wipefs` finds on `path` (read-only probe), as
@@ -96,6 +105,23 @@ pub fn check_blank(plan: &Plan, runner: &mut dyn Runner) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where the bootstrap `infra.yml` goes while the new pool is mounted for
+/// setup: the `anklume` subvolume (see `anklume_contract::pool`); none for
+/// ZFS (its datasets are not mounted during setup) or without that
+/// subvolume.
+pub fn bootstrap_infra_path(plan: &Plan) -> Option<String> {
+    match &plan.filesystem {
+        crate::plan::Filesystem::Btrfs { subvolumes } => {
+            let (dir, file) = anklume_contract::pool::INFRA_ON_POOL.split_once('/')?;
+            subvolumes
+                .iter()
+                .any(|s| s == dir)
+                .then(|| format!("{SETUP_MOUNT}/{dir}/{file}"))
+        }
+        crate::plan::Filesystem::Zfs { .. } => None,
+    }
 }
 
 /// Carry out `plan`; `now` is a fresh inventory (see [`verify_target`]).
@@ -141,6 +167,12 @@ pub fn execute(
         }
         runner.create_dir(SETUP_MOUNT)?;
         for s in filesystem_steps(plan) {
+            if s.argv[0] == "umount" {
+                if let Some(path) = bootstrap_infra_path(plan) {
+                    writeln!(out, "==> the first infra.yml ({path})")?;
+                    runner.write_file(&path, crate::BOOTSTRAP_INFRA.as_bytes())?;
+                }
+            }
             step(&s, runner, out)?;
             match s.argv[0].as_str() {
                 "mount" => mounted = true,

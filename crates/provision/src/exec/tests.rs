@@ -387,6 +387,11 @@ impl Runner for Recorder {
         self.lines.push(format!("(mkdir {path})"));
         Ok(())
     }
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        self.lines.push(format!("(write {path})"));
+        self.inputs.push(data.to_vec());
+        Ok(())
+    }
 }
 
 #[test]
@@ -415,7 +420,21 @@ fn execute_runs_every_step_in_order_and_shows_the_recovery_key_once() {
         .position(|l| l.starts_with("cryptsetup open"))
         .unwrap();
     want.insert(open_at + 1, "(mkdir /run/anklume/pool-setup)".into());
+    // The first infra.yml goes on the anklume subvolume before the unmount.
+    let umount_at = want.iter().position(|l| l.starts_with("umount")).unwrap();
+    want.insert(
+        umount_at,
+        "(write /run/anklume/pool-setup/anklume/infra.yml)".into(),
+    );
     assert_eq!(r.lines, want);
+    let written = r
+        .lines
+        .iter()
+        .position(|l| l.starts_with("(write"))
+        .unwrap();
+    // (inputs: commands and the written file, not the probe, the wait and the mkdir)
+    assert_eq!(r.inputs[written - 3], crate::BOOTSTRAP_INFRA.as_bytes());
+    assert!(crate::BOOTSTRAP_INFRA.contains("default_os_image: anklume-base"));
     // The recovery key: on stdin after the passphrase, shown exactly once.
     let add = r
         .lines
@@ -573,4 +592,33 @@ fn leave_open_unlocks_the_new_partition_with_the_passphrase_on_stdin() {
     );
     assert_eq!(r.inputs, [PASS.as_bytes().to_vec()]);
     assert!(!String::from_utf8(out).unwrap().contains(PASS));
+}
+
+#[test]
+fn the_first_infra_yml_goes_where_the_agent_reads_it_and_only_on_btrfs_with_that_subvolume() {
+    let plan = blank_nvme_btrfs();
+    assert_eq!(
+        bootstrap_infra_path(&plan).unwrap(),
+        format!("{SETUP_MOUNT}/{}", anklume_contract::pool::INFRA_ON_POOL)
+    );
+    let zfs = plan_on(
+        &usb_boot(),
+        0,
+        None,
+        Filesystem::zfs_default(),
+        false,
+        default_argon(),
+    );
+    assert_eq!(bootstrap_infra_path(&zfs), None);
+    let no_anklume = plan_on(
+        &usb_boot(),
+        0,
+        None,
+        Filesystem::Btrfs {
+            subvolumes: vec!["incus".into()],
+        },
+        false,
+        default_argon(),
+    );
+    assert_eq!(bootstrap_infra_path(&no_anklume), None);
 }

@@ -67,6 +67,9 @@ impl Runner for Fake {
         self.0.borrow_mut().lines.push(format!("(mkdir {path})"));
         Ok(())
     }
+    fn write_file(&mut self, _: &str, _: &[u8]) -> Result<()> {
+        unreachable!("the unlock writes no file")
+    }
 }
 
 /// A USB boot whose NVMe disk holds the pool's LUKS partition.

@@ -5,6 +5,7 @@
 # ACTIONS is a comma-separated list:
 #   persist-write=TOKEN  write TOKEN to the persist partition
 #   pool-write=TOKEN     write TOKEN to the data pool (anklume/test-token)
+#   box-write=TOKEN      write TOKEN into the bootstrap container (home-box)
 #   wait-eject           after the first report, wait until the CD is
 #                        ejected, read /usr/sbin and /usr/lib/systemd and run
 #                        programs not run yet, report again
@@ -63,6 +64,9 @@ r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
 r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
 # The health check's verdict (anklume-health.service, after the agent).
 r health="$(systemctl show -p Result --value anklume-health.service)"
+# The bootstrap infra.yml's container, made by the agent.
+r box_state="$(incus list --project home --format csv --columns s home-box 2>&1)"
+r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
 r health_said="$(journalctl -b _SYSTEMD_UNIT=anklume-health.service -o cat --no-pager | grep FAILED | paste -sd ';')"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
@@ -70,6 +74,10 @@ for a in $(echo "$actions" | tr ',' ' '); do
         echo "${a#*=}" > /var/lib/anklume/persist/test-token.tmp \
             && mv /var/lib/anklume/persist/test-token.tmp /var/lib/anklume/persist/test-token \
             && sync && r persist_written="${a#*=}"
+        ;;
+    box-write=*)
+        incus exec home-box --project home -- sh -c "echo ${a#*=} > /root/token.tmp && mv /root/token.tmp /root/token && sync" \
+            && r box_written="${a#*=}"
         ;;
     pool-write=*)
         echo "${a#*=}" > /var/lib/anklume/pool/anklume/test-token.tmp \
