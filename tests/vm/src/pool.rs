@@ -18,7 +18,10 @@ use anklume_cmd::Cmd;
 use anklume_contract::Slot;
 
 use crate::qemu::{Bus, Disk, Vm, VmConfig};
-use crate::scenario::{check_verified_boot, expect, tail, watch_until_report, ImageFacts, Outcome};
+use crate::scenario::{
+    boot_until_report, check_verified_boot, expect, tail, watch_until_report, with_tcg_retry,
+    ImageFacts, Outcome,
+};
 
 /// The pool disk's serial, which the preseed selects it by.
 const POOL_SERIAL: &str = "ANKPOOL0001";
@@ -121,9 +124,7 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
 
     // Boot 1: the pool is made from the seed, left unlocked, mounted.
     cfg.test_actions = format!("report,pool-write={token},box-write={token}");
-    let vm = Vm::start(&cfg)?;
-    let (first, vm) =
-        watch_until_report(vm, Instant::now(), Duration::from_secs(1200)).context("first boot")?;
+    let (first, vm) = boot_until_report(&cfg, Duration::from_secs(1200)).context("first boot")?;
     let shown = prompts(&vm);
     vm.close()?;
     let r = &first.report;
@@ -145,16 +146,19 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     // Boot 2: asked on the serial console; a wrong passphrase, then the
     // right one.
     cfg.test_actions = "report".into();
-    let mut vm = Vm::start(&cfg)?;
-    let start = Instant::now();
-    wait_prompt(&mut vm, 1, start, Duration::from_secs(600)).context("second boot")?;
-    let asked = start.elapsed();
-    vm.type_console("wrong passphrase\r")?;
-    wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
-        .context("second boot: after a wrong passphrase the prompt must come back")?;
-    vm.type_console(&format!("{PASSPHRASE}\r"))?;
-    let (mut second, vm) =
-        watch_until_report(vm, start, Duration::from_secs(1200)).context("second boot")?;
+    let mut asked = Duration::ZERO;
+    let (mut second, vm) = with_tcg_retry(&cfg.dir, || {
+        let mut vm = Vm::start(&cfg)?;
+        let start = Instant::now();
+        wait_prompt(&mut vm, 1, start, Duration::from_secs(600))?;
+        asked = start.elapsed();
+        vm.type_console("wrong passphrase\r")?;
+        wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
+            .context("after a wrong passphrase the prompt must come back")?;
+        vm.type_console(&format!("{PASSPHRASE}\r"))?;
+        watch_until_report(vm, start, Duration::from_secs(1200))
+    })
+    .context("second boot")?;
     let shown = prompts(&vm);
     vm.close()?;
     let r = &second.report;
