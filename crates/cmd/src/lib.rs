@@ -21,6 +21,7 @@ pub fn package_of(program: &str) -> Option<&'static str> {
         "sgdisk" => "gdisk",
         "fsck.vfat" | "mkfs.vfat" => "dosfstools",
         "mcopy" => "mtools",
+        "swtpm" => "swtpm",
         "qemu-system-x86_64" => "qemu-system-x86",
         "zstd" => "zstd",
         "cpio" => "cpio",

@@ -75,8 +75,10 @@ pub struct State {
     pub incus_mounted: bool,
 }
 
-/// The unlock: `systemd-cryptsetup attach anklume-pool PART - tries=0`
-/// (`-`: no key file, ask).
+/// The unlock: `systemd-cryptsetup attach anklume-pool PART -
+/// tries=0,tpm2-device=auto` (`-`: no key file; a systemd-tpm2 token in the
+/// header is tried first, and without one, or without a TPM, it asks at
+/// once).
 pub fn attach_step(partition: &str) -> Step {
     Step {
         what: "unlock the pool (TPM2 token, else the passphrase, asked on every console)".into(),
@@ -86,7 +88,7 @@ pub fn attach_step(partition: &str) -> Step {
             POOL_MAPPING,
             partition,
             "-",
-            "tries=0",
+            "tries=0,tpm2-device=auto",
         ]
         .iter()
         .map(|s| s.to_string())

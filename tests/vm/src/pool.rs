@@ -1,3 +1,6 @@
+//! pool-tpm: the same with a TPM 2.0 (swtpm) enrolled by the first boot,
+//! UEFI; the second boot unlocks without a prompt.
+//!
 //! pool-btrfs (raw image on a USB stick, SeaBIOS, an empty NVMe disk and a
 //! seed stick): the first boot finds `anklume-seed.toml` on the stick
 //! labelled ANKLUMESEED, makes LUKS2 + btrfs on the NVMe disk, leaves it
@@ -30,10 +33,10 @@ const PASSPHRASE: &str = "correct horse battery staple";
 const PROMPT: &str = "Please enter passphrase for disk";
 
 /// The preseed: the disk by serial; small argon2id costs (TCG is slow).
-fn preseed() -> String {
+fn preseed(tpm2: bool) -> String {
     format!(
         "[disk]\nserial = \"{POOL_SERIAL}\"\n\n[pool]\nfilesystem = \"btrfs\"\n\n\
-         [encryption]\npassphrase = \"{PASSPHRASE}\"\ntpm2 = false\n\
+         [encryption]\npassphrase = \"{PASSPHRASE}\"\ntpm2 = {tpm2}\n\
          argon2id = {{ memory_kib = 65536, iterations = 4, parallel = 2 }}\n"
     )
 }
@@ -97,13 +100,28 @@ fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
     expect(r, "health", "success")
 }
 
-pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
+/// pool-btrfs: the passphrase typed on the serial console at the second
+/// boot (a wrong one first).
+pub fn btrfs(facts: &ImageFacts, cfg: VmConfig) -> Result<Outcome> {
+    two_boots(facts, cfg, false)
+}
+
+/// pool-tpm (UEFI, a swtpm TPM 2.0): the first boot also enrols the TPM
+/// (PCR 7); the second boot unlocks with it, without any prompt.
+pub fn tpm(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
+    let state = cfg.dir.join("tpm");
+    let _ = std::fs::remove_dir_all(&state);
+    cfg.tpm_state = Some(state);
+    two_boots(facts, cfg, true)
+}
+
+fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcome> {
     std::fs::create_dir_all(&cfg.dir)?;
     let disk = cfg.dir.join("pool-disk.img");
     let _ = std::fs::remove_file(&disk);
     std::fs::File::create(&disk)?.set_len(4 << 30)?;
     let seed = cfg.dir.join("seed.img");
-    make_seed(&seed, &preseed())?;
+    make_seed(&seed, &preseed(tpm2))?;
     cfg.disks = vec![
         Disk {
             file: disk.clone(),
@@ -135,6 +153,9 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     if shown != 0 {
         bail!("first boot: the passphrase was asked although the first boot had it");
     }
+    if tpm2 {
+        expect(r, "tpm2_token", "1").context("first boot: no systemd-tpm2 token on the pool")?;
+    }
     eprintln!(
         "  boot 1: pool made from the seed: {:?}",
         r.get("firstboot_said")
@@ -143,21 +164,25 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
         std::fs::rename(cfg.dir.join(f), cfg.dir.join(format!("boot1-{f}")))?;
     }
 
-    // Boot 2: asked on the serial console; a wrong passphrase, then the
-    // right one.
+    // Boot 2: the TPM unlocks; else asked on the serial console, a wrong
+    // passphrase, then the right one.
     cfg.test_actions = "report".into();
     let mut asked = Duration::ZERO;
-    let (mut second, vm) = with_tcg_retry(&cfg.dir, || {
-        let mut vm = Vm::start(&cfg)?;
-        let start = Instant::now();
-        wait_prompt(&mut vm, 1, start, Duration::from_secs(600))?;
-        asked = start.elapsed();
-        vm.type_console("wrong passphrase\r")?;
-        wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
-            .context("after a wrong passphrase the prompt must come back")?;
-        vm.type_console(&format!("{PASSPHRASE}\r"))?;
-        watch_until_report(vm, start, Duration::from_secs(1200))
-    })
+    let (mut second, vm) = if tpm2 {
+        boot_until_report(&cfg, Duration::from_secs(1200))
+    } else {
+        with_tcg_retry(&cfg.dir, || {
+            let mut vm = Vm::start(&cfg)?;
+            let start = Instant::now();
+            wait_prompt(&mut vm, 1, start, Duration::from_secs(600))?;
+            asked = start.elapsed();
+            vm.type_console("wrong passphrase\r")?;
+            wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
+                .context("after a wrong passphrase the prompt must come back")?;
+            vm.type_console(&format!("{PASSPHRASE}\r"))?;
+            watch_until_report(vm, start, Duration::from_secs(1200))
+        })
+    }
     .context("second boot")?;
     let shown = prompts(&vm);
     vm.close()?;
@@ -172,16 +197,21 @@ pub fn btrfs(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
         Some(s) if s.contains("has its data pool") => {}
         other => bail!("second boot: anklume-firstboot said {other:?}, not that the pool exists"),
     }
-    if shown != 2 {
-        bail!("second boot: the passphrase was asked {shown} times, expected 2");
+    let want = if tpm2 { 0 } else { 2 };
+    if shown != want {
+        bail!("second boot: the passphrase was asked {shown} times, expected {want}");
     }
-    eprintln!(
-        "  boot 2: asked after {:.0} s, wrong passphrase asked again, right one mounted the pool",
-        asked.as_secs_f64()
-    );
+    if tpm2 {
+        eprintln!("  boot 2: the TPM unlocked the pool, no prompt");
+    } else {
+        eprintln!(
+            "  boot 2: asked after {:.0} s, wrong passphrase asked again, right one mounted the pool",
+            asked.as_secs_f64()
+        );
+        second
+            .stage_times
+            .insert(0, ("2:prompt".into(), asked.as_secs_f64()));
+    }
     std::fs::remove_file(&disk)?;
-    second
-        .stage_times
-        .insert(0, ("2:prompt".into(), asked.as_secs_f64()));
     Ok(second)
 }

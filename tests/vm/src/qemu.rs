@@ -53,6 +53,9 @@ pub struct VmConfig {
     /// ttyS0 also takes input, through `dir/console.sock` ([`Vm::type_console`]);
     /// what the guest writes still goes to `console.log`.
     pub console_input: bool,
+    /// A TPM 2.0 (swtpm) whose state lives in this folder (kept across
+    /// boots: what one boot enrols, the next unseals).
+    pub tpm_state: Option<PathBuf>,
 }
 
 /// An extra disk.
@@ -78,6 +81,7 @@ pub struct Vm {
     pub console_log: PathBuf,
     pub report_log: PathBuf,
     console_sock: Option<PathBuf>,
+    swtpm: Option<Child>,
 }
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -205,6 +209,18 @@ impl Vm {
                     ]);
             }
         }
+        let swtpm = match &c.tpm_state {
+            Some(state) => {
+                let (child, sock) = start_swtpm(state)?;
+                cmd = cmd
+                    .arg("-chardev")
+                    .arg(format!("socket,id=chrtpm,path={}", sock.display()))
+                    .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                    .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+                Some(child)
+            }
+            None => None,
+        };
         let usb_disks = c.disks.iter().any(|d| d.bus == Bus::Usb);
         if usb_disks && c.medium == Medium::Cd {
             cmd = cmd.args(["-device", "qemu-xhci,id=xhci"]);
@@ -236,6 +252,7 @@ impl Vm {
             console_log,
             report_log,
             console_sock,
+            swtpm,
         })
     }
 
@@ -310,6 +327,12 @@ impl Vm {
             let _ = killpg(pid, Signal::SIGKILL);
             c.wait().context("reaping qemu")?;
         }
+        if let Some(mut t) = self.swtpm.take() {
+            // --terminate ends it with QEMU's connection; this is for a
+            // QEMU that never connected.
+            let _ = t.kill();
+            t.wait().context("reaping swtpm")?;
+        }
         Ok(())
     }
 }
@@ -318,6 +341,34 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// `swtpm socket` for one boot, its state in `state`; returns it and its
+/// control socket once the socket exists.
+fn start_swtpm(state: &Path) -> Result<(Child, PathBuf)> {
+    std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
+    let sock = state.join("swtpm.sock");
+    let _ = std::fs::remove_file(&sock);
+    let child = Cmd::new("swtpm")
+        .args(["socket", "--tpm2", "--terminate"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
+        .arg("--log")
+        .arg(format!("file={}", state.join("swtpm.log").display()))
+        .spawn(Stdio::null(), Stdio::null())?;
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        ensure!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "swtpm made no socket {} within 10 s (log: {})",
+            sock.display(),
+            state.join("swtpm.log").display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok((child, sock))
 }
 
 /// Remove CSI/OSC escape sequences and carriage returns.

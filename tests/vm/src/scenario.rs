@@ -34,6 +34,7 @@ pub enum Scenario {
     VentoyGrub2Bios,
     VentoyGrub2Uefi,
     PoolBtrfs,
+    PoolTpm,
 }
 
 /// Which image a scenario boots.
@@ -65,7 +66,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 16] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -82,6 +83,7 @@ impl Scenario {
         Scenario::VentoyGrub2Bios,
         Scenario::VentoyGrub2Uefi,
         Scenario::PoolBtrfs,
+        Scenario::PoolTpm,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
@@ -122,12 +124,15 @@ impl Scenario {
             Scenario::VentoyGrub2Bios => "ventoy-grub2-bios",
             Scenario::VentoyGrub2Uefi => "ventoy-grub2-uefi",
             Scenario::PoolBtrfs => "pool-btrfs",
+            Scenario::PoolTpm => "pool-tpm",
         }
     }
 
     pub fn image_kind(self) -> ImageKind {
         match self {
-            Scenario::Persist | Scenario::Rollback | Scenario::PoolBtrfs => ImageKind::Raw,
+            Scenario::Persist | Scenario::Rollback | Scenario::PoolBtrfs | Scenario::PoolTpm => {
+                ImageKind::Raw
+            }
             _ => ImageKind::Iso,
         }
     }
@@ -351,7 +356,9 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::VentoyBios | Scenario::VentoyGrub2Bios | Scenario::PoolBtrfs => {
             (Firmware::Bios, Medium::UsbDisk)
         }
-        Scenario::VentoyUefi | Scenario::VentoyGrub2Uefi => (Firmware::Uefi, Medium::UsbDisk),
+        Scenario::VentoyUefi | Scenario::VentoyGrub2Uefi | Scenario::PoolTpm => {
+            (Firmware::Uefi, Medium::UsbDisk)
+        }
     };
     let cfg = VmConfig {
         image: image.to_path_buf(),
@@ -365,6 +372,7 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         secure_boot_vars: None,
         disks: Vec::new(),
         console_input: false,
+        tpm_state: None,
     };
     match s {
         Scenario::Toram => crate::toram::run(&facts, cfg, image),
@@ -375,6 +383,7 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbMs => crate::secureboot::stock_keys_with_mok(&facts, cfg, image),
         Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
         Scenario::PoolBtrfs => crate::pool::btrfs(&facts, cfg),
+        Scenario::PoolTpm => crate::pool::tpm(&facts, cfg),
         Scenario::VentoyBios
         | Scenario::VentoyUefi
         | Scenario::VentoyGrub2Bios

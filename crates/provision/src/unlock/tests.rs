@@ -110,7 +110,7 @@ fn a_locked_pool_is_unlocked_by_systemd_cryptsetup_then_mounted_with_incus_on_it
     assert_eq!(
         f.0.borrow().lines,
         [
-            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0,tpm2-device=auto",
             "(mkdir /var/lib/anklume/pool)",
             "mount -t btrfs -o subvolid=5,noatime /dev/mapper/anklume-pool /var/lib/anklume/pool",
             "(mkdir /var/lib/incus)",

@@ -59,13 +59,20 @@ r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
 r firstboot_said="$(journalctl -b _SYSTEMD_UNIT=anklume-firstboot.service -o cat --no-pager | grep -v '^ *$' | tail -n1)"
 r pool_unit="$(systemctl is-active anklume-pool.service)"
 r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
+# A systemd-tpm2 token in the pool's LUKS2 header (the btrfs inside has the
+# same label: luksDump tells them apart).
+tok=0
+for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
+    cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
+done
+r tpm2_token=$tok
 r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
 r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
 r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
 # The health check's verdict (anklume-health.service, after the agent).
 r health="$(systemctl show -p Result --value anklume-health.service)"
 # The bootstrap infra.yml's container, made by the agent.
-r box_state="$(incus list --project home --format csv --columns s home-box 2>&1)"
+r box_state="$(incus list --project home --format csv --columns s home-box 2>/dev/null)"
 r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
 r health_said="$(journalctl -b _SYSTEMD_UNIT=anklume-health.service -o cat --no-pager | grep FAILED | paste -sd ';')"
 for a in $(echo "$actions" | tr ',' ' '); do
