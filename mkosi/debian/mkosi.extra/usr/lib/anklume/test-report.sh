@@ -74,6 +74,7 @@ r health="$(systemctl show -p Result --value anklume-health.service)"
 # The bootstrap infra.yml's container, made by the agent.
 r box_state="$(incus list --project home --format csv --columns s home-box 2>/dev/null)"
 r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
+r agent_said="$(journalctl -b _SYSTEMD_UNIT=anklume-agent.service -o cat --no-pager | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
 r health_said="$(journalctl -b _SYSTEMD_UNIT=anklume-health.service -o cat --no-pager | grep FAILED | paste -sd ';')"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
