@@ -88,10 +88,11 @@ impl Scenario {
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
     /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS), and the
-    /// data pool made from a seed then unlocked on the serial console;
+    /// data pool made from a seed then unlocked on the serial console, and
+    /// by a TPM;
     /// bios-cd, uefi-disk and the other two Ventoy pairings only differ
     /// from these by the firmware × medium (or mode) pairing.
-    pub const CI: [Scenario; 12] = [
+    pub const CI: [Scenario; 13] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -104,6 +105,7 @@ impl Scenario {
         Scenario::VentoyUefi,
         Scenario::VentoyGrub2Bios,
         Scenario::PoolBtrfs,
+        Scenario::PoolTpm,
     ];
 
     pub fn name(self) -> &'static str {
