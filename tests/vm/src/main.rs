@@ -15,7 +15,7 @@ struct Cli {
     /// tampered, toram).
     #[arg(long, alias = "image", value_name = "ISO")]
     iso: Option<PathBuf>,
-    /// The raw GPT image (scenarios persist, rollback).
+    /// The raw GPT image (scenarios persist, rollback, pool-btrfs, pool-tpm).
     #[arg(long, value_name = "RAW")]
     raw: Option<PathBuf>,
     /// Ventoy's release files, for the ventoy-* scenarios (a stick image is
@@ -27,7 +27,8 @@ struct Cli {
     work_dir: PathBuf,
     /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered,
     /// toram, persist, rollback, uefi-sb-own, uefi-sb-ms, sb-tampered,
-    /// ventoy-bios, ventoy-uefi, ventoy-grub2-bios, ventoy-grub2-uefi.
+    /// ventoy-bios, ventoy-uefi, ventoy-grub2-bios, ventoy-grub2-uefi,
+    /// pool-btrfs, pool-tpm.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
 }
