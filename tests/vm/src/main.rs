@@ -71,7 +71,7 @@ fn main() -> ExitCode {
                     t.elapsed().as_secs_f64(),
                     stages.join(", ")
                 );
-                for k in ["boot_time", "boot_blame"] {
+                for k in ["boot_time", "boot_chain", "boot_blame"] {
                     if let Some(v) = o.report.get(k) {
                         eprintln!("  {k}: {v}");
                     }

@@ -25,6 +25,7 @@ r state="$state"
 # Where the boot's time went, by systemd's own account (firmware and loader
 # only on UEFI).
 r boot_time="$(systemd-analyze time 2>/dev/null | head -n1)"
+r boot_chain="$(systemd-analyze critical-chain --no-pager 2>/dev/null | tail -n +4 | head -n12 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
 r boot_blame="$(systemd-analyze blame 2>/dev/null | head -n8 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
 r failed_units="$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')"
 r root_fstype="$(findmnt -no FSTYPE /)"
