@@ -398,11 +398,14 @@ fn master_iso(
     std::fs::create_dir_all(&iso_root)?;
     // Slot A's folder, at the same paths as on the ESP: what boots the ISO
     // by its files (Ventoy, some firmware) finds the kernel and initrd.
-    for (path, data) in slot_a {
+    let put = |path: &str, data: &[u8]| -> Result<()> {
         let f = iso_root.join(path);
-        let dir = f.parent().context("a slot file has a folder")?;
+        let dir = f.parent().context("an ISO file has a folder")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))?;
+        std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))
+    };
+    for (path, data) in slot_a {
+        put(path, data)?;
     }
     // The boot selection too, for a GRUB that sees this tree but not the
     // ESP (the ISO presented as a virtual CD, e.g. by Ventoy): the same
@@ -410,25 +413,17 @@ fn master_iso(
     // fails: no counting). Ventoy's GRUB2 mode reads /boot/grub/grub.cfg.
     let env = encode_envblk(&BootState::fresh().to_vars())
         .map_err(|e| anyhow::anyhow!("encoding the GRUB environment block: {e}"))?;
-    let early = grub::early_cfg(&fat_uuid(ids.esp_volume_id));
-    let mut tree: Vec<(&str, Vec<u8>)> = vec![
-        (bootfiles::GRUB_CFG, grub::grub_cfg().into_bytes()),
-        (bootfiles::GRUBENV, env),
-        (
-            "boot/grub/grub.cfg",
-            grub::iso_grub_cfg(&fat_uuid(ids.esp_volume_id)).into_bytes(),
-        ),
-    ];
+    let esp_id = fat_uuid(ids.esp_volume_id);
+    put(bootfiles::GRUB_CFG, grub::grub_cfg().as_bytes())?;
+    put(bootfiles::GRUBENV, &env)?;
+    put("boot/grub/grub.cfg", grub::iso_grub_cfg(&esp_id).as_bytes())?;
     if o.signing.is_some() {
         // Debian's signed GRUB reads grub.cfg beside itself; a loader that
         // starts it from the ISO 9660 view looks for it here.
-        tree.push((bootfiles::SIGNED_GRUB_CFG, early.into_bytes()));
-    }
-    for (path, data) in &tree {
-        let f = iso_root.join(path);
-        let dir = f.parent().context("an ISO file has a folder")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(&f, data).with_context(|| format!("writing {}", f.display()))?;
+        put(
+            bootfiles::SIGNED_GRUB_CFG,
+            grub::early_cfg(&esp_id).as_bytes(),
+        )?;
     }
     std::fs::write(
         iso_root.join("README.txt"),

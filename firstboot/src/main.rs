@@ -108,19 +108,33 @@ fn print_commands(plan: &Plan) {
 }
 
 /// Write the pool, after reading the machine again (the disk must still be
-/// the one planned).
-fn apply(plan: &Plan) -> Result<()> {
+/// the one planned). At boot (`at_boot`) the pool is left unlocked, for
+/// anklume-pool.service to mount before Incus starts; on a running system
+/// Incus already runs from memory, so the pool is for the next boot.
+fn apply(plan: &Plan, at_boot: bool) -> Result<()> {
     let now = Probe::new("/")
         .inventory()
         .context("reading the machine's disks again")?;
     let mut out = std::io::stdout();
     exec::execute(plan, &now, &mut exec::System, &mut out)?;
-    exec::leave_open(plan, &mut exec::System, &mut out)?;
-    println!(
-        "The pool is ready on {}; anklume-pool.service mounts it (`systemctl start anklume-pool` now, or at the next boot).",
-        plan.disk().label()
-    );
+    if at_boot {
+        exec::leave_open(plan, &mut exec::System, &mut out)?;
+        println!("The pool is ready on {}.", plan.disk().label());
+    } else {
+        println!(
+            "The pool is ready on {}: reboot, and it is unlocked and mounted before Incus starts.",
+            plan.disk().label()
+        );
+    }
     Ok(())
+}
+
+/// The plan a preseed gives, shown in full.
+fn preseed_plan(p: &Preseed, inv: &Inventory) -> Result<Plan> {
+    println!("Preseed: {}", p.origin);
+    let plan = p.plan(inv)?;
+    println!("{plan}");
+    Ok(plan)
 }
 
 /// anklume-firstboot.service: a pool already here, or no seed volume, is
@@ -138,10 +152,7 @@ fn boot(cli: &Cli) -> Result<ExitCode> {
         println!("No data pool yet and no {SEED_LABEL} volume: run anklume-firstboot on a console to create one.");
         return Ok(ExitCode::SUCCESS);
     };
-    println!("Preseed: {}", p.origin);
-    let plan = p.plan(&inv)?;
-    println!("{plan}");
-    apply(&plan)?;
+    apply(&preseed_plan(&p, &inv)?, true)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -156,12 +167,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let plan = match preseed(cli, &inv)? {
-        Some(p) => {
-            println!("Preseed: {}", p.origin);
-            let plan = p.plan(&inv)?;
-            println!("{plan}");
-            plan
-        }
+        Some(p) => preseed_plan(&p, &inv)?,
         None => {
             let term = Term::stdout();
             if !term.is_term() {
@@ -181,7 +187,7 @@ fn run(cli: &Cli) -> Result<ExitCode> {
         println!("Dry run: nothing was written.");
         return Ok(ExitCode::SUCCESS);
     }
-    apply(&plan)?;
+    apply(&plan, false)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anklume_cmd::Cmd;
 use anyhow::{Context, Result};
-use serde_json::json;
 
 use anklume_incus::localimage::{self, Recipe};
 use anklume_incus::Client;
 
-pub use anklume_incus::localimage::BUSYBOX;
+pub use anklume_incus::localimage::{create_dir_pool, BUSYBOX};
 
 /// The port the image's `nc` answers on.
 pub const PONG_PORT: u16 = 7777;
@@ -66,14 +65,4 @@ pub fn import_split(c: &Client, work: &Path, alias: &str) -> Result<String> {
         )
         .context("importing the split test image")?;
     localimage::name(c, answer, alias)
-}
-
-/// A `dir` storage pool (the daemon's own directory holds it).
-pub fn create_dir_pool(c: &Client, name: &str) -> Result<()> {
-    c.post(
-        "/1.0/storage-pools",
-        &json!({"name": name, "driver": "dir"}),
-    )
-    .with_context(|| format!("creating storage pool {name}"))?;
-    Ok(())
 }

@@ -160,10 +160,20 @@ pub fn ensure_base(c: &Client, work: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let tar = build(work, &Recipe::BASE)?;
-    let fp = import_tar(c, &tar, BASE_ALIAS)?;
+    let imported = build(work, &Recipe::BASE).and_then(|tar| import_tar(c, &tar, BASE_ALIAS));
+    // The build folder goes whether the import worked or not.
     std::fs::remove_dir_all(work).with_context(|| format!("removing {}", work.display()))?;
-    Ok(Some(fp))
+    imported.map(Some)
+}
+
+/// Create a `dir` storage pool (in the daemon's own directory).
+pub fn create_dir_pool(c: &Client, name: &str) -> Result<()> {
+    c.post(
+        "/1.0/storage-pools",
+        &json!({"name": name, "driver": "dir"}),
+    )
+    .with_context(|| format!("creating storage pool {name}"))?;
+    Ok(())
 }
 
 /// A `dir` storage pool named `name` unless one exists. `true` when made.
@@ -175,10 +185,6 @@ pub fn ensure_dir_pool(c: &Client, name: &str) -> Result<bool> {
     {
         return Ok(false);
     }
-    c.post(
-        "/1.0/storage-pools",
-        &json!({"name": name, "driver": "dir"}),
-    )
-    .with_context(|| format!("creating storage pool {name}"))?;
+    create_dir_pool(c, name)?;
     Ok(true)
 }

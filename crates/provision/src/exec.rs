@@ -48,7 +48,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(what: impl Into<String>, argv: &[&str], stdin: Stdin) -> Step {
+    pub(crate) fn new(what: impl Into<String>, argv: &[&str], stdin: Stdin) -> Step {
         Step {
             what: what.into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),

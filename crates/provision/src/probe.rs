@@ -297,7 +297,8 @@ impl Probe {
         Ok(())
     }
 
-    fn mounts(&self) -> Result<Vec<Mount>> {
+    /// The mounts of `proc/self/mountinfo` under this root, unescaped.
+    pub fn mounts(&self) -> Result<Vec<Mount>> {
         let p = self.path("proc/self/mountinfo");
         let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let mut out = Vec::new();

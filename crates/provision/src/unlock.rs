@@ -27,6 +27,9 @@ pub use anklume_contract::pool::POOL_DIR;
 
 /// Where Incus keeps its database, images and the `dir` storage pools.
 pub const INCUS_DIR: &str = "/var/lib/incus";
+/// Incus's socket: there once `incus.socket` listens, which at boot comes
+/// after the pool's mount.
+pub const INCUS_SOCKET: &str = "/var/lib/incus/unix.socket";
 /// The btrfs subvolume that holds Incus's state.
 pub const INCUS_SUBVOLUME: &str = "incus";
 /// The unlocked pool.
@@ -80,32 +83,26 @@ pub struct State {
 /// header is tried first, and without one, or without a TPM, it asks at
 /// once).
 pub fn attach_step(partition: &str) -> Step {
-    Step {
-        what: "unlock the pool (TPM2 token, else the passphrase, asked on every console)".into(),
-        argv: [
+    Step::new(
+        "unlock the pool (TPM2 token, else the passphrase, asked on every console)",
+        &[
             "systemd-cryptsetup",
             "attach",
             POOL_MAPPING,
             partition,
             "-",
             "tries=0,tpm2-device=auto",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-        stdin: Stdin::Nothing,
-    }
+        ],
+        Stdin::Nothing,
+    )
 }
 
 fn mount(what: &str, options: &str, dir: &str) -> Step {
-    Step {
-        what: what.into(),
-        argv: ["mount", "-t", "btrfs", "-o", options, &mapping_path(), dir]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        stdin: Stdin::Nothing,
-    }
+    Step::new(
+        what,
+        &["mount", "-t", "btrfs", "-o", options, &mapping_path(), dir],
+        Stdin::Nothing,
+    )
 }
 
 /// The mounts still to make on an unlocked pool.
@@ -169,6 +166,13 @@ pub fn run(
     runner: &mut dyn Runner,
     out: &mut dyn std::io::Write,
 ) -> Result<Outcome> {
+    // Incus already on the live system's memory: its state cannot move
+    // under it (the mount would hide its socket and database).
+    if m.exists(INCUS_SOCKET) && !m.is_mount_point(INCUS_DIR)? {
+        bail!(
+            "Incus already runs from the live system's memory ({INCUS_SOCKET} exists): its state cannot move onto the pool under it; reboot, and the pool is unlocked and mounted before Incus starts"
+        );
+    }
     let mut s = State {
         unlocked: m.exists(&mapping_path()),
         ..State::default()
@@ -243,11 +247,10 @@ impl Machine for LiveMachine {
     }
 
     fn is_mount_point(&mut self, dir: &str) -> Result<bool> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo")
-            .context("reading /proc/self/mountinfo")?;
-        Ok(text
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == Some(dir)))
+        Ok(crate::probe::Probe::new("/")
+            .mounts()?
+            .iter()
+            .any(|m| m.target == dir))
     }
 
     fn is_subvolume(&mut self, dir: &str) -> bool {

@@ -15,6 +15,8 @@ struct World {
     lines: Vec<String>,
     /// The unlock fails (a person pressed Ctrl-C at the prompt).
     attach_fails: bool,
+    /// Incus's socket is in /var/lib/incus.
+    incus_socket: bool,
 }
 
 #[derive(Clone, Default)]
@@ -25,7 +27,8 @@ impl Machine for Fake {
         Ok(self.0.borrow().inv.clone())
     }
     fn exists(&mut self, path: &str) -> bool {
-        path == mapping_path() && self.0.borrow().unlocked
+        let w = self.0.borrow();
+        (path == mapping_path() && w.unlocked) || (path == INCUS_SOCKET && w.incus_socket)
     }
     fn fstype(&mut self, dev: &str) -> Result<Option<String>> {
         assert_eq!(dev, mapping_path());
@@ -226,4 +229,22 @@ fn without_an_incus_subvolume_only_the_pool_is_mounted_and_that_is_said() {
         .iter()
         .any(|l| l.contains("/var/lib/incus")));
     assert!(out.contains("no incus subvolume"), "{out}");
+}
+
+#[test]
+fn a_running_incus_on_memory_is_never_covered_by_the_pool() {
+    let f = world(with_pool());
+    f.0.borrow_mut().incus_socket = true;
+    let e = run_on(&f).0.unwrap_err().to_string();
+    assert!(
+        e.contains("Incus already runs from the live system's memory"),
+        "{e}"
+    );
+    assert!(e.contains("reboot"), "{e}");
+    assert!(f.0.borrow().lines.is_empty(), "{:?}", f.0.borrow().lines);
+    // Once Incus's folder is the pool's (a second run), its socket is fine.
+    let f = world(with_pool());
+    run_on(&f).0.unwrap();
+    f.0.borrow_mut().incus_socket = true;
+    run_on(&f).0.unwrap();
 }

@@ -56,8 +56,10 @@ else
 fi
 # The data pool: created by anklume-firstboot.service (seed volume), unlocked
 # and mounted by anklume-pool.service, Incus's state on its subvolume.
+# What a unit's own processes wrote to the journal this boot.
+said() { journalctl -b "_SYSTEMD_UNIT=$1.service" -o cat --no-pager; }
 r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
-r firstboot_said="$(journalctl -b _SYSTEMD_UNIT=anklume-firstboot.service -o cat --no-pager | grep -v '^ *$' | tail -n1)"
+r firstboot_said="$(said anklume-firstboot | grep -v '^ *$' | tail -n1)"
 r pool_unit="$(systemctl is-active anklume-pool.service)"
 r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
 # A systemd-tpm2 token in the pool's LUKS2 header (the btrfs inside has the
@@ -75,8 +77,8 @@ r health="$(systemctl show -p Result --value anklume-health.service)"
 # The bootstrap infra.yml's container, made by the agent.
 r box_state="$(incus list --project home --format csv --columns s home-box 2>/dev/null)"
 r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
-r agent_said="$(journalctl -b _SYSTEMD_UNIT=anklume-agent.service -o cat --no-pager | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
-r health_said="$(journalctl -b _SYSTEMD_UNIT=anklume-health.service -o cat --no-pager | grep FAILED | paste -sd ';')"
+r agent_said="$(said anklume-agent | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
+r health_said="$(said anklume-health | grep FAILED | paste -sd ';')"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
     persist-write=*)
