@@ -10,7 +10,8 @@
 //! refused and asked again, the right one mounts the same pool, token
 //! intact. In between, the agent applies the `infra.yml` the first boot
 //! put on the pool: its container runs in both boots, with the data written
-//! into it in the first, and the health check marks the slot good.
+//! into it in the first, and the health check passes and marks the boot
+//! state of the stick (slot A, already good on a fresh image).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -95,9 +96,18 @@ fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
     expect(r, "firstboot", "success")?;
     // The agent applied the first infra.yml (written on the pool by the
     // first boot, its image made on the machine): the container runs, and
-    // the health check passed, so the slot is marked good.
+    // the health check passed and reached the stick's boot state (slot A
+    // is good from the build on, so it has nothing to change).
     expect(r, "box_state", "RUNNING")?;
-    expect(r, "health", "success")
+    expect(r, "health", "success")?;
+    match r.get("health_marked") {
+        Some(m)
+            if m.starts_with("slot a marked good") || m.starts_with("slot a was already good") =>
+        {
+            Ok(())
+        }
+        other => bail!("anklume health --mark-good said {other:?}, not that slot a is good"),
+    }
 }
 
 /// pool-btrfs: the passphrase typed on the serial console at the second

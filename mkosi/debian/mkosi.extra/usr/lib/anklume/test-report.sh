@@ -79,6 +79,8 @@ r box_state="$(incus list --project home --format csv --columns s home-box 2>/de
 r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
 r agent_said="$(said anklume-agent | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
 r health_said="$(said anklume-health | grep FAILED | paste -sd ';')"
+# What --mark-good did with the stick's boot state.
+r health_marked="$(said anklume-health | grep -E '^slot [ab] |boot state not written' | tail -n1)"
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
     persist-write=*)
