@@ -209,18 +209,16 @@ impl Vm {
                     ]);
             }
         }
-        let swtpm = match &c.tpm_state {
-            Some(state) => {
-                let (child, sock) = start_swtpm(state)?;
-                cmd = cmd
-                    .arg("-chardev")
-                    .arg(format!("socket,id=chrtpm,path={}", sock.display()))
-                    .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-                    .args(["-device", "tpm-tis,tpmdev=tpm0"]);
-                Some(child)
-            }
-            None => None,
-        };
+        if let Some(state) = &c.tpm_state {
+            cmd = cmd
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=chrtpm,path={}",
+                    swtpm_socket(state).display()
+                ))
+                .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+                .args(["-device", "tpm-tis,tpmdev=tpm0"]);
+        }
         let usb_disks = c.disks.iter().any(|d| d.bus == Bus::Usb);
         if usb_disks && c.medium == Medium::Cd {
             cmd = cmd.args(["-device", "qemu-xhci,id=xhci"]);
@@ -242,18 +240,24 @@ impl Vm {
         }
         let cmd = cmd.process_group(0);
         std::fs::write(c.dir.join("qemu.cmdline"), format!("{}\n", cmd.line()))?;
-        let child = cmd.spawn(
-            Stdio::null(),
-            File::create(c.dir.join("qemu.stderr"))?.into(),
-        )?;
-        Ok(Vm {
-            child: Some(child),
+        // The VM owns swtpm from its start: a QEMU that fails to start
+        // leaves no swtpm behind (drop kills it).
+        let mut vm = Vm {
+            child: None,
             monitor,
             console_log,
             report_log,
             console_sock,
-            swtpm,
-        })
+            swtpm: None,
+        };
+        if let Some(state) = &c.tpm_state {
+            vm.swtpm = Some(start_swtpm(state)?);
+        }
+        vm.child = Some(cmd.spawn(
+            Stdio::null(),
+            File::create(c.dir.join("qemu.stderr"))?.into(),
+        )?);
+        Ok(vm)
     }
 
     /// Type `text` on the serial console (connect, write, disconnect: a
@@ -343,13 +347,18 @@ impl Drop for Vm {
     }
 }
 
-/// `swtpm socket` for one boot, its state in `state`; returns it and its
-/// control socket once the socket exists.
-fn start_swtpm(state: &Path) -> Result<(Child, PathBuf)> {
+/// The control socket of the swtpm whose state is in `state`.
+fn swtpm_socket(state: &Path) -> PathBuf {
+    state.join("swtpm.sock")
+}
+
+/// `swtpm socket` for one boot, its state in `state`; returned once its
+/// control socket exists.
+fn start_swtpm(state: &Path) -> Result<Child> {
     std::fs::create_dir_all(state).with_context(|| format!("creating {}", state.display()))?;
-    let sock = state.join("swtpm.sock");
+    let sock = swtpm_socket(state);
     let _ = std::fs::remove_file(&sock);
-    let child = Cmd::new("swtpm")
+    let mut child = Cmd::new("swtpm")
         .args(["socket", "--tpm2", "--terminate"])
         .arg("--tpmstate")
         .arg(format!("dir={}", state.display()))
@@ -360,15 +369,18 @@ fn start_swtpm(state: &Path) -> Result<(Child, PathBuf)> {
         .spawn(Stdio::null(), Stdio::null())?;
     let start = std::time::Instant::now();
     while !sock.exists() {
-        ensure!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "swtpm made no socket {} within 10 s (log: {})",
-            sock.display(),
-            state.join("swtpm.log").display()
-        );
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            child.wait().context("reaping swtpm")?;
+            anyhow::bail!(
+                "swtpm made no socket {} within 10 s (log: {})",
+                sock.display(),
+                state.join("swtpm.log").display()
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Ok((child, sock))
+    Ok(child)
 }
 
 /// Remove CSI/OSC escape sequences and carriage returns.
