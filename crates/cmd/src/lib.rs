@@ -5,6 +5,8 @@
 //! line, the exit status and the last lines of its stderr; a missing
 //! program names the Debian package that provides it.
 
+pub mod mount;
+
 use std::ffi::OsStr;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -65,10 +65,7 @@ pub fn find_seed(inv: &Inventory) -> Result<Option<&BlockDevice>> {
 /// A read-only mount of a seed volume; unmounted by [`SeedMount::close`]
 /// (or, best effort, when dropped).
 #[derive(Debug)]
-pub struct SeedMount {
-    dir: PathBuf,
-    mounted: bool,
-}
+pub struct SeedMount(anklume_cmd::mount::Mounted);
 
 impl SeedMount {
     /// The mount command: read-only, no devices, no set-uid, no programs,
@@ -88,40 +85,21 @@ impl SeedMount {
     /// read-only on `dir`, created if needed; `fstypes` is
     /// [`SEED_FSTYPES`] but for tests.
     pub fn mount(source: &Path, dir: &Path, fstypes: &str, as_loop: bool) -> Result<SeedMount> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Self::command(source, dir, fstypes, as_loop)
-            .run()
-            .with_context(|| format!("mounting the seed volume {}", source.display()))?;
-        Ok(SeedMount {
-            dir: dir.to_path_buf(),
-            mounted: true,
-        })
+        anklume_cmd::mount::Mounted::run(
+            Self::command(source, dir, fstypes, as_loop),
+            dir,
+            &format!("the seed volume {}", source.display()),
+        )
+        .map(SeedMount)
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.0.path()
     }
 
     /// Unmount; an error says the volume is still mounted.
-    pub fn close(mut self) -> Result<()> {
-        self.mounted = false;
-        Cmd::new("umount")
-            .arg(&self.dir)
-            .run()
-            .with_context(|| format!("unmounting the seed volume from {}", self.dir.display()))
-    }
-}
-
-impl Drop for SeedMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            if let Err(e) = Cmd::new("umount").arg(&self.dir).run() {
-                eprintln!(
-                    "warning: the seed volume stays mounted on {}: {e:#}",
-                    self.dir.display()
-                );
-            }
-        }
+    pub fn close(self) -> Result<()> {
+        self.0.close()
     }
 }
 
