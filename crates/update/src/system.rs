@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
+use anklume_bootstate::Located;
 use anklume_cmd::Cmd;
 use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
 use anklume_contract::partition::slot_label;
@@ -82,9 +83,12 @@ impl System {
         })
     }
 
-    /// The running Live OS: boot facts from the initrd, slot devices by
-    /// PARTLABEL on the boot disk, the ESP mounted at `esp`.
-    pub fn discover(esp: &Path) -> Result<System> {
+    /// The running Live OS: boot facts from the initrd; the ESP and both
+    /// slot partitions on the disk the running slot is on (never another
+    /// disk: a second anklume stick plugged in is not ours to write). The
+    /// ESP is used where `esp` says, else where the kernel has it mounted,
+    /// else mounted for the update's length (the returned guard).
+    pub fn discover(esp: Option<&Path>) -> Result<(System, Option<EspMount>)> {
         let env = BootEnv::read(Path::new(BOOT_ENV))
             .with_context(|| format!("reading {BOOT_ENV}"))?
             .ok_or_else(|| {
@@ -95,25 +99,31 @@ impl System {
             .ok_or_else(|| anyhow!("{BOOT_ENV} names no slot"))?;
         let running_version = env
             .version
+            .clone()
             .ok_or_else(|| anyhow!("{BOOT_ENV} names no version"))?;
+        let root = Path::new("/");
+        let found = match anklume_bootstate::locate(root, &env)? {
+            Located::Esp(e) => e,
+            Located::Unreachable(why) => bail!("cannot update this boot: {why}"),
+        };
+        if let Some(why) = &found.read_only {
+            bail!("cannot update this boot: {why}");
+        }
         let mut devices = [PathBuf::new(), PathBuf::new()];
         let mut partuuids = [String::new(), String::new()];
         for s in [Slot::A, Slot::B] {
-            let dev = PathBuf::from(format!("/dev/disk/by-partlabel/{}", slot_label(s)));
-            if !dev.exists() {
-                bail!(
-                    "no partition labelled {} (a medium without slot {s}: see docs/update.md)",
-                    slot_label(s)
-                );
-            }
-            let uuid = Cmd::new("lsblk")
-                .args(["--nodeps", "--noheadings", "--output", "PARTUUID"])
-                .arg(&dev)
-                .output_string()
-                .with_context(|| format!("reading the PARTUUID of {}", dev.display()))?;
+            let (dev, uuid) = slot_partition(root, &found.disk, s)?;
             devices[idx(s)] = dev;
-            partuuids[idx(s)] = uuid.trim().to_string();
+            partuuids[idx(s)] = uuid;
         }
+        let (esp_root, guard) = match (esp, &found.mounted_at) {
+            (Some(p), _) => (p.to_path_buf(), None),
+            (None, Some(m)) => (m.clone(), None),
+            (None, None) => {
+                let g = EspMount::mount(&found.device, Path::new(ESP_MOUNT))?;
+                (g.path().to_path_buf(), Some(g))
+            }
+        };
         let running_data_schema = match std::fs::read_to_string(DATA_SCHEMA_FILE) {
             Ok(t) => Some(
                 t.trim()
@@ -123,13 +133,201 @@ impl System {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {DATA_SCHEMA_FILE}")),
         };
-        Ok(System {
-            esp: Esp::new(esp),
-            running,
-            running_version,
-            running_data_schema,
-            devices,
-            partuuids,
-        })
+        Ok((
+            System {
+                esp: Esp::new(esp_root),
+                running,
+                running_version,
+                running_data_schema,
+                devices,
+                partuuids,
+            },
+            guard,
+        ))
+    }
+}
+
+/// Where [`System::discover`] mounts an ESP the kernel has not mounted.
+pub const ESP_MOUNT: &str = "/run/anklume/esp";
+
+/// The partition labelled for slot `s` on `disk` (kernel name), from
+/// sysfs and udev's data below `root`: its device node and PARTUUID.
+fn slot_partition(root: &Path, disk: &str, s: Slot) -> Result<(PathBuf, String)> {
+    let sys_disk = root.join("sys/class/block").join(disk);
+    let want = slot_label(s);
+    for entry in
+        std::fs::read_dir(&sys_disk).with_context(|| format!("listing {}", sys_disk.display()))?
+    {
+        let p = entry?.path();
+        let Ok(dev) = std::fs::read_to_string(p.join("dev")) else {
+            continue;
+        };
+        if !p.join("partition").exists() {
+            continue;
+        }
+        let udev = std::fs::read_to_string(root.join(format!("run/udev/data/b{}", dev.trim())))
+            .unwrap_or_default();
+        let prop = |k: &str| {
+            udev.lines()
+                .find_map(|l| l.strip_prefix(&format!("E:{k}=")))
+                .map(str::to_string)
+        };
+        if prop("ID_PART_ENTRY_NAME").as_deref() == Some(want) {
+            let uuid = prop("ID_PART_ENTRY_UUID")
+                .with_context(|| format!("udev knows no PARTUUID of {}", p.display()))?;
+            let name = p.file_name().context("a partition without a name")?;
+            return Ok((root.join("dev").join(name), uuid));
+        }
+    }
+    Err(MissingSlot {
+        disk: disk.to_string(),
+        slot: s,
+    }
+    .into())
+}
+
+/// The boot disk has no partition for `slot` (an ISO written to a stick
+/// has slot A only): the caller may make it ([`crate::grow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSlot {
+    /// Kernel name of the boot disk.
+    pub disk: String,
+    pub slot: Slot,
+}
+
+impl std::fmt::Display for MissingSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the boot disk {} has no partition labelled {}: a medium without slot {} (an ISO written to a stick has only slot A: `anklume update --from` adds slot B; see docs/update.md)",
+            self.disk,
+            slot_label(self.slot),
+            self.slot
+        )
+    }
+}
+
+impl std::error::Error for MissingSlot {}
+
+/// The ESP mounted by the updater, unmounted by [`EspMount::close`] (or,
+/// failing that, on drop, with a warning).
+#[derive(Debug)]
+pub struct EspMount(anklume_cmd::mount::Mounted);
+
+impl EspMount {
+    /// Mount the FAT `device` read-write at `dir` (made if missing).
+    pub fn mount(device: &Path, dir: &Path) -> Result<EspMount> {
+        let cmd = Cmd::new("mount")
+            .args(["-t", "vfat", "-o", "rw,nodev,nosuid,noexec"])
+            .arg(device)
+            .arg(dir);
+        anklume_cmd::mount::Mounted::run(cmd, dir, &format!("the ESP {}", device.display()))
+            .map(EspMount)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Unmount (the kernel writes the FAT back first).
+    pub fn close(self) -> Result<()> {
+        self.0.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anklume_bootstate::testing::{FakeMachine, Part};
+    use anklume_contract::bootstate::BootState;
+    use anklume_contract::partition::{ESP_TYPE, SLOT_TYPE_X86_64};
+
+    fn part<'a>(name: &'a str, dev: &'a str, label: &'a str, uuid: &'a str) -> Part<'a> {
+        Part {
+            name,
+            dev,
+            ptype: SLOT_TYPE_X86_64,
+            label,
+            partuuid: uuid,
+            fat: None,
+        }
+    }
+
+    #[test]
+    fn slots_are_found_on_the_boot_disk_only() {
+        let t = tempfile::tempdir().unwrap();
+        let m = FakeMachine::at(t.path());
+        let st = BootState::fresh();
+        // Another anklume stick with both slots, plugged in first.
+        m.disk(
+            "sda",
+            false,
+            None,
+            &[
+                part(
+                    "sda2",
+                    "8:2",
+                    "anklume-slot-a",
+                    "11111111-0000-4000-8000-000000000002",
+                ),
+                part(
+                    "sda3",
+                    "8:3",
+                    "anklume-slot-b",
+                    "11111111-0000-4000-8000-000000000003",
+                ),
+            ],
+        );
+        m.disk(
+            "vda",
+            false,
+            None,
+            &[
+                Part {
+                    name: "vda1",
+                    dev: "254:1",
+                    ptype: ESP_TYPE,
+                    label: "anklume-esp",
+                    partuuid: "22222222-0000-4000-8000-000000000001",
+                    fat: Some(&st),
+                },
+                part(
+                    "vda2",
+                    "254:2",
+                    "anklume-slot-a",
+                    "22222222-0000-4000-8000-000000000002",
+                ),
+                part(
+                    "vda3",
+                    "254:3",
+                    "anklume-slot-b",
+                    "22222222-0000-4000-8000-00000000000B",
+                ),
+            ],
+        );
+        let (dev, uuid) = slot_partition(&m.root, "vda", Slot::B).unwrap();
+        assert_eq!(dev, m.root.join("dev/vda3"));
+        assert_eq!(uuid, "22222222-0000-4000-8000-00000000000b");
+        let (dev, _) = slot_partition(&m.root, "vda", Slot::A).unwrap();
+        assert_eq!(dev, m.root.join("dev/vda2"));
+        // A stick with slot A only (an ISO written with dd): said so.
+        m.disk(
+            "sdc",
+            false,
+            None,
+            &[part(
+                "sdc2",
+                "8:34",
+                "anklume-slot-a",
+                "33333333-0000-4000-8000-000000000002",
+            )],
+        );
+        let e = slot_partition(&m.root, "sdc", Slot::B)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sdc has no partition labelled anklume-slot-b"),
+            "{e}"
+        );
     }
 }
