@@ -3,13 +3,15 @@
 //! mark-good, new keys. See docs/update.md.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::grow;
 use crate::keys::{self, TRUSTED_KEYS_DIR};
 use crate::ops;
+use crate::system::MissingSlot;
 use crate::{update, FileSource, HttpSource, OpenBundle, Source, Step, System, UpdateOptions};
 
 /// The update command line, shared by `anklume-update` and `anklume update`.
@@ -50,9 +52,11 @@ pub struct UpdateArgs {
     /// Make a signing key pair DIR/NAME.key (private) + DIR/NAME.pub.
     #[arg(long, value_name = "DIR/NAME")]
     new_key: Option<PathBuf>,
-    /// Where the ESP is mounted.
-    #[arg(long, default_value = "/boot/efi")]
-    esp: PathBuf,
+    /// Where the ESP is mounted (default: found on the boot disk, and
+    /// mounted at /run/anklume/esp for the command's length if the kernel
+    /// has not mounted it).
+    #[arg(long, value_name = "DIR")]
+    esp: Option<PathBuf>,
     /// Directory of trusted public keys (*.pub).
     #[arg(long, default_value = TRUSTED_KEYS_DIR)]
     keys: PathBuf,
@@ -96,36 +100,64 @@ pub fn run(a: UpdateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let sys = match &a.system {
-        Some(f) => System::from_file(f)?,
-        None => System::discover(&a.esp)?,
+    let mut opened = None;
+    let (sys, esp_mount) = match &a.system {
+        Some(f) => (System::from_file(f)?, None),
+        None => match System::discover(a.esp.as_deref()) {
+            Ok(found) => found,
+            Err(e) => match (e.downcast_ref::<MissingSlot>(), a.from.is_some()) {
+                (Some(missing), true) => {
+                    // A stick written from the ISO: the bundle is checked
+                    // first, then slot B and persist are made, then the
+                    // machine is discovered again.
+                    let b = open_bundle(&a)?;
+                    grow_stick(&a, missing, b.manifest.image.size)?;
+                    opened = Some(b);
+                    System::discover(a.esp.as_deref())?
+                }
+                _ => return Err(e),
+            },
+        },
     };
-    if a.status {
-        print!("{}", ops::status(&sys)?);
+    let r = run_on(a, &sys, opened);
+    match esp_mount {
+        Some(m) => r.and(m.close()),
+        None => r,
+    }
+}
+
+/// Ask before writing `what`, unless `--yes`; refuse without a terminal.
+fn confirm(a: &UpdateArgs, what: &str) -> Result<()> {
+    if a.yes {
         return Ok(());
     }
-    if a.mark_good {
-        ops::mark_good(&sys)?;
-        println!("slot {} marked good", sys.running);
-        return Ok(());
+    if !std::io::stdin().is_terminal() {
+        bail!("would write {what}; no terminal to ask: add --yes");
     }
-    if a.rollback {
-        let st = ops::rollback(&sys)?;
-        println!("next boot: slot {}", crate::esp::would_boot(&st, &sys.esp));
-        return Ok(());
+    let ok = dialoguer::Confirm::new()
+        .with_prompt(format!("Write {what}?"))
+        .default(false)
+        .interact()
+        .context("asking for confirmation")?;
+    if !ok {
+        bail!("cancelled; nothing written");
     }
-    let from = a.from.expect("checked above");
+    Ok(())
+}
+
+/// Open and check `--from` (signature, layout, index, boot files).
+fn open_bundle(a: &UpdateArgs) -> Result<OpenBundle> {
+    let from = a.from.as_ref().expect("checked above");
     let trusted = keys::load_trusted(&a.keys)?;
     let t_open = std::time::Instant::now();
     let from_s = from.to_string_lossy();
-    let url = from_s.starts_with("http://") || from_s.starts_with("https://");
-    let source: Box<dyn Source> = if url {
+    let source: Box<dyn Source> = if is_url(&from_s) {
         Box::new(HttpSource::open(
             &from_s,
             std::time::Duration::from_millis(500),
         )?)
     } else {
-        Box::new(FileSource::open(&from)?)
+        Box::new(FileSource::open(from)?)
     };
     let bundle = OpenBundle::open(source, &trusted)?;
     if a.timings {
@@ -134,6 +166,57 @@ pub fn run(a: UpdateArgs) -> Result<()> {
             t_open.elapsed().as_secs_f64()
         );
     }
+    Ok(bundle)
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Make slot B and persist on a stick written from the ISO (see
+/// [`crate::grow`]), for an image of `need` bytes.
+fn grow_stick(a: &UpdateArgs, missing: &MissingSlot, need: u64) -> Result<()> {
+    let table = grow::Table::from_sysfs(Path::new("/"), &missing.disk)?;
+    let plan = grow::plan(&table, need)?;
+    eprintln!("anklume-update: {}", plan.describe());
+    confirm(
+        a,
+        &format!(
+            "a new partition table on {} (slot B and persist added)",
+            plan.disk.display()
+        ),
+    )?;
+    grow::apply(&plan, true)?;
+    eprintln!(
+        "anklume-update: slot B (partition {}) and persist (partition {}) made on {}",
+        plan.slot_b.0,
+        plan.persist.0,
+        plan.disk.display()
+    );
+    Ok(())
+}
+
+/// The commands that work on a machine's slots and ESP.
+fn run_on(a: UpdateArgs, sys: &System, opened: Option<OpenBundle>) -> Result<()> {
+    if a.status {
+        print!("{}", ops::status(sys)?);
+        return Ok(());
+    }
+    if a.mark_good {
+        ops::mark_good(sys)?;
+        println!("slot {} marked good", sys.running);
+        return Ok(());
+    }
+    if a.rollback {
+        let st = ops::rollback(sys)?;
+        println!("next boot: slot {}", crate::esp::would_boot(&st, &sys.esp));
+        return Ok(());
+    }
+    let url = is_url(&a.from.as_ref().expect("checked above").to_string_lossy());
+    let bundle = match opened {
+        Some(b) => b,
+        None => open_bundle(&a)?,
+    };
     let m = &bundle.manifest;
     let target = sys.running.other();
     let what = format!(
@@ -143,19 +226,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
         sys.device(target).display(),
         sys.running_version
     );
-    if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            bail!("would write {what}; no terminal to ask: add --yes");
-        }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt(format!("Write {what}?"))
-            .default(false)
-            .interact()
-            .context("asking for confirmation")?;
-        if !ok {
-            bail!("cancelled; nothing written");
-        }
-    }
+    confirm(&a, &what)?;
     let blocks = m.slot.data_blocks;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(blocks * 4096);
@@ -182,7 +253,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
     };
     let t0 = std::time::Instant::now();
     let mut last = t0;
-    let r = update(&sys, &bundle, &opts, &mut |s| {
+    let r = update(sys, &bundle, &opts, &mut |s| {
         if let Step::Chunk(done) = s {
             bar.set_position(done * 4096);
         } else if a.timings {

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod delta;
 pub mod esp;
+pub mod grow;
 pub mod http;
 pub mod keys;
 pub mod make;

@@ -1,0 +1,200 @@
+use super::*;
+
+const GIB: u64 = 1 << 30;
+
+/// The ISO's partitions (as `make iso` lays them out) on a disk of `bytes`.
+fn iso_on(bytes: u64) -> Table {
+    let part = |number, start, sectors, label: &str| Part {
+        number,
+        start,
+        sectors,
+        label: label.into(),
+    };
+    Table {
+        disk: PathBuf::from("/dev/sdz"),
+        sectors: bytes / 512,
+        parts: vec![
+            part(1, 64, 108_776, "ISO9660"),
+            part(2, 108_840, 348_160, "anklume-esp"),
+            part(3, 457_000, 590_680, "anklume-slot-a"),
+        ],
+    }
+}
+
+#[test]
+fn slot_b_and_persist_go_after_the_iso_aligned() {
+    let p = plan(&iso_on(4 * GIB), 300 << 20).unwrap();
+    // The ISO ends at sector 1 047 680: the next MiB is 512 MiB.
+    assert_eq!(p.slot_b, (4, 1_048_576, 2_097_152));
+    assert_eq!(p.persist, (5, 3_145_728, 524_288));
+    assert!(
+        p.describe().contains("slot B, 1024 MiB"),
+        "{}",
+        p.describe()
+    );
+    // A larger image than the minimum gets a larger slot.
+    let p = plan(&iso_on(8 * GIB), GIB + GIB / 2 + 1).unwrap();
+    assert_eq!(p.slot_b.2, 3_145_728 + 2048);
+}
+
+#[test]
+fn no_room_no_second_slot_b_not_ours_are_refused_with_reasons() {
+    let e = plan(&iso_on(GIB), 300 << 20).unwrap_err().to_string();
+    assert!(
+        e.contains("too small") && e.contains("512 MiB free") && e.contains("at least 1793 MiB"),
+        "{e}"
+    );
+    // Just enough: the last sector before the backup GPT is used.
+    let exact = (1_048_576 + 2_097_152 + 524_288 + 33) * 512;
+    plan(&iso_on(exact), 1).unwrap();
+    assert!(plan(&iso_on(exact - 512), 1).is_err());
+
+    let mut t = iso_on(4 * GIB);
+    t.parts.push(Part {
+        number: 4,
+        start: 1_048_576,
+        sectors: 2_097_152,
+        label: "anklume-slot-b".into(),
+    });
+    assert!(plan(&t, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("already has slot B"));
+    let mut t = iso_on(4 * GIB);
+    t.parts.retain(|p| p.label != "anklume-slot-a");
+    assert!(plan(&t, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("not an anklume medium"));
+}
+
+fn sgdisk_info(disk: &Path, n: u32) -> String {
+    Cmd::new("sgdisk")
+        .arg(format!("--info={n}"))
+        .arg(disk)
+        .output_string()
+        .unwrap()
+}
+
+/// On an image file laid out as the ISO (its GPT made by sgdisk, an MBR
+/// with boot code and the bootable dummy entry, the ISO area filled):
+/// the partitions are added, the backup GPT moved, the ISO area and the
+/// MBR's boot code and entry kept, persist's start zeroed.
+#[test]
+fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let disk = t.path().join("stick.img");
+    // The "ISO": 48 MiB, three partitions, backup GPT at its end.
+    let iso_sectors: u64 = 48 * 2048;
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(iso_sectors * 512)
+        .unwrap();
+    Cmd::new("sgdisk")
+        .args(["--clear", "--set-alignment=8"])
+        .args(["--new=1:64:8191", "--change-name=1:ISO9660"])
+        .args([
+            "--new=2:8192:40959",
+            "--typecode=2:EF00",
+            "--change-name=2:anklume-esp",
+        ])
+        .arg(format!("--new=3:40960:{}", iso_sectors - 34))
+        .arg(format!("--typecode=3:{SLOT_TYPE_X86_64}"))
+        .arg("--change-name=3:anklume-slot-a")
+        .arg(&disk)
+        .run()
+        .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .unwrap();
+    let mut mbr = [0u8; 512];
+    f.read_exact_at(&mut mbr, 0).unwrap();
+    for (i, b) in mbr[..440].iter_mut().enumerate() {
+        *b = (i % 251) as u8 + 1;
+    }
+    let dummy = [0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    mbr[462..478].copy_from_slice(&dummy);
+    f.write_all_at(&mbr, 0).unwrap();
+    // The ISO area: a pattern up to the slot's end (the backup GPT after).
+    let area: Vec<u8> = (0..(iso_sectors - 34) * 512 - 32768)
+        .map(|i| (i % 253) as u8)
+        .collect();
+    f.write_all_at(&area, 32768).unwrap();
+    // Stale bytes where persist will be: they must not survive.
+    f.set_len(2 * GIB).unwrap();
+    let table = Table {
+        disk: disk.clone(),
+        sectors: 2 * GIB / 512,
+        parts: vec![
+            Part {
+                number: 1,
+                start: 64,
+                sectors: 8128,
+                label: "ISO9660".into(),
+            },
+            Part {
+                number: 2,
+                start: 8192,
+                sectors: 32768,
+                label: "anklume-esp".into(),
+            },
+            Part {
+                number: 3,
+                start: 40960,
+                sectors: iso_sectors - 34 - 40960 + 1,
+                label: "anklume-slot-a".into(),
+            },
+        ],
+    };
+    let p = plan(&table, 20 << 20).unwrap();
+    assert_eq!(p.slot_b, (4, 98_304, 2_097_152));
+    f.write_all_at(&[0xAB; 4096], p.persist.1 * 512).unwrap();
+    drop(f);
+
+    apply(&p, false).unwrap();
+
+    let verify = Cmd::new("sgdisk")
+        .arg("--verify")
+        .arg(&disk)
+        .output_string()
+        .unwrap();
+    assert!(verify.contains("No problems found"), "{verify}");
+    let b = sgdisk_info(&disk, 4);
+    assert!(b.contains("Partition name: 'anklume-slot-b'"), "{b}");
+    assert!(
+        b.contains(SLOT_TYPE_X86_64) && b.contains("First sector: 98304 "),
+        "{b}"
+    );
+    let pe = sgdisk_info(&disk, 5);
+    assert!(pe.contains("Partition name: 'anklume-persist'"), "{pe}");
+    assert!(pe.contains(PERSIST_TYPE), "{pe}");
+    let f = std::fs::File::open(&disk).unwrap();
+    let mut back = vec![0u8; area.len()];
+    f.read_exact_at(&mut back, 32768).unwrap();
+    assert!(back == area, "the ISO area changed");
+    let mut now = [0u8; 512];
+    f.read_exact_at(&mut now, 0).unwrap();
+    assert_eq!(now[..440], mbr[..440], "boot code");
+    assert_eq!(now[462..478], dummy, "the bootable dummy entry");
+    assert_eq!(now[446 + 4], 0xEE, "the protective entry");
+    let mut head = [0u8; 4096];
+    f.read_exact_at(&mut head, p.persist.1 * 512).unwrap();
+    assert_eq!(head, [0u8; 4096], "persist's start is zeroed");
+    // Planned again: refused, slot B is there.
+    let t2 = Table {
+        parts: [
+            table.parts.clone(),
+            vec![Part {
+                number: 4,
+                start: p.slot_b.1,
+                sectors: p.slot_b.2,
+                label: "anklume-slot-b".into(),
+            }],
+        ]
+        .concat(),
+        ..table
+    };
+    assert!(plan(&t2, 1).is_err());
+}
