@@ -127,6 +127,11 @@ pub enum Command {
         /// Mark the running slot good when every check passes.
         #[arg(long)]
         mark_good: bool,
+        /// When a check fails on a trial boot (a slot an update installed,
+        /// not yet good) and the other slot is good: make that slot boot
+        /// next and reboot into it, instead of spending the remaining tries.
+        #[arg(long)]
+        fall_back: bool,
         /// The data pool's mount point.
         #[arg(long, default_value = anklume_contract::pool::POOL_DIR)]
         pool_dir: PathBuf,
@@ -319,6 +324,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Health {
             mark_good,
+            fall_back,
             pool_dir,
             infra,
             state_dir,
@@ -344,6 +350,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             let mut out = stdout.lock();
             if !health::run(&o, &mut out)? {
                 writeln!(out, "unhealthy: the boot is not marked good")?;
+                if fall_back {
+                    fall_back_and_reboot(&mut out)?;
+                }
                 return Ok(1);
             }
             writeln!(out, "healthy")?;
@@ -436,6 +445,28 @@ pub fn run(cli: Cli) -> Result<i32> {
             })
         }
     }
+}
+
+/// After an unhealthy check: a slot on trial gives way to the good one,
+/// and the machine reboots into it.
+fn fall_back_and_reboot(out: &mut dyn Write) -> Result<()> {
+    use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
+    use anyhow::Context;
+    let Some(env) = BootEnv::read(Path::new(BOOT_ENV))? else {
+        return Ok(());
+    };
+    let slot = env.slot.context("boot.env names no booted slot")?;
+    let done = anklume_bootstate::fall_back(Path::new("/"), &env)?;
+    writeln!(out, "{}", done.describe(slot))?;
+    if let anklume_bootstate::FellBack::Written { after, .. } = done {
+        writeln!(out, "rebooting into slot {}", after.primary)?;
+        out.flush()?;
+        anklume_cmd::Cmd::new("systemctl")
+            .args(["reboot", "--no-block"])
+            .run()
+            .context("asking systemd to reboot")?;
+    }
+    Ok(())
 }
 
 /// After a healthy check: mark the booted slot good on the boot medium.

@@ -18,6 +18,9 @@
 //!   the state variables fit in the first sector, so a mark-good is one
 //!   sector write, read back after a sync.
 //!
+//! - [`fall_back`]: after an unhealthy boot of a slot on trial (installed
+//!   by an update, not yet good), the good slot boots next at once.
+//!
 //! When the kernel has the ESP mounted, the block is read and written
 //! through that mount (in place, same size), never under it.
 //!
@@ -140,14 +143,87 @@ pub fn mark_good(root: &Path, env: &BootEnv) -> Result<Marked> {
     }
     let Read {
         state: before,
-        mut vars,
+        vars,
     } = read(&esp)?;
     let mut after = before.clone();
     after.mark_good(slot);
     if after == before {
         return Ok(Marked::AlreadyGood(before));
     }
-    vars.extend(after.to_vars());
+    write_state(&esp, vars, &after)?;
+    Ok(Marked::Written { before, after })
+}
+
+/// What [`fall_back`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FellBack {
+    /// The booted slot was on trial: it is failed now, the other (good)
+    /// slot boots next.
+    Written { before: BootState, after: BootState },
+    /// Nothing written, and why (the booted slot is not on trial, or the
+    /// other slot is not good: there is nothing better to go back to).
+    Nothing(String),
+    /// Read-only or unreachable medium: nothing written.
+    NotWritable(String),
+}
+
+impl FellBack {
+    /// One line for people and the journal.
+    pub fn describe(&self, slot: Slot) -> String {
+        match self {
+            FellBack::Written { after, .. } => format!(
+                "slot {slot} failed its trial: slot {} boots next ({})",
+                after.primary,
+                summary(after)
+            ),
+            FellBack::Nothing(why) => format!("no fallback: {why}"),
+            FellBack::NotWritable(why) => format!("boot state not written: {why}"),
+        }
+    }
+}
+
+/// After an unhealthy boot: when the booted slot is on trial (an update
+/// not yet marked good) and the other slot is good, give up on the booted
+/// slot at once ([`BootState::fail_trial`]) instead of spending its
+/// remaining tries. Anything else is left as it is.
+pub fn fall_back(root: &Path, env: &BootEnv) -> Result<FellBack> {
+    let slot = env
+        .slot
+        .context("boot.env names no booted slot (slot=a or slot=b)")?;
+    let esp = match locate(root, env)? {
+        Located::Unreachable(why) => return Ok(FellBack::NotWritable(why)),
+        Located::Esp(esp) => esp,
+    };
+    if let Some(why) = &esp.read_only {
+        return Ok(FellBack::NotWritable(why.clone()));
+    }
+    let Read {
+        state: before,
+        vars,
+    } = read(&esp)?;
+    if before.is_good(slot) || before.tries(slot).is_none() {
+        return Ok(FellBack::Nothing(format!(
+            "slot {slot} is not on trial ({})",
+            summary(&before)
+        )));
+    }
+    if !before.is_good(slot.other()) {
+        return Ok(FellBack::Nothing(format!(
+            "slot {} is not good ({})",
+            slot.other(),
+            summary(&before)
+        )));
+    }
+    let mut after = before.clone();
+    after.fail_trial(slot);
+    write_state(&esp, vars, &after)?;
+    Ok(FellBack::Written { before, after })
+}
+
+/// Write `state` (over `vars`, the block's other variables) to the ESP's
+/// block in place.
+fn write_state(esp: &Esp, mut vars: BTreeMap<String, String>, state: &BootState) -> Result<()> {
+    vars.extend(state.to_vars());
     let block = encode_envblk(&vars).map_err(anyhow::Error::msg)?;
     match &esp.mounted_at {
         Some(m) => rewrite_mounted(&m.join(GRUBENV), &block)?,
@@ -162,7 +238,7 @@ pub fn mark_good(root: &Path, env: &BootEnv) -> Result<Marked> {
             )?;
         }
     }
-    Ok(Marked::Written { before, after })
+    Ok(())
 }
 
 /// The ESP is mounted: never write under the kernel's FAT driver. The

@@ -308,3 +308,74 @@ fn a_mounted_esp_is_written_through_its_mount_never_under_it() {
     );
     assert!(e.contains("GRUB environment"), "{e}");
 }
+
+#[test]
+fn an_unhealthy_trial_boot_falls_back_to_the_good_slot_and_nothing_else_does() {
+    let m = Machine::new();
+    // B was installed by an update and is on trial (2 tries left), A good.
+    m.stick("sda", 8, &armed_b(), false, None);
+    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
+    let mut want = armed_b();
+    want.primary = Slot::A;
+    want.tries = [None, Some(0)];
+    assert_eq!(
+        out,
+        FellBack::Written {
+            before: armed_b(),
+            after: want.clone()
+        }
+    );
+    assert!(out
+        .describe(Slot::B)
+        .starts_with("slot b failed its trial: slot a boots next"));
+    let Located::Esp(esp) = locate(&m.root, &env(Slot::B, false)).unwrap() else {
+        panic!("the ESP is reachable")
+    };
+    let back = read(&esp).unwrap();
+    assert_eq!(back.state, want);
+    // The block's other variables are kept.
+    assert_eq!(
+        back.vars.get("anklume_toram").map(String::as_str),
+        Some("1")
+    );
+
+    // The next boot (A, good): unhealthy or not, it is not on trial.
+    let before = m.file("dev/sda1");
+    let again = fall_back(&m.root, &env(Slot::A, false)).unwrap();
+    assert!(
+        matches!(again, FellBack::Nothing(ref w) if w.contains("slot a is not on trial")),
+        "{again:?}"
+    );
+    assert_eq!(m.file("dev/sda1"), before);
+}
+
+#[test]
+fn no_fallback_from_a_good_slot_or_to_a_slot_that_is_not_good() {
+    // A good slot that is unhealthy stays where it is.
+    let m = Machine::new();
+    m.stick("sda", 8, &BootState::fresh(), false, None);
+    let before = m.file("dev/sda1");
+    let out = fall_back(&m.root, &env(Slot::A, false)).unwrap();
+    assert!(
+        matches!(out, FellBack::Nothing(ref w) if w.contains("not on trial")),
+        "{out:?}"
+    );
+    assert_eq!(m.file("dev/sda1"), before);
+    // B on trial, but A is not good either: nothing better to go back to.
+    let m = Machine::new();
+    let mut st = armed_b();
+    st.good = [false, false];
+    m.stick("sda", 8, &st, false, None);
+    let before = m.file("dev/sda1");
+    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
+    assert!(
+        matches!(out, FellBack::Nothing(ref w) if w.contains("slot a is not good")),
+        "{out:?}"
+    );
+    assert_eq!(m.file("dev/sda1"), before);
+    // A read-only medium: said, not written.
+    let m = Machine::new();
+    m.stick("sr0", 11, &armed_b(), true, None);
+    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
+    assert!(matches!(out, FellBack::NotWritable(_)), "{out:?}");
+}

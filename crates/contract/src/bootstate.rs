@@ -72,6 +72,15 @@ impl BootState {
         self.good[idx(s)] = true;
     }
 
+    /// `s` failed its trial (an unhealthy boot of a slot not yet good):
+    /// no tries left, and the other slot boots next. GRUB would come to the
+    /// same once the tries are used up; this skips the remaining boots.
+    pub fn fail_trial(&mut self, s: Slot) {
+        self.tries[idx(s)] = Some(0);
+        self.good[idx(s)] = false;
+        self.primary = s.other();
+    }
+
     /// The environment variables `grub.cfg` reads, sorted by name.
     pub fn to_vars(&self) -> BTreeMap<String, String> {
         let mut v = BTreeMap::new();
