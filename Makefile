@@ -26,8 +26,23 @@ SCENARIOS ?= all
 # (a user's own key: ANKLUME_SIGNING_KEY / ANKLUME_SIGNING_CERT, see
 # docs/live-os.md). Never a key that signs a release.
 TEST_KEYS := $(CURDIR)/build/test-keys
+# The update scenarios' bundles: this build's rootfs reassembled as a newer
+# version and signed with the test update key (and with a key the image
+# does not trust).
+NEXT_VERSION := $(VERSION).1
+NEXT := build/next
+BUNDLE := $(NEXT)/anklume-$(NEXT_VERSION).bundle
+FOREIGN_BUNDLE := $(NEXT)/anklume-$(NEXT_VERSION)-foreign-key.bundle
+# update-broken: a newer version whose extra health check always fails.
+BROKEN_VERSION := $(VERSION).2
+BROKEN := build/next-broken
+BROKEN_BUNDLE := $(BROKEN)/anklume-$(BROKEN_VERSION)-broken.bundle
 
-.PHONY: all build iso test-keys check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
+# What `make test` builds its images with.
+TEST_ENV = ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt \
+	ANKLUME_UPDATE_PUBKEY=$(TEST_KEYS)/update.pub
+
+.PHONY: all build iso test-keys test-bundles test-bundle-broken check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
 all: iso
 
@@ -39,14 +54,46 @@ iso:
 	$(CARGO_RELEASE) --workspace
 	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format $(FORMATS)
 
-## A throwaway Secure Boot key pair for the tests (kept across runs).
-test-keys: $(TEST_KEYS)/db.crt
+## Throwaway keys for the tests (kept across runs): a Secure Boot key pair,
+## the update key the test images trust, and one they do not.
+test-keys: $(TEST_KEYS)/db.crt $(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub
 $(TEST_KEYS)/db.crt:
 	mkdir -p $(TEST_KEYS)
 	openssl req -new -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
 		-subj "/CN=anklume throwaway test key/" \
 		-keyout $(TEST_KEYS)/db.key -out $(TEST_KEYS)/db.crt.tmp 2>/dev/null
 	mv $(TEST_KEYS)/db.crt.tmp $@
+$(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub:
+	bash ci/setup
+	mkdir -p $(TEST_KEYS)
+	$(CARGO_RELEASE) -p anklume-update
+	rm -f $(@:.pub=.key)
+	./target/release/anklume-update --new-key $(@:.pub=)
+
+## The update scenarios' bundles (after `make iso`): the same rootfs as a
+## newer version, NEXT_VERSION, signed with the trusted test key and with
+## a foreign one.
+test-bundles: $(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub
+	./target/release/anklume-build iso --rootfs build/mkosi-out/rootfs --work-dir $(NEXT) \
+		--out-dir $(NEXT)/out --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(NEXT_VERSION) --format iso --quiet
+	./target/release/anklume-build bundle --work-dir $(NEXT) --rootfs build/mkosi-out/rootfs \
+		--update-key $(TEST_KEYS)/update.key --out $(BUNDLE)
+	./target/release/anklume-build bundle --work-dir $(NEXT) --rootfs build/mkosi-out/rootfs \
+		--update-key $(TEST_KEYS)/foreign.key --out $(FOREIGN_BUNDLE)
+
+## update-broken's bundle: the rootfs (a hard-linked copy) plus a health
+## check that always fails, as BROKEN_VERSION, signed with the trusted key.
+test-bundle-broken: $(TEST_KEYS)/update.pub
+	test -d build/mkosi-out/rootfs || { echo "test-bundle-broken: no build/mkosi-out/rootfs: run make iso first" >&2; exit 1; }
+	rm -rf $(BROKEN)
+	mkdir -p $(BROKEN)
+	cp -al build/mkosi-out/rootfs $(BROKEN)/rootfs
+	install -D -m 0755 tests/vm/broken-health-check $(BROKEN)/rootfs/etc/anklume/health.d/90-update-broken-test
+	./target/release/anklume-build iso --rootfs $(BROKEN)/rootfs --work-dir $(BROKEN) \
+		--out-dir $(BROKEN)/out --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(BROKEN_VERSION) --format iso --quiet
+	./target/release/anklume-build bundle --work-dir $(BROKEN) --rootfs $(BROKEN)/rootfs \
+		--update-key $(TEST_KEYS)/update.key --out $(BROKEN_BUNDLE)
+	rm -rf $(BROKEN)/rootfs $(BROKEN)/out
 
 ## Build every crate (release).
 build:
@@ -58,8 +105,9 @@ build:
 test:
 	bash ci/test
 	$(MAKE) test-keys
-	ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt $(MAKE) iso
-	ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt $(MAKE) check-image
+	$(TEST_ENV) $(MAKE) iso
+	$(TEST_ENV) $(MAKE) check-image
+	$(MAKE) test-bundles
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
 ## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and
@@ -73,10 +121,14 @@ test-unit:
 	bash ci/test
 
 ## Boot the built image in QEMU and check it from inside the guest.
-live-os-test-vm:
+# (update-broken's bundle is made first when the scenario is asked for.)
+live-os-test-vm: $(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken)
 	bash ci/setup-image
 	$(CARGO_RELEASE) -p anklume-vmtest
 	./target/release/anklume-vmtest --iso $(ISO) $(if $(wildcard $(RAW)),--raw $(RAW)) \
+		$(if $(wildcard $(BUNDLE)),--bundle $(BUNDLE)) \
+		$(if $(wildcard $(FOREIGN_BUNDLE)),--foreign-bundle $(FOREIGN_BUNDLE)) \
+		$(if $(wildcard $(BROKEN_BUNDLE)),--broken-bundle $(BROKEN_BUNDLE)) \
 		--work-dir build/vmtest $(SCENARIOS)
 
 live-os-test-vm-clean:

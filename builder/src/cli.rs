@@ -96,6 +96,12 @@ pub struct ImageArgs {
     /// $ANKLUME_SIGNING_CERT); placed on the ESP for MOK enrolment.
     #[arg(long, value_name = "FILE")]
     pub signing_cert: Option<PathBuf>,
+    /// Updates: a public key (NAME.pub, from `anklume-update --new-key`)
+    /// the OS will trust to sign update bundles; repeat for several.
+    /// Default: $ANKLUME_UPDATE_PUBKEY. Without one, the image installs no
+    /// update (docs/update.md).
+    #[arg(long, value_name = "FILE")]
+    pub update_key: Vec<PathBuf>,
     /// No progress bars or step lines.
     #[arg(long, short)]
     pub quiet: bool,
@@ -237,6 +243,16 @@ fn image_cmd(a: &ImageArgs) -> anyhow::Result<()> {
         slot_size: a.slot_size,
         persist_size: a.persist_size,
         signing,
+        // The variable is for mkosi builds; a prepared tree has its keys.
+        update_keys: if a.update_key.is_empty() && a.rootfs.is_none() {
+            std::env::var_os("ANKLUME_UPDATE_PUBKEY")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .into_iter()
+                .collect()
+        } else {
+            a.update_key.clone()
+        },
     })?;
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct BuildOptions {
     pub persist_size: u64,
     /// Secure Boot signing key; `None`: an unsigned image (Secure Boot off).
     pub signing: Option<SigningKey>,
+    /// Public update keys the OS will trust (`NAME.pub`; mkosi builds only).
+    pub update_keys: Vec<PathBuf>,
 }
 
 /// Where the rootfs keeps the signed EFI binaries of a signed build.
@@ -167,10 +169,22 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&o.out_dir)
         .with_context(|| format!("creating {}", o.out_dir.display()))?;
     let rootfs = match &o.rootfs {
-        Some(r) => r.clone(),
+        Some(r) => {
+            ensure!(
+                o.update_keys.is_empty(),
+                "update keys go into the tree mkosi builds; {} is a prepared tree (put the keys in its /{} yourself)",
+                r.display(),
+                rootfs::UPDATE_KEYS_DIR
+            );
+            r.clone()
+        }
         None => {
             p.step("building the rootfs with mkosi");
-            rootfs::build(&o.mkosi_dir, &o.work_dir, o.bin_dir.as_deref(), o.epoch)?
+            let extra = rootfs::Extra {
+                bin_dir: o.bin_dir.as_deref(),
+                update_keys: &o.update_keys,
+            };
+            rootfs::build(&o.mkosi_dir, &o.work_dir, &extra, o.epoch)?
         }
     };
     let boot = BootFiles::from_rootfs(&rootfs)?;
