@@ -7,7 +7,8 @@
 //! keys + MokManager enrolment, and changed signed files refused; the ISO
 //! booted from a Ventoy stick (normal and GRUB2 mode, BIOS and UEFI); the
 //! encrypted data pool made from a seed stick at first boot and unlocked
-//! on the serial console at the next.
+//! on the serial console at the next; an A/B update to a newer version, and
+//! a bundle signed with another key refused.
 
 pub mod mok;
 pub mod persist;
@@ -18,4 +19,5 @@ pub mod scenario;
 pub mod secureboot;
 pub mod tamper;
 pub mod toram;
+pub mod update;
 pub mod ventoy;

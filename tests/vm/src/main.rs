@@ -22,13 +22,26 @@ struct Cli {
     /// made from them on a loop device).
     #[arg(long, value_name = "DIR", default_value = anklume_vmtest::ventoy::DEFAULT_RELEASE)]
     ventoy_release: PathBuf,
+    /// The update scenario's bundle: a newer version of the image, signed
+    /// with a key it trusts (`make test-bundles`).
+    #[arg(long, value_name = "FILE")]
+    bundle: Option<PathBuf>,
+    /// The update-rejected scenario's bundle: signed with a key the image
+    /// does not trust.
+    #[arg(long, value_name = "FILE")]
+    foreign_bundle: Option<PathBuf>,
+    /// The update-broken scenario's bundle: a newer version whose health
+    /// check always fails (`make test-bundle-broken`).
+    #[arg(long, value_name = "FILE")]
+    broken_bundle: Option<PathBuf>,
     /// Where console logs and guest reports are kept.
     #[arg(long, default_value = "build/vmtest")]
     work_dir: PathBuf,
     /// Scenarios: all, ci, bios-disk, bios-cd, uefi-disk, uefi-cd, tampered,
     /// toram, persist, rollback, uefi-sb-own, uefi-sb-ms, sb-tampered,
     /// ventoy-bios, ventoy-uefi, ventoy-grub2-bios, ventoy-grub2-uefi,
-    /// pool-btrfs, pool-tpm.
+    /// pool-btrfs, pool-tpm, update, update-broken, update-powercut,
+    /// update-rejected, stick-grow.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
 }
@@ -49,6 +62,9 @@ fn main() -> ExitCode {
         iso: cli.iso.clone(),
         raw: cli.raw.clone(),
         ventoy_release: Some(cli.ventoy_release.clone()),
+        bundle: cli.bundle.clone(),
+        foreign_bundle: cli.foreign_bundle.clone(),
+        broken_bundle: cli.broken_bundle.clone(),
     };
     let mut failed = 0;
     for s in &list {

@@ -83,7 +83,9 @@ fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result
     Ok(())
 }
 
-fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
+/// What every boot with a pool must show; the health check marked `slot`
+/// good (or found it good already).
+pub(crate) fn pool_facts(r: &std::collections::BTreeMap<String, String>, slot: Slot) -> Result<()> {
     expect(r, "pool_unit", "active")?;
     expect(r, "pool_source", "/dev/mapper/anklume-pool")?;
     expect(r, "pool_fstype", "btrfs")?;
@@ -102,11 +104,12 @@ fn pool_facts(r: &std::collections::BTreeMap<String, String>) -> Result<()> {
     expect(r, "health", "success")?;
     match r.get("health_marked") {
         Some(m)
-            if m.starts_with("slot a marked good") || m.starts_with("slot a was already good") =>
+            if m.starts_with(&format!("slot {slot} marked good"))
+                || m.starts_with(&format!("slot {slot} was already good")) =>
         {
             Ok(())
         }
-        other => bail!("anklume health --mark-good said {other:?}, not that slot a is good"),
+        other => bail!("anklume health --mark-good said {other:?}, not that slot {slot} is good"),
     }
 }
 
@@ -125,14 +128,17 @@ pub fn tpm(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     two_boots(facts, cfg, true)
 }
 
-fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcome> {
+/// An empty 4 GiB NVMe disk for the pool and a seed stick whose preseed
+/// selects it, added to `cfg`'s disks; console input on. Returns the pool
+/// disk's file.
+pub(crate) fn pool_disks(cfg: &mut VmConfig, tpm2: bool) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&cfg.dir)?;
     let disk = cfg.dir.join("pool-disk.img");
     let _ = std::fs::remove_file(&disk);
     std::fs::File::create(&disk)?.set_len(4 << 30)?;
     let seed = cfg.dir.join("seed.img");
     make_seed(&seed, &preseed(tpm2))?;
-    cfg.disks = vec![
+    cfg.disks.extend([
         Disk {
             file: disk.clone(),
             bus: Bus::Nvme,
@@ -143,26 +149,92 @@ fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcom
             bus: Bus::Usb,
             serial: "ANKSEED0001".into(),
         },
-    ];
+    ]);
     cfg.console_input = true;
+    Ok(disk)
+}
+
+/// Boot, type a wrong passphrase at the pool's prompt on the serial
+/// console, then the right one at the next prompt, and wait for the
+/// report. Also returns when the first prompt was shown.
+pub(crate) fn boot_typing_passphrase(cfg: &VmConfig) -> Result<(Outcome, Vm, Duration)> {
+    let mut asked = Duration::ZERO;
+    let (o, vm) = with_tcg_retry(&cfg.dir, || {
+        let mut vm = Vm::start(cfg)?;
+        let start = Instant::now();
+        wait_prompt(&mut vm, 1, start, Duration::from_secs(600))?;
+        asked = start.elapsed();
+        vm.type_console("wrong passphrase\r")?;
+        wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
+            .context("after a wrong passphrase the prompt must come back")?;
+        vm.type_console(&format!("{PASSPHRASE}\r"))?;
+        watch_until_report(vm, start, Duration::from_secs(1200))
+    })?;
+    Ok((o, vm, asked))
+}
+
+/// How many times the console showed the pool's passphrase prompt.
+pub(crate) fn prompts_shown(vm: &Vm) -> usize {
+    prompts(vm)
+}
+
+/// The first boot with a seed and an empty pool disk: the pool is made
+/// (no passphrase asked), a token written on it and into the bootstrap
+/// container; `more` adds test actions. Returns the report.
+pub(crate) fn first_pool_boot(
+    cfg: &mut VmConfig,
+    facts: &ImageFacts,
+    token: &str,
+    more: &str,
+) -> Result<Outcome> {
+    cfg.test_actions = format!("report,pool-write={token},box-write={token}{more}");
+    let (first, vm) = boot_until_report(cfg, Duration::from_secs(1500)).context("first boot")?;
+    let shown = prompts(&vm);
+    vm.close()?;
+    let r = &first.report;
+    check_verified_boot(r, facts, Slot::A).context("first boot")?;
+    pool_facts(r, Slot::A).context("first boot")?;
+    expect(r, "pool_written", token).context("first boot")?;
+    expect(r, "box_written", token).context("first boot")?;
+    if shown != 0 {
+        bail!("first boot: the passphrase was asked although the first boot had it");
+    }
+    Ok(first)
+}
+
+/// A later boot of the same machine: the pool unlocked (`prompts` times
+/// asked), the first boot's tokens there, the firstboot unit leaving the
+/// pool alone.
+pub(crate) fn later_pool_boot(
+    r: &std::collections::BTreeMap<String, String>,
+    token: &str,
+    shown: usize,
+    prompts_wanted: usize,
+) -> Result<()> {
+    expect(r, "pool_token", token)
+        .context("the token written on the pool by the first boot is gone")?;
+    expect(r, "box_token", token)
+        .context("the container's data written by the first boot is gone")?;
+    match r.get("firstboot_said") {
+        Some(s) if s.contains("has its data pool") => {}
+        other => bail!("anklume-firstboot said {other:?}, not that the pool exists"),
+    }
+    if shown != prompts_wanted {
+        bail!("the passphrase was asked {shown} times, expected {prompts_wanted}");
+    }
+    Ok(())
+}
+
+fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcome> {
+    let disk = pool_disks(&mut cfg, tpm2)?;
     let token = format!(
         "token-{}",
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
     );
 
     // Boot 1: the pool is made from the seed, left unlocked, mounted.
-    cfg.test_actions = format!("report,pool-write={token},box-write={token}");
-    let (first, vm) = boot_until_report(&cfg, Duration::from_secs(1200)).context("first boot")?;
-    let shown = prompts(&vm);
-    vm.close()?;
+    let first = first_pool_boot(&mut cfg, facts, &token, "")?;
     let r = &first.report;
-    check_verified_boot(r, facts, Slot::A).context("first boot")?;
-    pool_facts(r).context("first boot")?;
-    expect(r, "pool_written", &token).context("first boot")?;
-    expect(r, "box_written", &token).context("first boot")?;
-    if shown != 0 {
-        bail!("first boot: the passphrase was asked although the first boot had it");
-    }
     if tpm2 {
         expect(r, "tpm2_token", "1").context("first boot: no systemd-tpm2 token on the pool")?;
     }
@@ -177,40 +249,18 @@ fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcom
     // Boot 2: the TPM unlocks; else asked on the serial console, a wrong
     // passphrase, then the right one.
     cfg.test_actions = "report".into();
-    let mut asked = Duration::ZERO;
-    let (mut second, vm) = if tpm2 {
-        boot_until_report(&cfg, Duration::from_secs(1200))
+    let (mut second, vm, asked) = if tpm2 {
+        boot_until_report(&cfg, Duration::from_secs(1200)).map(|(o, vm)| (o, vm, Duration::ZERO))
     } else {
-        with_tcg_retry(&cfg.dir, || {
-            let mut vm = Vm::start(&cfg)?;
-            let start = Instant::now();
-            wait_prompt(&mut vm, 1, start, Duration::from_secs(600))?;
-            asked = start.elapsed();
-            vm.type_console("wrong passphrase\r")?;
-            wait_prompt(&mut vm, 2, start, Duration::from_secs(900))
-                .context("after a wrong passphrase the prompt must come back")?;
-            vm.type_console(&format!("{PASSPHRASE}\r"))?;
-            watch_until_report(vm, start, Duration::from_secs(1200))
-        })
+        boot_typing_passphrase(&cfg)
     }
     .context("second boot")?;
     let shown = prompts(&vm);
     vm.close()?;
     let r = &second.report;
     check_verified_boot(r, facts, Slot::A).context("second boot")?;
-    pool_facts(r).context("second boot")?;
-    expect(r, "pool_token", &token)
-        .context("second boot: the token written by the first boot is gone")?;
-    expect(r, "box_token", &token)
-        .context("second boot: the container's data written by the first boot is gone")?;
-    match r.get("firstboot_said") {
-        Some(s) if s.contains("has its data pool") => {}
-        other => bail!("second boot: anklume-firstboot said {other:?}, not that the pool exists"),
-    }
-    let want = if tpm2 { 0 } else { 2 };
-    if shown != want {
-        bail!("second boot: the passphrase was asked {shown} times, expected {want}");
-    }
+    pool_facts(r, Slot::A).context("second boot")?;
+    later_pool_boot(r, &token, shown, if tpm2 { 0 } else { 2 }).context("second boot")?;
     if tpm2 {
         eprintln!("  boot 2: the TPM unlocked the pool, no prompt");
     } else {

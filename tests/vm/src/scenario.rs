@@ -35,6 +35,11 @@ pub enum Scenario {
     VentoyGrub2Uefi,
     PoolBtrfs,
     PoolTpm,
+    Update,
+    UpdateBroken,
+    UpdatePowercut,
+    UpdateRejected,
+    StickGrow,
 }
 
 /// Which image a scenario boots.
@@ -52,6 +57,12 @@ pub struct Images {
     /// Ventoy's release files (the Ventoy scenarios make a stick from them);
     /// `None`: [`crate::ventoy::DEFAULT_RELEASE`].
     pub ventoy_release: Option<PathBuf>,
+    /// The update scenarios' bundles: a newer version signed with the key
+    /// the image trusts (`make test-bundles`), and one signed with another.
+    pub bundle: Option<PathBuf>,
+    pub foreign_bundle: Option<PathBuf>,
+    /// update-broken's: a newer version whose health check always fails.
+    pub broken_bundle: Option<PathBuf>,
 }
 
 impl Images {
@@ -66,7 +77,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 17] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -84,15 +95,24 @@ impl Scenario {
         Scenario::VentoyGrub2Uefi,
         Scenario::PoolBtrfs,
         Scenario::PoolTpm,
+        Scenario::Update,
+        Scenario::UpdateBroken,
+        Scenario::UpdatePowercut,
+        Scenario::UpdateRejected,
+        Scenario::StickGrow,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
-    /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS), and the
-    /// data pool made from a seed then unlocked on the serial console, and
-    /// by a TPM;
+    /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS), the
+    /// data pool unlocked by a TPM, an update from A to B (which also makes
+    /// the pool from a seed and unlocks it on the serial console: all that
+    /// pool-btrfs checks), a power cut during an update, and a stick
+    /// written from the ISO growing slot B.
     /// bios-cd, uefi-disk and the other two Ventoy pairings only differ
-    /// from these by the firmware × medium (or mode) pairing.
-    pub const CI: [Scenario; 13] = [
+    /// from these by the firmware × medium (or mode) pairing; pool-btrfs
+    /// is within update; update-rejected's refusals are also host tests
+    /// (crates/update/tests); update-broken takes four boots.
+    pub const CI: [Scenario; 15] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -104,8 +124,10 @@ impl Scenario {
         Scenario::SbTampered,
         Scenario::VentoyUefi,
         Scenario::VentoyGrub2Bios,
-        Scenario::PoolBtrfs,
         Scenario::PoolTpm,
+        Scenario::Update,
+        Scenario::UpdatePowercut,
+        Scenario::StickGrow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,14 +149,24 @@ impl Scenario {
             Scenario::VentoyGrub2Uefi => "ventoy-grub2-uefi",
             Scenario::PoolBtrfs => "pool-btrfs",
             Scenario::PoolTpm => "pool-tpm",
+            Scenario::Update => "update",
+            Scenario::UpdatePowercut => "update-powercut",
+            Scenario::UpdateBroken => "update-broken",
+            Scenario::StickGrow => "stick-grow",
+            Scenario::UpdateRejected => "update-rejected",
         }
     }
 
     pub fn image_kind(self) -> ImageKind {
         match self {
-            Scenario::Persist | Scenario::Rollback | Scenario::PoolBtrfs | Scenario::PoolTpm => {
-                ImageKind::Raw
-            }
+            Scenario::Persist
+            | Scenario::Rollback
+            | Scenario::PoolBtrfs
+            | Scenario::PoolTpm
+            | Scenario::Update
+            | Scenario::UpdatePowercut
+            | Scenario::UpdateBroken
+            | Scenario::UpdateRejected => ImageKind::Raw,
             _ => ImageKind::Iso,
         }
     }
@@ -166,6 +198,12 @@ pub struct ImageFacts {
 }
 
 pub fn image_facts(image: &Path) -> Result<ImageFacts> {
+    slot_facts(image, Slot::A)
+}
+
+/// What the image's ESP says about `slot` (its manifest, its boot files
+/// checked against it) and where that slot's partition starts.
+pub fn slot_facts(image: &Path, slot: Slot) -> Result<ImageFacts> {
     let f = std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let parts = gpt::read(&f).with_context(|| format!("reading the GPT of {}", image.display()))?;
     let by_label = |l: &str| {
@@ -175,26 +213,22 @@ pub fn image_facts(image: &Path) -> Result<ImageFacts> {
             .with_context(|| format!("no partition {l}"))
     };
     let esp_part = by_label(ESP_LABEL)?;
-    let slot = by_label(slot_label(Slot::A))?;
+    let part = by_label(slot_label(slot))?;
     let json = esp::read_file(
         image,
         esp_part.offset(),
-        &bootfiles::slot_file(Slot::A, bootfiles::MANIFEST),
+        &bootfiles::slot_file(slot, bootfiles::MANIFEST),
     )?;
     let manifest =
         SlotManifest::from_json(&String::from_utf8_lossy(&json)).map_err(anyhow::Error::msg)?;
     // What GRUB will load is what the manifest records.
     anklume_build::bootfiles::check(&manifest, |name| {
-        esp::read_file(
-            image,
-            esp_part.offset(),
-            &bootfiles::slot_file(Slot::A, name),
-        )
+        esp::read_file(image, esp_part.offset(), &bootfiles::slot_file(slot, name))
     })
-    .with_context(|| format!("slot A's boot files on the ESP of {}", image.display()))?;
+    .with_context(|| format!("slot {slot}'s boot files on the ESP of {}", image.display()))?;
     Ok(ImageFacts {
         manifest,
-        slot_offset: slot.offset(),
+        slot_offset: part.offset(),
         esp_offset: esp_part.offset(),
         esp_size: esp_part.size(),
         parts: parts.clone(),
@@ -358,6 +392,11 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::VentoyBios | Scenario::VentoyGrub2Bios | Scenario::PoolBtrfs => {
             (Firmware::Bios, Medium::UsbDisk)
         }
+        Scenario::Update | Scenario::UpdatePowercut | Scenario::UpdateRejected => {
+            (Firmware::Bios, Medium::UsbDiskWritable)
+        }
+        Scenario::UpdateBroken => (Firmware::Uefi, Medium::UsbDiskWritable),
+        Scenario::StickGrow => (Firmware::Bios, Medium::UsbDiskWritable),
         Scenario::VentoyUefi | Scenario::VentoyGrub2Uefi | Scenario::PoolTpm => {
             (Firmware::Uefi, Medium::UsbDisk)
         }
@@ -386,6 +425,11 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
         Scenario::PoolBtrfs => crate::pool::btrfs(&facts, cfg),
         Scenario::PoolTpm => crate::pool::tpm(&facts, cfg),
+        Scenario::Update => crate::update::run(&facts, cfg, image, images),
+        Scenario::UpdatePowercut => crate::update::powercut(&facts, cfg, image, images),
+        Scenario::UpdateBroken => crate::update::broken(&facts, cfg, image, images),
+        Scenario::StickGrow => crate::update::stick_grow(&facts, cfg, image, images),
+        Scenario::UpdateRejected => crate::update::rejected(&facts, cfg, image, images),
         Scenario::VentoyBios
         | Scenario::VentoyUefi
         | Scenario::VentoyGrub2Bios

@@ -6,6 +6,9 @@
 #   persist-write=TOKEN  write TOKEN to the persist partition
 #   pool-write=TOKEN     write TOKEN to the data pool (anklume/test-token)
 #   box-write=TOKEN      write TOKEN into the bootstrap container (home-box)
+#   update=FILE          anklume update --from FILE --yes, FILE on the volume
+#                        labelled ANKBUNDLES (mounted read-only); its output
+#                        line by line as update_step=, then update_rc=
 #   wait-eject           after the first report, wait until the CD is
 #                        ejected, read /usr/sbin and /usr/lib/systemd and run
 #                        programs not run yet, report again
@@ -20,6 +23,9 @@ out=/dev/ttyS1
 r() { echo "ANKLUME $*" > "$out"; }
 
 r hello
+# Which slot and version booted, first: a boot that reboots by itself
+# (update-broken) may not get further.
+while IFS= read -r l; do r "boot_$l"; done < /run/anklume/boot.env
 state=$(systemctl is-system-running --wait)
 r state="$state"
 # Where the boot's time went, by systemd's own account (firmware and loader
@@ -35,7 +41,6 @@ vs=$(veritysetup status anklume-root)
 r verity_status="$(echo "$vs" | grep -E '^ +status:' | tr -s ' ' | cut -d' ' -f3-)"
 r verity_roothash="$(echo "$vs" | grep -E '^ +root hash:' | tr -s ' ' | cut -d' ' -f4)"
 r cmdline="$(cat /proc/cmdline)"
-while IFS= read -r l; do r "boot_$l"; done < /run/anklume/boot.env
 r kernel="$(uname -r)"
 # UEFI Secure Boot as the firmware reports it (4 attribute bytes, then 0/1).
 sbvar=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
@@ -91,6 +96,24 @@ for a in $(echo "$actions" | tr ',' ' '); do
     box-write=*)
         incus exec home-box --project home -- sh -c "echo ${a#*=} > /root/token.tmp && mv /root/token.tmp /root/token && sync" \
             && r box_written="${a#*=}"
+        ;;
+    update=*)
+        # Each line of the updater's output as it comes (update_step=, the
+        # harness may cut the power in the middle), then its exit status.
+        b=/run/anklume-test/bundles
+        mkdir -p "$b"
+        findmnt -n "$b" > /dev/null || mount -o ro LABEL=ANKBUNDLES "$b"
+        r update_status_before="$(anklume update --status 2>&1 | paste -sd ';')"
+        : > /run/anklume-test/update.out
+        (anklume update --from "$b/${a#*=}" --yes --timings 2>&1; echo "rc=$?") \
+            | while IFS= read -r l; do
+                case "$l" in
+                rc=*) r "update_rc=${l#rc=}" ;;
+                *) r "update_step=$l"; echo "$l" >> /run/anklume-test/update.out ;;
+                esac
+            done
+        r update_said="$(grep -v '^ *$' /run/anklume-test/update.out | tail -n 12 | paste -sd ';')"
+        r update_status="$(anklume update --status 2>&1 | paste -sd ';')"
         ;;
     pool-write=*)
         echo "${a#*=}" > /var/lib/anklume/pool/anklume/test-token.tmp \
