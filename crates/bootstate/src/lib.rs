@@ -201,7 +201,9 @@ pub fn fall_back(root: &Path, env: &BootEnv) -> Result<FellBack> {
         state: before,
         vars,
     } = read(&esp)?;
-    if before.is_good(slot) || before.tries(slot).is_none() {
+    // On trial: counting tries, not good, and primary (a failed slot
+    // picked by hand from GRUB's menu is not on trial).
+    if before.is_good(slot) || before.tries(slot).is_none() || before.primary != slot {
         return Ok(FellBack::Nothing(format!(
             "slot {slot} is not on trial ({})",
             summary(&before)

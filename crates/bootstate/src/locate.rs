@@ -52,11 +52,51 @@ pub fn locate(root: &Path, env: &BootEnv) -> Result<Located> {
             "boot.env has no partuuid= (not booted from an anklume slot)".into(),
         ));
     };
+    // Every stick written from one image has the same PARTUUIDs: the slot
+    // partition is the device the initrd opened (boot.env's device=) when
+    // that is still it; else (toram: device= is the RAM copy) the one
+    // partition with that PARTUUID, and none when two have it.
+    let holders = partitions_with_uuid(root, partuuid);
+    let opened = env
+        .device
+        .as_deref()
+        .filter(|_| !env.toram)
+        .map(|d| root.join(d.trim_start_matches('/')));
     let by = root.join("dev/disk/by-partuuid");
-    let link = [partuuid.to_lowercase(), partuuid.to_string()]
+    let by_link = [partuuid.to_lowercase(), partuuid.to_string()]
         .into_iter()
         .map(|u| by.join(u))
         .find(|p| p.exists());
+    let name_of = |p: &Path| {
+        std::fs::canonicalize(p)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let link = match opened {
+        Some(dev) => {
+            let name = name_of(&dev);
+            let linked = by_link.as_deref().and_then(name_of);
+            match name {
+                Some(n) if holders.contains(&n) || linked.as_ref() == Some(&n) => {
+                    Some(root.join("dev").join(n))
+                }
+                _ => {
+                    return Ok(Located::Unreachable(format!(
+                        "{} (the device the booted slot was opened from) is gone or no longer has the slot's PARTUUID {partuuid}",
+                        env.device.as_deref().unwrap_or_default()
+                    )))
+                }
+            }
+        }
+        None if holders.len() > 1 => {
+            return Ok(Located::Unreachable(format!(
+                "{} partitions ({}) have the booted slot's PARTUUID {partuuid} (sticks written from the same image): which one booted is unknown",
+                holders.len(),
+                holders.join(", ")
+            )))
+        }
+        None => by_link,
+    };
     let Some(link) = link else {
         return Ok(Located::Unreachable(if env.toram {
             format!(
@@ -136,6 +176,33 @@ pub fn locate(root: &Path, env: &BootEnv) -> Result<Located> {
         disk,
         read_only,
     }))
+}
+
+/// Kernel names of the partitions whose PARTUUID (udev's data) is `uuid`.
+fn partitions_with_uuid(root: &Path, uuid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root.join("sys/class/block")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p.join("partition").exists() {
+            continue;
+        }
+        let Some(dev) = read_trim(&p.join("dev")) else {
+            continue;
+        };
+        let udev = read_trim(&root.join(format!("run/udev/data/b{dev}"))).unwrap_or_default();
+        let has = udev
+            .lines()
+            .filter_map(|l| l.strip_prefix("E:ID_PART_ENTRY_UUID="))
+            .any(|u| u.eq_ignore_ascii_case(uuid));
+        if has {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Where the device `dev` (`8:1`) is mounted, per `<root>/proc/self/mountinfo`

@@ -80,13 +80,15 @@ impl FakeMachine {
                 Some(st) => esp_image(&node, st),
                 None => std::fs::write(&node, b"squashfs").unwrap(),
             }
-            symlink(
-                format!("../../{}", p.name),
-                self.root
-                    .join("dev/disk/by-partuuid")
-                    .join(p.partuuid.to_lowercase()),
-            )
-            .unwrap();
+            // Two partitions with one PARTUUID (two sticks from one
+            // image): the link names the first, as udev's may.
+            let link = self
+                .root
+                .join("dev/disk/by-partuuid")
+                .join(p.partuuid.to_lowercase());
+            if !link.exists() {
+                symlink(format!("../../{}", p.name), link).unwrap();
+            }
         }
     }
 

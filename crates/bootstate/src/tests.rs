@@ -361,6 +361,19 @@ fn no_fallback_from_a_good_slot_or_to_a_slot_that_is_not_good() {
         "{out:?}"
     );
     assert_eq!(m.file("dev/sda1"), before);
+    // B failed earlier and was picked by hand from GRUB's menu: not on
+    // trial (A is primary), nothing written.
+    let m = Machine::new();
+    let mut st = armed_b();
+    st.fail_trial(Slot::B);
+    m.stick("sda", 8, &st, false, None);
+    let before = m.file("dev/sda1");
+    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
+    assert!(
+        matches!(out, FellBack::Nothing(ref w) if w.contains("not on trial")),
+        "{out:?}"
+    );
+    assert_eq!(m.file("dev/sda1"), before);
     // B on trial, but A is not good either: nothing better to go back to.
     let m = Machine::new();
     let mut st = armed_b();
@@ -378,4 +391,37 @@ fn no_fallback_from_a_good_slot_or_to_a_slot_that_is_not_good() {
     m.stick("sr0", 11, &armed_b(), true, None);
     let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
     assert!(matches!(out, FellBack::NotWritable(_)), "{out:?}");
+}
+
+#[test]
+fn two_sticks_from_one_image_the_opened_one_or_none() {
+    // Every stick written from one image has the same PARTUUIDs.
+    let m = Machine::new();
+    m.stick("sda", 8, &BootState::fresh(), false, None);
+    m.stick("sdb", 8 + 8, &armed_b(), false, None);
+    let mut e = env(Slot::A, false);
+    // The initrd opened sdb2: sdb's ESP, whatever the by-partuuid link says.
+    e.device = Some("/dev/sdb2".into());
+    let Located::Esp(esp) = locate(&m.root, &e).unwrap() else {
+        panic!("sdb's ESP")
+    };
+    assert_eq!((esp.name.as_str(), esp.disk.as_str()), ("sdb1", "sdb"));
+    let sda = m.file("dev/sda1");
+    assert!(matches!(
+        mark_good(&m.root, &e).unwrap(),
+        Marked::Written { .. }
+    ));
+    assert_eq!(m.file("dev/sda1"), sda, "the other stick is never written");
+    // Without device= (an older initrd): two candidates, none chosen.
+    e.device = None;
+    match locate(&m.root, &e).unwrap() {
+        Located::Unreachable(why) => assert!(why.contains("2 partitions (sda2, sdb2)"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // The opened device is gone (another disk took its name, or none).
+    e.device = Some("/dev/sdc2".into());
+    match locate(&m.root, &e).unwrap() {
+        Located::Unreachable(why) => assert!(why.contains("/dev/sdc2"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }
