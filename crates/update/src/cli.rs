@@ -103,21 +103,29 @@ pub fn run(a: UpdateArgs) -> Result<()> {
     let mut opened = None;
     let (sys, esp_mount) = match &a.system {
         Some(f) => (System::from_file(f)?, None),
-        None => match System::discover(a.esp.as_deref()) {
-            Ok(found) => found,
-            Err(e) => match (e.downcast_ref::<MissingSlot>(), a.from.is_some()) {
-                (Some(missing), true) => {
-                    // A stick written from the ISO: the bundle is checked
-                    // first, then slot B and persist are made, then the
-                    // machine is discovered again.
+        None => {
+            let found = System::discover(a.esp.as_deref())?;
+            match found.missing {
+                None => (found.sys, found.esp_mount),
+                Some(missing) if a.from.is_some() => {
+                    // A stick written from the ISO: the bundle and every
+                    // check that does not need slot B's device first, then
+                    // slot B and persist are made, then the machine is
+                    // discovered again (the ESP guard is kept: the second
+                    // discovery finds the ESP mounted).
                     let b = open_bundle(&a)?;
-                    grow_stick(&a, missing, b.manifest.image.size)?;
+                    crate::update::check_machine(&found.sys, &b, a.allow_downgrade)?;
+                    grow_stick(&a, &missing, b.manifest.image.size)?;
                     opened = Some(b);
-                    System::discover(a.esp.as_deref())?
+                    let again = System::discover(a.esp.as_deref())?;
+                    if let Some(m) = again.missing {
+                        bail!("after making slot B: {m}");
+                    }
+                    (again.sys, found.esp_mount)
                 }
-                _ => return Err(e),
-            },
-        },
+                Some(missing) => bail!("{missing}"),
+            }
+        }
     };
     let r = run_on(a, &sys, opened);
     match esp_mount {

@@ -5,19 +5,23 @@
 //!
 //! 1. the plan ([`plan`]): slot B (at least [`SLOT_B_MIN`], and never
 //!    smaller than the image to install) and persist ([`PERSIST_SIZE`]),
-//!    1 MiB-aligned, after the last partition and before the backup GPT
-//!    at the end of the disk; no room is an error that says how much is
-//!    missing. Nothing is written until the plan holds.
-//! 2. [`apply`]: `sgdisk` moves the backup GPT to the end of the disk and
-//!    adds both partitions (one run, one table write: `-e -n -t -c`); the
-//!    MBR's boot code is kept by sgdisk, and its bootable dummy entry (the
-//!    ISO's, for firmware that wants an active partition) is put back; the
-//!    ISO 9660 area (from 32 KiB to the ISO's end) is never written; the
-//!    kernel is told about the two new partitions (`partx --add`: the
-//!    disk is in use, a full re-read would be refused); the first MiB of
-//!    persist is zeroed so that the initrd formats it at the next boot
-//!    (stale bytes from an earlier use of the stick could look like a
-//!    filesystem).
+//!    1 MiB-aligned, after the last partition, a MiB left at the end of
+//!    the disk for the backup GPT; no room is an error that says how much
+//!    is missing; a partition udev has not named yet is an error too.
+//!    Nothing is written until the plan holds.
+//! 2. [`apply`]: the first MiB of persist is zeroed while it is still
+//!    free space (stale bytes from an earlier use of the stick could look
+//!    like a filesystem; the initrd formats a blank persist at the next
+//!    boot); `sgdisk` moves the backup GPT to the end of the disk and adds
+//!    both partitions (one run, one table write: `-e -n -t -c`); the
+//!    MBR's bootable dummy entry (the ISO's, for firmware that wants an
+//!    active partition) is put back and its boot code checked unchanged;
+//!    the kernel is told about the partitions it does not have yet
+//!    (`partx --add`: the disk is in use, a full re-read would be
+//!    refused). A failure after sgdisk says so: the table is complete,
+//!    a reboot makes the kernel read it. The ISO 9660 filesystem and slot
+//!    A are never written (slot B may start over the ISO's old backup GPT,
+//!    which nothing reads any more).
 //!
 //! The caller has already refused CDs, Ventoy and read-only media (the
 //! same checks as the boot state's, [`anklume_bootstate::locate`]).
@@ -36,8 +40,9 @@ pub const SLOT_B_MIN: u64 = 1 << 30;
 /// The persist partition's size (as the raw image's default).
 pub const PERSIST_SIZE: u64 = 256 << 20;
 const MIB: u64 = 1 << 20;
-/// The backup GPT at the end of the disk: 32 sectors of entries + header.
-const BACKUP_GPT_SECTORS: u64 = 33;
+/// Kept free at the end of the disk for the backup GPT (the ISO's table
+/// has 248 entries: 63 sectors; a MiB leaves room for any table size).
+const BACKUP_GPT_SECTORS: u64 = MIB / 512;
 
 /// One partition as the kernel sees it (512-byte sectors).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,19 @@ impl Table {
             });
         }
         parts.sort_by_key(|p| p.number);
+        if let Some(p) = parts.iter().find(|p| p.label.is_empty()) {
+            bail!(
+                "partition {} of {name} has no name in udev's data (udev still probing it?): try again in a moment",
+                p.number
+            );
+        }
+        if let Ok(lbs) = std::fs::read_to_string(sys.join("queue/logical_block_size")) {
+            ensure!(
+                lbs.trim() == "512",
+                "{name} has {}-byte logical sectors: only 512-byte sectors are supported",
+                lbs.trim()
+            );
+        }
         Ok(Table {
             disk: root.join("dev").join(name),
             sectors: num(&sys, "size")?,
@@ -192,6 +210,16 @@ pub fn apply(plan: &Plan, live: bool) -> Result<()> {
         .with_context(|| format!("reading the MBR of {}", disk.display()))?;
     let (b, s, n) = plan.slot_b;
     let (pn, ps, pl) = plan.persist;
+    // Persist's first MiB, zeros, while it is still free space past every
+    // partition: the initrd then formats it, whatever happens after.
+    f.write_all_at(&vec![0u8; MIB as usize], ps * 512)
+        .and_then(|()| f.sync_all())
+        .with_context(|| {
+            format!(
+                "clearing where the persist partition will start on {}",
+                disk.display()
+            )
+        })?;
     Cmd::new("sgdisk")
         .arg("--move-second-header")
         .arg(format!("--new={b}:{s}:{}", s + n - 1))
@@ -203,35 +231,60 @@ pub fn apply(plan: &Plan, live: bool) -> Result<()> {
         .arg(disk)
         .run()
         .with_context(|| format!("adding slot B and persist to {}", disk.display()))?;
-    restore_bootable_entry(&f, &mbr).with_context(|| format!("the MBR of {}", disk.display()))?;
-    // Persist's first MiB: zeros, so the initrd formats it.
-    f.write_all_at(&vec![0u8; MIB as usize], ps * 512)
-        .with_context(|| {
-            format!(
-                "clearing the start of the new persist partition on {}",
-                disk.display()
-            )
-        })?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", disk.display()))?;
-    if live {
-        Cmd::new("partx")
-            .args(["--add", "--nr"])
-            .arg(format!("{b}:{pn}"))
-            .arg(disk)
-            .run()
-            .with_context(|| {
-                format!(
-                    "telling the kernel about the new partitions of {}",
-                    disk.display()
-                )
-            })?;
-        Cmd::new("udevadm")
-            .args(["settle", "--timeout=30"])
-            .run()
-            .context("waiting for udev to see the new partitions")?;
+    // From here the table has both partitions: a failure says what to do.
+    let after = || -> Result<()> {
+        restore_bootable_entry(&f, &mbr)
+            .with_context(|| format!("the MBR of {}", disk.display()))?;
+        if live {
+            tell_kernel(disk, &[b, pn])?;
+        }
+        Ok(())
+    };
+    after().with_context(|| {
+        format!(
+            "{} has slot B and persist in its partition table now, but the system does not see them yet: reboot, then run the update again",
+            disk.display()
+        )
+    })
+}
+
+/// `partx --add` the partitions `numbers` of `disk` the kernel does not
+/// have yet (sgdisk's own re-read succeeds when no partition of the disk
+/// is open, e.g. after toram), then wait for udev.
+fn tell_kernel(disk: &Path, numbers: &[u32]) -> Result<()> {
+    let name = disk
+        .file_name()
+        .context("a disk without a name")?
+        .to_string_lossy()
+        .into_owned();
+    let sys = Path::new("/sys/class/block").join(&name);
+    let known = |n: u32| -> bool {
+        std::fs::read_dir(&sys).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path().join("partition"))
+                    .is_ok_and(|p| p.trim() == n.to_string())
+            })
+        })
+    };
+    for &n in numbers {
+        if !known(n) {
+            Cmd::new("partx")
+                .args(["--add", "--nr"])
+                .arg(n.to_string())
+                .arg(disk)
+                .run()
+                .with_context(|| {
+                    format!(
+                        "telling the kernel about partition {n} of {}",
+                        disk.display()
+                    )
+                })?;
+        }
     }
-    Ok(())
+    Cmd::new("udevadm")
+        .args(["settle", "--timeout=30"])
+        .run()
+        .context("waiting for udev to see the new partitions")
 }
 
 /// sgdisk rewrites the protective MBR (one 0xEE entry over the disk) and
@@ -241,11 +294,6 @@ pub fn apply(plan: &Plan, live: bool) -> Result<()> {
 fn restore_bootable_entry(f: &std::fs::File, before: &[u8; 512]) -> Result<()> {
     let mut now = [0u8; 512];
     f.read_exact_at(&mut now, 0)?;
-    ensure!(now[510..] == [0x55, 0xAA], "no MBR signature after sgdisk");
-    ensure!(
-        now[..440] == before[..440],
-        "sgdisk changed the MBR's boot code"
-    );
     let entry = |m: &[u8; 512], i: usize| -> [u8; 16] {
         m[446 + 16 * i..462 + 16 * i].try_into().expect("16 bytes")
     };
@@ -260,7 +308,13 @@ fn restore_bootable_entry(f: &std::fs::File, before: &[u8; 512]) -> Result<()> {
     }
     if changed {
         f.write_all_at(&now, 0)?;
+        f.sync_all()?;
     }
+    ensure!(now[510..] == [0x55, 0xAA], "no MBR signature after sgdisk");
+    ensure!(
+        now[..440] == before[..440],
+        "sgdisk changed the MBR's boot code"
+    );
     Ok(())
 }
 

@@ -87,8 +87,10 @@ impl System {
     /// slot partitions on the disk the running slot is on (never another
     /// disk: a second anklume stick plugged in is not ours to write). The
     /// ESP is used where `esp` says, else where the kernel has it mounted,
-    /// else mounted for the update's length (the returned guard).
-    pub fn discover(esp: Option<&Path>) -> Result<(System, Option<EspMount>)> {
+    /// else mounted for the update's length (the returned guard). A boot
+    /// disk without slot B (an ISO written to a stick) is discovered all
+    /// the same, with [`Discovered::missing`] set and no slot B device.
+    pub fn discover(esp: Option<&Path>) -> Result<Discovered> {
         let env = BootEnv::read(Path::new(BOOT_ENV))
             .with_context(|| format!("reading {BOOT_ENV}"))?
             .ok_or_else(|| {
@@ -111,10 +113,18 @@ impl System {
         }
         let mut devices = [PathBuf::new(), PathBuf::new()];
         let mut partuuids = [String::new(), String::new()];
+        let mut missing = None;
         for s in [Slot::A, Slot::B] {
-            let (dev, uuid) = slot_partition(root, &found.disk, s)?;
-            devices[idx(s)] = dev;
-            partuuids[idx(s)] = uuid;
+            match slot_partition(root, &found.disk, s) {
+                Ok((dev, uuid)) => {
+                    devices[idx(s)] = dev;
+                    partuuids[idx(s)] = uuid;
+                }
+                Err(e) if s == Slot::B && e.downcast_ref::<MissingSlot>().is_some() => {
+                    missing = e.downcast::<MissingSlot>().ok();
+                }
+                Err(e) => return Err(e),
+            }
         }
         let (esp_root, guard) = match (esp, &found.mounted_at) {
             (Some(p), _) => (p.to_path_buf(), None),
@@ -133,8 +143,8 @@ impl System {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {DATA_SCHEMA_FILE}")),
         };
-        Ok((
-            System {
+        Ok(Discovered {
+            sys: System {
                 esp: Esp::new(esp_root),
                 running,
                 running_version,
@@ -142,9 +152,21 @@ impl System {
                 devices,
                 partuuids,
             },
-            guard,
-        ))
+            esp_mount: guard,
+            missing,
+        })
     }
+}
+
+/// What [`System::discover`] found.
+#[derive(Debug)]
+pub struct Discovered {
+    pub sys: System,
+    /// The ESP, when the updater mounted it: close it when done.
+    pub esp_mount: Option<EspMount>,
+    /// Slot B has no partition: `sys` has no device for it, and nothing
+    /// may be written to slot B before [`crate::grow`] made one.
+    pub missing: Option<MissingSlot>,
 }
 
 /// Where [`System::discover`] mounts an ESP the kernel has not mounted.

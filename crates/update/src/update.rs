@@ -186,6 +186,36 @@ fn locals(sys: &System) -> Result<(Vec<Local>, Option<String>)> {
     Ok((vec![Local { path, file, len }], None))
 }
 
+/// The checks that need the machine but not the target slot's device:
+/// the version rules, the running slot being good (the fallback while the
+/// other is written), room on the ESP. Returns the boot state read.
+pub fn check_machine(
+    sys: &System,
+    bundle: &OpenBundle,
+    allow_downgrade: bool,
+) -> Result<anklume_contract::bootstate::BootState> {
+    let m = &bundle.manifest;
+    let running = sys.running;
+    let target = running.other();
+    check_rules(sys, bundle, allow_downgrade)?;
+    let (state, _) = sys.esp.read_state()?;
+    if !state.is_good(running) {
+        bail!(
+            "the running slot {running} is not marked good yet (it is on trial): its health check must pass \
+             (anklume update --mark-good) before the other slot, its fallback, is overwritten"
+        );
+    }
+    let files: u64 = m.slot.boot_files_size() + 64 * 1024; // + manifest, slot.cfg, FAT slack
+    let esp_room = sys.esp.free_bytes()? + sys.esp.slot_bytes(target);
+    if esp_room < files {
+        bail!(
+            "the ESP ({}) has {esp_room} bytes for slot {target}'s boot files; they need {files}",
+            sys.esp.root().display()
+        );
+    }
+    Ok(state)
+}
+
 /// Run an update of the inactive slot from an opened bundle. `hook` runs
 /// after every [`Step`]; an error from it stops the update there (the
 /// crash tests' power cut).
@@ -199,14 +229,7 @@ pub fn update(
     let running = sys.running;
     let target = running.other();
     // 1. Checks; nothing is written.
-    check_rules(sys, bundle, opts.allow_downgrade)?;
-    let (state, _) = sys.esp.read_state()?;
-    if !state.is_good(running) {
-        bail!(
-            "the running slot {running} is not marked good yet (it is on trial): its health check must pass \
-             (anklume update --mark-good) before the other slot, its fallback, is overwritten"
-        );
-    }
+    let state = check_machine(sys, bundle, opts.allow_downgrade)?;
     let dev = sys.device(target);
     if same_file(dev, sys.device(running))? {
         bail!(
@@ -226,14 +249,6 @@ pub fn update(
             "slot {target} ({}) has {room} bytes; the new image needs {}",
             dev.display(),
             m.image.size
-        );
-    }
-    let files: u64 = m.slot.boot_files_size() + 64 * 1024; // + manifest, slot.cfg, FAT slack
-    let esp_room = sys.esp.free_bytes()? + sys.esp.slot_bytes(target);
-    if esp_room < files {
-        bail!(
-            "the ESP ({}) has {esp_room} bytes for slot {target}'s boot files; they need {files}",
-            sys.esp.root().display()
         );
     }
     let mut notes = Vec::new();

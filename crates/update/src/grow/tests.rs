@@ -41,11 +41,11 @@ fn slot_b_and_persist_go_after_the_iso_aligned() {
 fn no_room_no_second_slot_b_not_ours_are_refused_with_reasons() {
     let e = plan(&iso_on(GIB), 300 << 20).unwrap_err().to_string();
     assert!(
-        e.contains("too small") && e.contains("512 MiB free") && e.contains("at least 1793 MiB"),
+        e.contains("too small") && e.contains("511 MiB free") && e.contains("at least 1793 MiB"),
         "{e}"
     );
-    // Just enough: the last sector before the backup GPT is used.
-    let exact = (1_048_576 + 2_097_152 + 524_288 + 33) * 512;
+    // Just enough: a MiB left at the end for the backup GPT.
+    let exact = (1_048_576 + 2_097_152 + 524_288 + 2048) * 512;
     plan(&iso_on(exact), 1).unwrap();
     assert!(plan(&iso_on(exact - 512), 1).is_err());
 
@@ -197,4 +197,69 @@ fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
         ..table
     };
     assert!(plan(&t2, 1).is_err());
+}
+
+/// The kernel's view: sizes from sysfs, names from udev; a partition udev
+/// has not named yet stops the plan (it could be a slot B made a moment
+/// ago).
+#[test]
+fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_it() {
+    use anklume_bootstate::testing::{FakeMachine, Part as FakePart};
+    let t = tempfile::tempdir().unwrap();
+    let m = FakeMachine::at(t.path());
+    let part = |name, dev, label| FakePart {
+        name,
+        dev,
+        ptype: SLOT_TYPE_X86_64,
+        label,
+        partuuid: "44444444-0000-4000-8000-000000000001",
+        fat: None,
+    };
+    m.disk(
+        "sdz",
+        false,
+        None,
+        &[
+            part("sdz1", "8:1", "ISO9660"),
+            part("sdz3", "8:3", "anklume-slot-a"),
+        ],
+    );
+    let sys = m.root.join("sys/class/block");
+    std::fs::write(sys.join("sdz/size"), "8388608\n").unwrap();
+    for (p, start, size) in [("sdz1", 64, 108_776), ("sdz3", 457_000, 590_680)] {
+        std::fs::write(sys.join(p).join("start"), format!("{start}\n")).unwrap();
+        std::fs::write(sys.join(p).join("size"), format!("{size}\n")).unwrap();
+    }
+    std::fs::write(sys.join("sdz1/partition"), "1\n").unwrap();
+    std::fs::write(sys.join("sdz3/partition"), "3\n").unwrap();
+    let table = Table::from_sysfs(&m.root, "sdz").unwrap();
+    assert_eq!(table.disk, m.root.join("dev/sdz"));
+    assert_eq!(table.sectors, 8_388_608);
+    assert_eq!(
+        table
+            .parts
+            .iter()
+            .map(|p| (p.number, p.start, p.label.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, 64, "ISO9660"), (3, 457_000, "anklume-slot-a")]
+    );
+    assert_eq!(plan(&table, 1).unwrap().slot_b, (4, 1_048_576, 2_097_152));
+    // udev's data for partition 3 without its name yet.
+    std::fs::write(
+        m.root.join("run/udev/data/b8:3"),
+        "E:ID_PART_ENTRY_TYPE=x\n",
+    )
+    .unwrap();
+    let e = Table::from_sysfs(&m.root, "sdz").unwrap_err().to_string();
+    assert!(e.contains("partition 3 of sdz has no name"), "{e}");
+    // 4096-byte logical sectors: refused.
+    std::fs::write(
+        m.root.join("run/udev/data/b8:3"),
+        "E:ID_PART_ENTRY_NAME=anklume-slot-a\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(sys.join("sdz/queue")).unwrap();
+    std::fs::write(sys.join("sdz/queue/logical_block_size"), "4096\n").unwrap();
+    let e = Table::from_sysfs(&m.root, "sdz").unwrap_err().to_string();
+    assert!(e.contains("4096-byte logical sectors"), "{e}");
 }
