@@ -348,7 +348,21 @@ pub fn run(cli: Cli) -> Result<i32> {
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            if !health::run(&o, &mut out)? {
+            let mut healthy = health::run(&o, &mut out)?;
+            // Before giving up on an update, the checks get two more
+            // chances (a slow first start of a new release).
+            let mut again = if fall_back { 2 } else { 0 };
+            while !healthy && again > 0 && on_trial() {
+                writeln!(
+                    out,
+                    "unhealthy on a trial boot: checking again in {RECHECK_SECS} s"
+                )?;
+                out.flush()?;
+                std::thread::sleep(Duration::from_secs(RECHECK_SECS));
+                healthy = health::run(&o, &mut out)?;
+                again -= 1;
+            }
+            if !healthy {
                 writeln!(out, "unhealthy: the boot is not marked good")?;
                 if fall_back {
                     fall_back_and_reboot(&mut out)?;
@@ -450,33 +464,84 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// After an unhealthy check: a slot on trial gives way to the good one,
 /// and the machine reboots into it.
 fn fall_back_and_reboot(out: &mut dyn Write) -> Result<()> {
-    use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
+    use anklume_contract::bootenv::BootEnv;
     use anyhow::Context;
-    let Some(env) = BootEnv::read(Path::new(BOOT_ENV))? else {
+    let (boot_env, root) = boot_paths();
+    let Some(env) = BootEnv::read(&boot_env)? else {
         return Ok(());
     };
     let slot = env.slot.context("boot.env names no booted slot")?;
-    let done = anklume_bootstate::fall_back(Path::new("/"), &env)?;
+    let done = anklume_bootstate::fall_back(&root, &env)?;
     writeln!(out, "{}", done.describe(slot))?;
     if let anklume_bootstate::FellBack::Written { after, .. } = done {
-        writeln!(out, "rebooting into slot {}", after.primary)?;
-        out.flush()?;
-        anklume_cmd::Cmd::new("systemctl")
-            .args(["reboot", "--no-block"])
-            .run()
-            .context("asking systemd to reboot")?;
+        // Reboot only while the system is still starting: later (a pool
+        // unlocked by hand, an agent restarted) someone may be using it.
+        let state = anklume_cmd::Cmd::new("systemctl")
+            .args(["show", "--property=SystemState", "--value"])
+            .output_string()
+            .context("asking systemd for the system's state")?;
+        if matches!(state.trim(), "initializing" | "starting") {
+            writeln!(out, "rebooting into slot {}", after.primary)?;
+            out.flush()?;
+            anklume_cmd::Cmd::new("systemctl")
+                .args(["reboot", "--no-block"])
+                .run()
+                .context("asking systemd to reboot")?;
+        } else {
+            writeln!(
+                out,
+                "the system is {} (not starting): not rebooting; slot {} boots at the next reboot",
+                state.trim(),
+                after.primary
+            )?;
+        }
     }
     Ok(())
 }
 
-/// After a healthy check: mark the booted slot good on the boot medium.
-fn mark_running_slot_good(out: &mut dyn Write) -> Result<i32> {
-    use anklume_contract::bootenv::{BootEnv, BOOT_ENV};
-    let run_dir = std::env::var_os("ANKLUME_RUN_DIR");
-    let boot_env = run_dir.map_or_else(
+/// Seconds between the health checks of a trial boot.
+const RECHECK_SECS: u64 = 15;
+
+/// Whether this boot is a trial (the booted slot counting tries, not
+/// good): a read error counts as not.
+fn on_trial() -> bool {
+    use anklume_contract::bootenv::BootEnv;
+    let (boot_env, root) = boot_paths();
+    let Ok(Some(env)) = BootEnv::read(&boot_env) else {
+        return false;
+    };
+    let Some(slot) = env.slot else {
+        return false;
+    };
+    match anklume_bootstate::report(&root, &env) {
+        Ok(Ok(r)) => {
+            let (tries, good) = match slot {
+                anklume_contract::Slot::A => (r.tries_a, r.good_a),
+                anklume_contract::Slot::B => (r.tries_b, r.good_b),
+            };
+            !good && tries.is_some() && r.primary == slot && r.read_only.is_none()
+        }
+        _ => false,
+    }
+}
+
+/// `boot.env` and the root the boot medium is found under (tests point
+/// them elsewhere: ANKLUME_RUN_DIR, ANKLUME_DEV_ROOT).
+fn boot_paths() -> (PathBuf, PathBuf) {
+    use anklume_contract::bootenv::BOOT_ENV;
+    let boot_env = std::env::var_os("ANKLUME_RUN_DIR").map_or_else(
         || PathBuf::from(BOOT_ENV),
         |d| Path::new(&d).join("boot.env"),
     );
+    let root =
+        std::env::var_os("ANKLUME_DEV_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
+    (boot_env, root)
+}
+
+/// After a healthy check: mark the booted slot good on the boot medium.
+fn mark_running_slot_good(out: &mut dyn Write) -> Result<i32> {
+    use anklume_contract::bootenv::BootEnv;
+    let (boot_env, root) = boot_paths();
     let env = match BootEnv::read(&boot_env) {
         Ok(Some(env)) => env,
         Ok(None) => {
@@ -492,8 +557,6 @@ fn mark_running_slot_good(out: &mut dyn Write) -> Result<i32> {
             return Ok(3);
         }
     };
-    let root =
-        std::env::var_os("ANKLUME_DEV_ROOT").map_or_else(|| PathBuf::from("/"), PathBuf::from);
     match anklume_bootstate::mark_good(&root, &env) {
         Ok(m) => {
             let slot = env.slot.expect("mark_good checked the slot");
