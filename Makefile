@@ -56,24 +56,27 @@ iso:
 
 ## Throwaway keys for the tests (kept across runs): a Secure Boot key pair,
 ## the update key the test images trust, and one they do not.
-test-keys: $(TEST_KEYS)/db.crt $(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub
+test-keys: $(TEST_KEYS)/db.crt $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key
 $(TEST_KEYS)/db.crt:
 	mkdir -p $(TEST_KEYS)
 	openssl req -new -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
 		-subj "/CN=anklume throwaway test key/" \
 		-keyout $(TEST_KEYS)/db.key -out $(TEST_KEYS)/db.crt.tmp 2>/dev/null
 	mv $(TEST_KEYS)/db.crt.tmp $@
-$(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub:
+# Each pair is made whole (.key and .pub) when its .key is missing.
+$(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key:
 	bash ci/setup
 	mkdir -p $(TEST_KEYS)
 	$(CARGO_RELEASE) -p anklume-update
-	rm -f $(@:.pub=.key)
-	./target/release/anklume-update --new-key $(@:.pub=)
+	rm -f $(@:.key=.pub)
+	./target/release/anklume-update --new-key $(@:.key=)
 
 ## The update scenarios' bundles (after `make iso`): the same rootfs as a
 ## newer version, NEXT_VERSION, signed with the trusted test key and with
 ## a foreign one.
-test-bundles: $(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub
+test-bundles: $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key
+	test -d build/mkosi-out/rootfs || { echo "test-bundles: no build/mkosi-out/rootfs: run make iso first" >&2; exit 1; }
+	$(CARGO_RELEASE) --workspace
 	./target/release/anklume-build iso --rootfs build/mkosi-out/rootfs --work-dir $(NEXT) \
 		--out-dir $(NEXT)/out --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(NEXT_VERSION) --format iso --quiet
 	./target/release/anklume-build bundle --work-dir $(NEXT) --rootfs build/mkosi-out/rootfs \
@@ -83,8 +86,9 @@ test-bundles: $(TEST_KEYS)/update.pub $(TEST_KEYS)/foreign.pub
 
 ## update-broken's bundle: the rootfs (a hard-linked copy) plus a health
 ## check that always fails, as BROKEN_VERSION, signed with the trusted key.
-test-bundle-broken: $(TEST_KEYS)/update.pub
+test-bundle-broken: $(TEST_KEYS)/update.key
 	test -d build/mkosi-out/rootfs || { echo "test-bundle-broken: no build/mkosi-out/rootfs: run make iso first" >&2; exit 1; }
+	$(CARGO_RELEASE) --workspace
 	rm -rf $(BROKEN)
 	mkdir -p $(BROKEN)
 	cp -al build/mkosi-out/rootfs $(BROKEN)/rootfs
@@ -107,7 +111,6 @@ test:
 	$(MAKE) test-keys
 	$(TEST_ENV) $(MAKE) iso
 	$(TEST_ENV) $(MAKE) check-image
-	$(MAKE) test-bundles
 	$(MAKE) live-os-test-vm SCENARIOS=ci
 
 ## xorriso/sgdisk/fsck.vfat/veritysetup checks of the images in out/, and
@@ -121,8 +124,11 @@ test-unit:
 	bash ci/test
 
 ## Boot the built image in QEMU and check it from inside the guest.
-# (update-broken's bundle is made first when the scenario is asked for.)
-live-os-test-vm: $(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken)
+# The update scenarios' bundles are made first, from this build's rootfs,
+# when the scenarios asked for need them.
+UPDATE_SCENARIOS := ci update update-rejected update-powercut stick-grow
+live-os-test-vm: $(if $(filter all $(UPDATE_SCENARIOS) update-broken,$(SCENARIOS)),test-bundles) \
+		$(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken)
 	bash ci/setup-image
 	$(CARGO_RELEASE) -p anklume-vmtest
 	./target/release/anklume-vmtest --iso $(ISO) $(if $(wildcard $(RAW)),--raw $(RAW)) \

@@ -20,7 +20,7 @@ while [ ! -r "$cfg" ] && [ $i -lt 20 ]; do sleep 0.2; i=$((i + 1)); done
 [ -r "$cfg" ] || exit 0
 actions=$(cat "$cfg")
 out=/dev/ttyS1
-r() { echo "ANKLUME $*" > "$out"; }
+r() { printf 'ANKLUME %s\n' "$*" > "$out"; }
 
 r hello
 # Which slot and version booted, first: a boot that reboots by itself
@@ -86,6 +86,7 @@ r agent_said="$(said anklume-agent | grep -E 'anklume agent:|FAILED|[Ee]rror' | 
 r health_said="$(said anklume-health | grep FAILED | paste -sd ';')"
 # What --mark-good did with the stick's boot state.
 r health_marked="$(said anklume-health | grep -E '^slot [ab] |boot state not written' | tail -n1)"
+set -f
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
     persist-write=*)
@@ -102,13 +103,14 @@ for a in $(echo "$actions" | tr ',' ' '); do
         # harness may cut the power in the middle), then its exit status.
         b=/run/anklume-test/bundles
         mkdir -p "$b"
-        findmnt -n "$b" > /dev/null || mount -o ro LABEL=ANKBUNDLES "$b"
+        findmnt -n "$b" > /dev/null || mount -o ro LABEL=ANKBUNDLES "$b" \
+            || r update_mount="failed: no volume labelled ANKBUNDLES"
         r update_status_before="$(anklume update --status 2>&1 | paste -sd ';')"
         : > /run/anklume-test/update.out
-        (anklume update --from "$b/${a#*=}" --yes --timings 2>&1; echo "rc=$?") \
+        (anklume update --from "$b/${a#*=}" --yes --timings 2>&1; echo "anklume-test-rc=$?") \
             | while IFS= read -r l; do
                 case "$l" in
-                rc=*) r "update_rc=${l#rc=}" ;;
+                anklume-test-rc=*) r "update_rc=${l#anklume-test-rc=}" ;;
                 *) r "update_step=$l"; echo "$l" >> /run/anklume-test/update.out ;;
                 esac
             done
