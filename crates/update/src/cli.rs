@@ -113,7 +113,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
                     // slot B and persist are made, then the machine is
                     // discovered again (the ESP guard is kept: the second
                     // discovery finds the ESP mounted).
-                    let b = open_bundle(&a)?;
+                    let b = open_bundle(&a, &found.sys)?;
                     crate::update::check_machine(&found.sys, &b, a.allow_downgrade)?;
                     grow_stick(&a, &missing, b.manifest.image.size)?;
                     opened = Some(b);
@@ -154,7 +154,7 @@ fn confirm(a: &UpdateArgs, what: &str) -> Result<()> {
 }
 
 /// Open and check `--from` (signature, layout, index, boot files).
-fn open_bundle(a: &UpdateArgs) -> Result<OpenBundle> {
+fn open_bundle(a: &UpdateArgs, sys: &System) -> Result<OpenBundle> {
     let from = a.from.as_ref().expect("checked above");
     let trusted = keys::load_trusted(&a.keys)?;
     let t_open = std::time::Instant::now();
@@ -167,7 +167,19 @@ fn open_bundle(a: &UpdateArgs) -> Result<OpenBundle> {
     } else {
         Box::new(FileSource::open(from)?)
     };
-    let bundle = OpenBundle::open(source, &trusted)?;
+    // With block reuse, a boot file the ESP already has (either slot's
+    // folder, same SHA-256) is not read from the bundle.
+    let local = |name: &str| -> Vec<Vec<u8>> {
+        [sys.running, sys.running.other()]
+            .into_iter()
+            .filter_map(|s| std::fs::read(sys.esp.slot_file(s, name)).ok())
+            .collect()
+    };
+    let bundle = if reuse_blocks(a) {
+        OpenBundle::open_reusing(source, &trusted, &|name: &str| local(name))
+    } else {
+        OpenBundle::open(source, &trusted)
+    }?;
     if a.timings {
         eprintln!(
             "{:>8.3} s  open (signature, index, boot files)",
@@ -175,6 +187,15 @@ fn open_bundle(a: &UpdateArgs) -> Result<OpenBundle> {
         );
     }
     Ok(bundle)
+}
+
+/// Block reuse (delta): asked for, or a URL without --no-reuse.
+fn reuse_blocks(a: &UpdateArgs) -> bool {
+    let url = a
+        .from
+        .as_ref()
+        .is_some_and(|f| is_url(&f.to_string_lossy()));
+    a.reuse || (url && !a.no_reuse)
 }
 
 fn is_url(s: &str) -> bool {
@@ -223,7 +244,7 @@ fn run_on(a: UpdateArgs, sys: &System, opened: Option<OpenBundle>) -> Result<()>
     let url = is_url(&a.from.as_ref().expect("checked above").to_string_lossy());
     let bundle = match opened {
         Some(b) => b,
-        None => open_bundle(&a)?,
+        None => open_bundle(&a, sys)?,
     };
     let m = &bundle.manifest;
     let target = sys.running.other();
@@ -252,7 +273,7 @@ fn run_on(a: UpdateArgs, sys: &System, opened: Option<OpenBundle>) -> Result<()>
     };
     let opts = UpdateOptions {
         allow_downgrade: a.allow_downgrade,
-        reuse: a.reuse || (url && !a.no_reuse),
+        reuse: reuse_blocks(&a),
         // Over HTTP, checking every block first would download the image
         // twice: it is checked while written (the target made unbootable
         // first), as with --stream.

@@ -8,7 +8,7 @@ use anklume_contract::bootfiles::{INITRD, KERNEL, MANIFEST, SLOT_CFG};
 use anklume_contract::Slot;
 use anklume_update::esp::would_boot;
 use anklume_update::ops::{self, SlotState};
-use anklume_update::{update, Step, UpdateOptions};
+use anklume_update::{update, FileSource, OpenBundle, Step, UpdateOptions};
 use common::*;
 
 fn opts() -> UpdateOptions {
@@ -490,4 +490,38 @@ fn streaming_catches_a_corrupt_image_while_writing() {
     // The same bundle, intact, streams fine.
     update(&fx.sys, &fx.open(&b).unwrap(), &o, &mut no_hook()).unwrap();
     assert_eq!(ops::status(&fx.sys).unwrap().next_boot, Slot::B);
+}
+
+/// A boot file the ESP already has (same SHA-256) is not read from the
+/// bundle; a local copy with other bytes is ignored and the bundle's used.
+#[test]
+fn boot_files_already_on_the_esp_are_not_read_again() {
+    let fx = Fixture::new();
+    let b = fx.bundle("v2", "0.2.0", &v2_data());
+    let trusted = anklume_update::keys::load_trusted(&fx.trusted).unwrap();
+    let full = fx.open(&b).unwrap();
+    let files: Vec<(String, Vec<u8>)> = full
+        .manifest
+        .slot
+        .boot_files
+        .iter()
+        .map(|f| f.name.clone())
+        .zip(full.boot_files.iter().cloned())
+        .collect();
+    let full_read = full.source.bytes_read();
+    let open = |local: &dyn Fn(&str) -> Vec<Vec<u8>>| {
+        OpenBundle::open_reusing(Box::new(FileSource::open(&b).unwrap()), &trusted, local).unwrap()
+    };
+    // Every boot file present locally (among other candidates): none read.
+    let all = open(&|name: &str| {
+        let mine = files.iter().find(|f| f.0 == name).unwrap().1.clone();
+        vec![b"an older kernel".to_vec(), mine]
+    });
+    assert_eq!(all.boot_files, full.boot_files);
+    let saved: u64 = files.iter().map(|f| f.1.len() as u64).sum();
+    assert_eq!(all.source.bytes_read(), full_read - saved);
+    // Local copies with other bytes (a changed kernel): read from the bundle.
+    let stale = open(&|_: &str| vec![b"an older kernel".to_vec()]);
+    assert_eq!(stale.boot_files, full.boot_files);
+    assert_eq!(stale.source.bytes_read(), full_read);
 }
