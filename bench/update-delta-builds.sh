@@ -5,8 +5,9 @@
 # (its files, its dpkg database entries, triggers off), assembled by
 # anklume-build as the next version and bundled. The bundle is installed
 # with block reuse over a slot holding the first build, reading as an HTTP
-# update does (--reuse --stream). Prints the bytes read from the bundle
-# beside the bundle's size.
+# update does (--reuse --stream), the first build's kernel and initrd in
+# the running slot's folder of the ESP. Prints the bytes read from the
+# bundle beside the bundle's size.
 # Usage: bench/update-delta-builds.sh [PACKAGE]   (default: tree; fetched
 # with apt-get download, so the build machine's release of it)
 set -euo pipefail
@@ -35,6 +36,10 @@ mv "$work/bench.pub" "$work/keys/"
 printf '# GRUB Environment Block\nanklume_good_a=1\nanklume_good_b=0\nanklume_primary=a\nanklume_tries_a=none\nanklume_tries_b=none\n' > "$work/env"
 python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); open(sys.argv[2],"wb").write(d+b"#"*(1024-len(d)))' "$work/env" "$work/esp/EFI/anklume/grubenv"
 echo '# slot a' > "$work/esp/EFI/anklume/slot-a/slot.cfg"
+# The running slot's boot files, as the first build put them on the ESP.
+kver=$(cat "$rootfs/usr/lib/anklume/kernel-version")
+cp "$rootfs/boot/vmlinuz-$kver" "$work/esp/EFI/anklume/slot-a/vmlinuz"
+cp "$rootfs/boot/initrd.img-$kver" "$work/esp/EFI/anklume/slot-a/initrd.img"
 bundle_size=$(stat -c %s "$work/next.bundle")
 truncate -s $((bundle_size + 64 * 1024 * 1024)) "$work/slot-b"
 cat > "$work/system.json" <<JSON
