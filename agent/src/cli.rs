@@ -128,10 +128,14 @@ pub enum Command {
         #[arg(long)]
         mark_good: bool,
         /// When a check fails on a trial boot (a slot an update installed,
-        /// not yet good) and the other slot is good: make that slot boot
-        /// next and reboot into it, instead of spending the remaining tries.
+        /// not yet good) and the other slot is good: check twice more, then
+        /// make that slot boot next and reboot into it (while the system is
+        /// starting), instead of spending the remaining tries.
         #[arg(long)]
         fall_back: bool,
+        /// Seconds between the checks of a trial boot (--fall-back).
+        #[arg(long, default_value_t = 15, value_name = "SECS")]
+        recheck_interval: u64,
         /// The data pool's mount point.
         #[arg(long, default_value = anklume_contract::pool::POOL_DIR)]
         pool_dir: PathBuf,
@@ -325,6 +329,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Health {
             mark_good,
             fall_back,
+            recheck_interval,
             pool_dir,
             infra,
             state_dir,
@@ -355,10 +360,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             while !healthy && again > 0 && on_trial() {
                 writeln!(
                     out,
-                    "unhealthy on a trial boot: checking again in {RECHECK_SECS} s"
+                    "unhealthy on a trial boot: checking again in {recheck_interval} s"
                 )?;
                 out.flush()?;
-                std::thread::sleep(Duration::from_secs(RECHECK_SECS));
+                std::thread::sleep(Duration::from_secs(recheck_interval));
                 healthy = health::run(&o, &mut out)?;
                 again -= 1;
             }
@@ -476,11 +481,13 @@ fn fall_back_and_reboot(out: &mut dyn Write) -> Result<()> {
     if let anklume_bootstate::FellBack::Written { after, .. } = done {
         // Reboot only while the system is still starting: later (a pool
         // unlocked by hand, an agent restarted) someone may be using it.
+        // The state is written: a systemd that cannot say counts as not
+        // starting (no reboot), said in the line below.
         let state = anklume_cmd::Cmd::new("systemctl")
             .args(["show", "--property=SystemState", "--value"])
             .output_string()
-            .context("asking systemd for the system's state")?;
-        if matches!(state.trim(), "initializing" | "starting") {
+            .map_or_else(|e| format!("unknown ({e:#})"), |s| s.trim().to_string());
+        if matches!(state.as_str(), "initializing" | "starting") {
             writeln!(out, "rebooting into slot {}", after.primary)?;
             out.flush()?;
             anklume_cmd::Cmd::new("systemctl")
@@ -491,36 +498,20 @@ fn fall_back_and_reboot(out: &mut dyn Write) -> Result<()> {
             writeln!(
                 out,
                 "the system is {} (not starting): not rebooting; slot {} boots at the next reboot",
-                state.trim(),
-                after.primary
+                state, after.primary
             )?;
         }
     }
     Ok(())
 }
 
-/// Seconds between the health checks of a trial boot.
-const RECHECK_SECS: u64 = 15;
-
-/// Whether this boot is a trial (the booted slot counting tries, not
-/// good): a read error counts as not.
+/// Whether this boot is a trial ([`anklume_bootstate::on_trial`]); a
+/// boot state that cannot be read counts as not.
 fn on_trial() -> bool {
     use anklume_contract::bootenv::BootEnv;
     let (boot_env, root) = boot_paths();
-    let Ok(Some(env)) = BootEnv::read(&boot_env) else {
-        return false;
-    };
-    let Some(slot) = env.slot else {
-        return false;
-    };
-    match anklume_bootstate::report(&root, &env) {
-        Ok(Ok(r)) => {
-            let (tries, good) = match slot {
-                anklume_contract::Slot::A => (r.tries_a, r.good_a),
-                anklume_contract::Slot::B => (r.tries_b, r.good_b),
-            };
-            !good && tries.is_some() && r.primary == slot && r.read_only.is_none()
-        }
+    match BootEnv::read(&boot_env) {
+        Ok(Some(env)) => anklume_bootstate::on_trial(&root, &env).unwrap_or(false),
         _ => false,
     }
 }

@@ -277,6 +277,79 @@ fn the_agent_converges_follows_changes_and_survives_bad_input_and_health_judges_
         "{text}"
     );
     assert_eq!(stick.file("dev/sda1"), esp_before, "nothing marked");
+    // --fall-back on a trial boot (another stick: B armed by an update,
+    // booted, primary): checked twice more, then B gives way to A; this
+    // host's systemd is not starting, so no reboot, said.
+    let trial_root = dir.join("devroot-trial");
+    let trial = FakeMachine::at(&trial_root);
+    trial.stick("sda", 8, &armed, false, None);
+    std::fs::create_dir_all(dir.join("run-b")).unwrap();
+    std::fs::write(
+        dir.join("run-b/boot.env"),
+        format!("slot=b\nversion=0.2.0\npartuuid={SLOT_PARTUUID}\ntoram=0\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anklume"))
+        .args([
+            "health",
+            "--pool-dir",
+            "/proc",
+            "--mark-good",
+            "--fall-back",
+        ])
+        .args(["--recheck-interval", "0", "--check-timeout", "2"])
+        .arg("--socket")
+        .arg(lab.daemon().socket())
+        .arg("--netns")
+        .arg(lab.daemon().netns_path())
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--infra")
+        .arg(&infra_path)
+        .arg("--context-dir")
+        .arg(dir.join("ctx"))
+        .arg("--checks-dir")
+        .arg(&hd)
+        .env("ANKLUME_RUN_DIR", dir.join("run-b"))
+        .env("ANKLUME_DEV_ROOT", &trial_root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        text.matches("unhealthy on a trial boot: checking again in 0 s")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("slot b failed its trial: slot a boots next"),
+        "{text}"
+    );
+    assert!(text.contains("(not starting): not rebooting"), "{text}");
+    let env_b = BootEnv::read(&dir.join("run-b/boot.env")).unwrap().unwrap();
+    let Located::Esp(esp_b) = locate(&trial_root, &env_b).unwrap() else {
+        panic!("the fake ESP is found")
+    };
+    let st = anklume_bootstate::read(&esp_b).unwrap().state;
+    assert_eq!(
+        (st.primary, st.is_good(Slot::A), st.tries(Slot::B)),
+        (Slot::A, true, Some(0))
+    );
+    // The same on slot A (good, not on trial): no second chance, nothing
+    // written.
+    let out = bin(
+        &["--pool-dir", "/proc", "--mark-good", "--fall-back"],
+        "run",
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(!text.contains("checking again"), "{text}");
+    assert!(
+        text.contains("no fallback: slot a is not on trial"),
+        "{text}"
+    );
+    assert_eq!(stick.file("dev/sda1"), esp_before, "nothing written");
     std::fs::remove_file(hd.join("30-fails")).unwrap();
     std::fs::remove_file(hd.join("40-hangs")).unwrap();
     // Healthy, off a Live OS boot: nothing to mark, exit 0.

@@ -201,9 +201,7 @@ pub fn fall_back(root: &Path, env: &BootEnv) -> Result<FellBack> {
         state: before,
         vars,
     } = read(&esp)?;
-    // On trial: counting tries, not good, and primary (a failed slot
-    // picked by hand from GRUB's menu is not on trial).
-    if before.is_good(slot) || before.tries(slot).is_none() || before.primary != slot {
+    if !before.on_trial(slot) {
         return Ok(FellBack::Nothing(format!(
             "slot {slot} is not on trial ({})",
             summary(&before)
@@ -220,6 +218,18 @@ pub fn fall_back(root: &Path, env: &BootEnv) -> Result<FellBack> {
     after.fail_trial(slot);
     write_state(&esp, vars, &after)?;
     Ok(FellBack::Written { before, after })
+}
+
+/// Whether the booted slot is on trial ([`BootState::on_trial`]) on a
+/// medium that can be written; `false` when the medium cannot be reached.
+pub fn on_trial(root: &Path, env: &BootEnv) -> Result<bool> {
+    let Some(slot) = env.slot else {
+        return Ok(false);
+    };
+    Ok(match locate(root, env)? {
+        Located::Esp(esp) if esp.read_only.is_none() => read(&esp)?.state.on_trial(slot),
+        _ => false,
+    })
 }
 
 /// Write `state` (over `vars`, the block's other variables) to the ESP's

@@ -349,48 +349,36 @@ fn an_unhealthy_trial_boot_falls_back_to_the_good_slot_and_nothing_else_does() {
     assert_eq!(m.file("dev/sda1"), before);
 }
 
+/// A stick in state `st` booted from `slot`: `fall_back` writes nothing,
+/// saying `why`.
+fn no_fallback(st: &BootState, slot: Slot, ro: bool, why: &str) {
+    let m = Machine::new();
+    m.stick("sda", 8, st, ro, None);
+    let before = m.file("dev/sda1");
+    let out = fall_back(&m.root, &env(slot, false)).unwrap();
+    let said = match &out {
+        FellBack::Nothing(w) | FellBack::NotWritable(w) => w.clone(),
+        FellBack::Written { .. } => panic!("written: {out:?}"),
+    };
+    assert!(said.contains(why), "{out:?}");
+    assert_eq!(m.file("dev/sda1"), before);
+}
+
 #[test]
 fn no_fallback_from_a_good_slot_or_to_a_slot_that_is_not_good() {
     // A good slot that is unhealthy stays where it is.
-    let m = Machine::new();
-    m.stick("sda", 8, &BootState::fresh(), false, None);
-    let before = m.file("dev/sda1");
-    let out = fall_back(&m.root, &env(Slot::A, false)).unwrap();
-    assert!(
-        matches!(out, FellBack::Nothing(ref w) if w.contains("not on trial")),
-        "{out:?}"
-    );
-    assert_eq!(m.file("dev/sda1"), before);
+    no_fallback(&BootState::fresh(), Slot::A, false, "not on trial");
     // B failed earlier and was picked by hand from GRUB's menu: not on
-    // trial (A is primary), nothing written.
-    let m = Machine::new();
-    let mut st = armed_b();
-    st.fail_trial(Slot::B);
-    m.stick("sda", 8, &st, false, None);
-    let before = m.file("dev/sda1");
-    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
-    assert!(
-        matches!(out, FellBack::Nothing(ref w) if w.contains("not on trial")),
-        "{out:?}"
-    );
-    assert_eq!(m.file("dev/sda1"), before);
+    // trial (A is primary).
+    let mut failed = armed_b();
+    failed.fail_trial(Slot::B);
+    no_fallback(&failed, Slot::B, false, "not on trial");
     // B on trial, but A is not good either: nothing better to go back to.
-    let m = Machine::new();
     let mut st = armed_b();
     st.good = [false, false];
-    m.stick("sda", 8, &st, false, None);
-    let before = m.file("dev/sda1");
-    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
-    assert!(
-        matches!(out, FellBack::Nothing(ref w) if w.contains("slot a is not good")),
-        "{out:?}"
-    );
-    assert_eq!(m.file("dev/sda1"), before);
+    no_fallback(&st, Slot::B, false, "slot a is not good");
     // A read-only medium: said, not written.
-    let m = Machine::new();
-    m.stick("sr0", 11, &armed_b(), true, None);
-    let out = fall_back(&m.root, &env(Slot::B, false)).unwrap();
-    assert!(matches!(out, FellBack::NotWritable(_)), "{out:?}");
+    no_fallback(&armed_b(), Slot::B, true, "read-only");
 }
 
 #[test]

@@ -72,6 +72,13 @@ impl BootState {
         self.good[idx(s)] = true;
     }
 
+    /// `s` is on trial: an update's slot that GRUB boots first and counts
+    /// tries for, not good yet (a failed slot picked by hand from the menu
+    /// is not primary, so not on trial).
+    pub fn on_trial(&self, s: Slot) -> bool {
+        !self.is_good(s) && self.tries(s).is_some() && self.primary == s
+    }
+
     /// `s` failed its trial (an unhealthy boot of a slot not yet good):
     /// no tries left, and the other slot boots next. GRUB would come to the
     /// same once the tries are used up; this skips the remaining boots.
