@@ -53,6 +53,12 @@ impl FakeMachine {
         let sys = self.root.join("sys/devices/virtual/block").join(disk);
         std::fs::create_dir_all(&sys).unwrap();
         std::fs::write(sys.join("ro"), if ro { "1\n" } else { "0\n" }).unwrap();
+        // Sizes in 512-byte sectors: 64 MiB per partition, one after the other.
+        std::fs::write(
+            sys.join("size"),
+            format!("{}\n", (parts.len() as u64 + 1) * 131_072),
+        )
+        .unwrap();
         if let Some(b) = backing {
             std::fs::create_dir_all(sys.join("loop")).unwrap();
             std::fs::write(sys.join("loop/backing_file"), format!("{b}\n")).unwrap();
@@ -64,6 +70,14 @@ impl FakeMachine {
             std::fs::write(ps.join("partition"), "1\n").unwrap();
             std::fs::write(ps.join("dev"), format!("{}\n", p.dev)).unwrap();
             std::fs::write(ps.join("ro"), "0\n").unwrap();
+            let n: u64 = p
+                .dev
+                .rsplit(':')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            std::fs::write(ps.join("start"), format!("{}\n", 2048 + (n - 1) * 131_072)).unwrap();
+            std::fs::write(ps.join("size"), "131072\n").unwrap();
             symlink(&ps, self.root.join("sys/class/block").join(p.name)).unwrap();
             std::fs::write(
                 self.root.join(format!("run/udev/data/b{}", p.dev)),

@@ -44,13 +44,17 @@ const MIB: u64 = 1 << 20;
 /// has 248 entries: 63 sectors; a MiB leaves room for any table size).
 const BACKUP_GPT_SECTORS: u64 = MIB / 512;
 
-/// One partition as the kernel sees it (512-byte sectors).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One partition as the kernel sees it (512-byte sectors) and udev names
+/// it (empty: udev has not said yet).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Part {
     pub number: u32,
     pub start: u64,
     pub sectors: u64,
     pub label: String,
+    /// Kernel name (`sda4`).
+    pub name: String,
+    pub partuuid: String,
 }
 
 /// A disk's partitions and size.
@@ -60,6 +64,8 @@ pub struct Table {
     pub disk: PathBuf,
     /// The disk's size in 512-byte sectors.
     pub sectors: u64,
+    /// Bytes per logical sector (sgdisk counts in these).
+    pub sector_bytes: u64,
     pub parts: Vec<Part>,
 }
 
@@ -84,38 +90,35 @@ impl Table {
             let dev = std::fs::read_to_string(p.join("dev")).unwrap_or_default();
             let udev = std::fs::read_to_string(root.join(format!("run/udev/data/b{}", dev.trim())))
                 .unwrap_or_default();
-            let label = udev
-                .lines()
-                .find_map(|l| l.strip_prefix("E:ID_PART_ENTRY_NAME="))
-                .unwrap_or("")
-                .to_string();
+            let prop = |k: &str| {
+                udev.lines()
+                    .find_map(|l| l.strip_prefix(&format!("E:{k}=")))
+                    .unwrap_or("")
+                    .to_string()
+            };
             parts.push(Part {
                 number: u32::try_from(num(&p, "partition")?)?,
                 start: num(&p, "start")?,
                 sectors: num(&p, "size")?,
-                label,
+                label: prop("ID_PART_ENTRY_NAME"),
+                name: e_name(&p),
+                partuuid: prop("ID_PART_ENTRY_UUID"),
             });
         }
         parts.sort_by_key(|p| p.number);
-        if let Some(p) = parts.iter().find(|p| p.label.is_empty()) {
-            bail!(
-                "partition {} of {name} has no name in udev's data (udev still probing it?): try again in a moment",
-                p.number
-            );
-        }
-        if let Ok(lbs) = std::fs::read_to_string(sys.join("queue/logical_block_size")) {
-            ensure!(
-                lbs.trim() == "512",
-                "{name} has {}-byte logical sectors: only 512-byte sectors are supported",
-                lbs.trim()
-            );
-        }
         Ok(Table {
             disk: root.join("dev").join(name),
             sectors: num(&sys, "size")?,
+            sector_bytes: num(&sys.join("queue"), "logical_block_size").unwrap_or(512),
             parts,
         })
     }
+}
+
+fn e_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// What [`apply`] will do.
@@ -149,6 +152,19 @@ fn align_up(sectors: u64) -> u64 {
 /// Plan slot B and persist on `t` for an image of `need` bytes. Refuses a
 /// disk that has slot B already, and one without room (saying how much).
 pub fn plan(t: &Table, need: u64) -> Result<Plan> {
+    if let Some(p) = t.parts.iter().find(|p| p.label.is_empty()) {
+        bail!(
+            "partition {} of {} has no name in udev's data (udev still probing it?): try again in a moment",
+            p.number,
+            t.disk.display()
+        );
+    }
+    ensure!(
+        t.sector_bytes == 512,
+        "{} has {}-byte logical sectors: only 512-byte sectors are supported",
+        t.disk.display(),
+        t.sector_bytes
+    );
     let b_label = slot_label(Slot::B);
     if let Some(p) = t.parts.iter().find(|p| p.label == b_label) {
         bail!(

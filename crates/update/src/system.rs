@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 
 use anklume_bootstate::Located;
@@ -175,31 +175,15 @@ pub const ESP_MOUNT: &str = "/run/anklume/esp";
 /// The partition labelled for slot `s` on `disk` (kernel name), from
 /// sysfs and udev's data below `root`: its device node and PARTUUID.
 fn slot_partition(root: &Path, disk: &str, s: Slot) -> Result<(PathBuf, String)> {
-    let sys_disk = root.join("sys/class/block").join(disk);
     let want = slot_label(s);
-    for entry in
-        std::fs::read_dir(&sys_disk).with_context(|| format!("listing {}", sys_disk.display()))?
-    {
-        let p = entry?.path();
-        let Ok(dev) = std::fs::read_to_string(p.join("dev")) else {
-            continue;
-        };
-        if !p.join("partition").exists() {
-            continue;
-        }
-        let udev = std::fs::read_to_string(root.join(format!("run/udev/data/b{}", dev.trim())))
-            .unwrap_or_default();
-        let prop = |k: &str| {
-            udev.lines()
-                .find_map(|l| l.strip_prefix(&format!("E:{k}=")))
-                .map(str::to_string)
-        };
-        if prop("ID_PART_ENTRY_NAME").as_deref() == Some(want) {
-            let uuid = prop("ID_PART_ENTRY_UUID")
-                .with_context(|| format!("udev knows no PARTUUID of {}", p.display()))?;
-            let name = p.file_name().context("a partition without a name")?;
-            return Ok((root.join("dev").join(name), uuid));
-        }
+    let table = crate::grow::Table::from_sysfs(root, disk)?;
+    if let Some(p) = table.parts.iter().find(|p| p.label == want) {
+        ensure!(
+            !p.partuuid.is_empty(),
+            "udev knows no PARTUUID of {} ({want})",
+            p.name
+        );
+        return Ok((root.join("dev").join(&p.name), p.partuuid.clone()));
     }
     Err(MissingSlot {
         disk: disk.to_string(),

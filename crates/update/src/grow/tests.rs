@@ -9,10 +9,12 @@ fn iso_on(bytes: u64) -> Table {
         start,
         sectors,
         label: label.into(),
+        ..Part::default()
     };
     Table {
         disk: PathBuf::from("/dev/sdz"),
         sectors: bytes / 512,
+        sector_bytes: 512,
         parts: vec![
             part(1, 64, 108_776, "ISO9660"),
             part(2, 108_840, 348_160, "anklume-esp"),
@@ -55,6 +57,7 @@ fn no_room_no_second_slot_b_not_ours_are_refused_with_reasons() {
         start: 1_048_576,
         sectors: 2_097_152,
         label: "anklume-slot-b".into(),
+        ..Part::default()
     });
     assert!(plan(&t, 1)
         .unwrap_err()
@@ -127,24 +130,28 @@ fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
     let table = Table {
         disk: disk.clone(),
         sectors: 2 * GIB / 512,
+        sector_bytes: 512,
         parts: vec![
             Part {
                 number: 1,
                 start: 64,
                 sectors: 8128,
                 label: "ISO9660".into(),
+                ..Part::default()
             },
             Part {
                 number: 2,
                 start: 8192,
                 sectors: 32768,
                 label: "anklume-esp".into(),
+                ..Part::default()
             },
             Part {
                 number: 3,
                 start: 40960,
                 sectors: iso_sectors - 34 - 40960 + 1,
                 label: "anklume-slot-a".into(),
+                ..Part::default()
             },
         ],
     };
@@ -191,6 +198,7 @@ fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
                 start: p.slot_b.1,
                 sectors: p.slot_b.2,
                 label: "anklume-slot-b".into(),
+                ..Part::default()
             }],
         ]
         .concat(),
@@ -199,11 +207,11 @@ fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
     assert!(plan(&t2, 1).is_err());
 }
 
-/// The kernel's view: sizes from sysfs, names from udev; a partition udev
-/// has not named yet stops the plan (it could be a slot B made a moment
-/// ago).
+/// The kernel's view: sizes from sysfs, names and PARTUUIDs from udev; a
+/// partition udev has not named yet stops the plan (it could be a slot B
+/// made a moment ago), as do sectors other than 512 bytes.
 #[test]
-fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_it() {
+fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_the_plan() {
     use anklume_bootstate::testing::{FakeMachine, Part as FakePart};
     let t = tempfile::tempdir().unwrap();
     let m = FakeMachine::at(t.path());
@@ -234,14 +242,21 @@ fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_it() {
     std::fs::write(sys.join("sdz3/partition"), "3\n").unwrap();
     let table = Table::from_sysfs(&m.root, "sdz").unwrap();
     assert_eq!(table.disk, m.root.join("dev/sdz"));
-    assert_eq!(table.sectors, 8_388_608);
+    assert_eq!((table.sectors, table.sector_bytes), (8_388_608, 512));
     assert_eq!(
         table
             .parts
             .iter()
-            .map(|p| (p.number, p.start, p.label.as_str()))
+            .map(|p| (p.number, p.start, p.label.as_str(), p.name.as_str()))
             .collect::<Vec<_>>(),
-        [(1, 64, "ISO9660"), (3, 457_000, "anklume-slot-a")]
+        [
+            (1, 64, "ISO9660", "sdz1"),
+            (3, 457_000, "anklume-slot-a", "sdz3")
+        ]
+    );
+    assert_eq!(
+        table.parts[1].partuuid,
+        "44444444-0000-4000-8000-000000000001"
     );
     assert_eq!(plan(&table, 1).unwrap().slot_b, (4, 1_048_576, 2_097_152));
     // udev's data for partition 3 without its name yet.
@@ -250,8 +265,13 @@ fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_it() {
         "E:ID_PART_ENTRY_TYPE=x\n",
     )
     .unwrap();
-    let e = Table::from_sysfs(&m.root, "sdz").unwrap_err().to_string();
-    assert!(e.contains("partition 3 of sdz has no name"), "{e}");
+    let e = plan(&Table::from_sysfs(&m.root, "sdz").unwrap(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("partition 3 of") && e.contains("has no name"),
+        "{e}"
+    );
     // 4096-byte logical sectors: refused.
     std::fs::write(
         m.root.join("run/udev/data/b8:3"),
@@ -260,6 +280,8 @@ fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_it() {
     .unwrap();
     std::fs::create_dir_all(sys.join("sdz/queue")).unwrap();
     std::fs::write(sys.join("sdz/queue/logical_block_size"), "4096\n").unwrap();
-    let e = Table::from_sysfs(&m.root, "sdz").unwrap_err().to_string();
+    let e = plan(&Table::from_sysfs(&m.root, "sdz").unwrap(), 1)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("4096-byte logical sectors"), "{e}");
 }
