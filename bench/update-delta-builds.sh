@@ -12,6 +12,7 @@
 # with apt-get download, so the build machine's release of it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/fake-machine.sh
 package=${1:-tree}
 rootfs=build/mkosi-out/rootfs
 slot_a=build/slot-a.img
@@ -31,20 +32,14 @@ epoch=$(git log -1 --format=%ct)
 ./target/release/anklume-update --new-key "$work/bench" > /dev/null
 ./target/release/anklume-build bundle --work-dir "$work/build" --rootfs "$work/rootfs" \
     --update-key "$work/bench.key" --out "$work/next.bundle" 2> /dev/null
-mkdir -p "$work/keys" "$work/esp/EFI/anklume/slot-a"
+mkdir -p "$work/keys"
 mv "$work/bench.pub" "$work/keys/"
-printf '# GRUB Environment Block\nanklume_good_a=1\nanklume_good_b=0\nanklume_primary=a\nanklume_tries_a=none\nanklume_tries_b=none\n' > "$work/env"
-python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); open(sys.argv[2],"wb").write(d+b"#"*(1024-len(d)))' "$work/env" "$work/esp/EFI/anklume/grubenv"
-echo '# slot a' > "$work/esp/EFI/anklume/slot-a/slot.cfg"
+bundle_size=$(stat -c %s "$work/next.bundle")
+fake_machine "$work" "$PWD/$slot_a" $((bundle_size + 64 * 1024 * 1024))
 # The running slot's boot files, as the first build put them on the ESP.
 kver=$(cat "$rootfs/usr/lib/anklume/kernel-version")
 cp "$rootfs/boot/vmlinuz-$kver" "$work/esp/EFI/anklume/slot-a/vmlinuz"
 cp "$rootfs/boot/initrd.img-$kver" "$work/esp/EFI/anklume/slot-a/initrd.img"
-bundle_size=$(stat -c %s "$work/next.bundle")
-truncate -s $((bundle_size + 64 * 1024 * 1024)) "$work/slot-b"
-cat > "$work/system.json" <<JSON
-{"esp": "$work/esp", "running": "a", "running_version": "0.1.0", "slot_a": "$PWD/$slot_a", "slot_b": "$work/slot-b", "partuuid_a": "aa", "partuuid_b": "bb"}
-JSON
 s=$(date +%s.%N)
 out=$(./target/release/anklume-update --reuse --stream --from "$work/next.bundle" --yes \
     --system "$work/system.json" --keys "$work/keys")

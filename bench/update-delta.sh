@@ -11,6 +11,7 @@
 # PACKAGE=dir (default /usr/lib/python3/dist-packages/pygments) is the package added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/fake-machine.sh
 [ $# -gt 0 ] || set -- /usr/lib/x86_64-linux-gnu /usr/share/doc
 package=${PACKAGE:-/usr/lib/python3/dist-packages/pygments}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
@@ -20,7 +21,7 @@ bin=$CARGO_TARGET_DIR/release/anklume-update
 mk=$CARGO_TARGET_DIR/release/examples/make_bundle
 work=$(mktemp -d /var/tmp/anklume-bench-delta.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/v1" "$work/keys" "$work/esp/EFI/anklume/slot-a"
+mkdir -p "$work/v1" "$work/keys"
 for t in "$@"; do cp -a "$t" "$work/v1/"; done
 cp -a "$work/v1" "$work/v2"
 # The package lands in the middle of the first tree's sorted names.
@@ -38,14 +39,8 @@ rm -rf "$work/v1" "$work/v2"
 echo kernel > "$work/vmlinuz"; echo initrd > "$work/initrd.img"
 "$mk" "$work/v2.sqfs" 0.2.0 0.1.0 "$work/vmlinuz" "$work/initrd.img" "$work/keys/bench.key" "$work/v2.bundle" > /dev/null
 rm "$work/keys/bench.key"
-printf '# GRUB Environment Block\nanklume_good_a=1\nanklume_good_b=0\nanklume_primary=a\nanklume_tries_a=none\nanklume_tries_b=none\n' > "$work/env"
-python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); open(sys.argv[2],"wb").write(d+b"#"*(1024-len(d)))' "$work/env" "$work/esp/EFI/anklume/grubenv"
-echo '# slot a' > "$work/esp/EFI/anklume/slot-a/slot.cfg"
 bundle_size=$(stat -c %s "$work/v2.bundle")
-truncate -s $((bundle_size + 64 * 1024 * 1024)) "$work/slot-b"
-cat > "$work/system.json" <<JSON
-{"esp": "$work/esp", "running": "a", "running_version": "0.1.0", "slot_a": "$work/v1.sqfs", "slot_b": "$work/slot-b", "partuuid_a": "aa", "partuuid_b": "bb"}
-JSON
+fake_machine "$work" "$work/v1.sqfs" $((bundle_size + 64 * 1024 * 1024))
 s=$(date +%s.%N)
 out=$("$bin" --reuse --stream --from "$work/v2.bundle" --yes --system "$work/system.json" --keys "$work/keys")
 e=$(date +%s.%N)

@@ -9,6 +9,7 @@
 # Usage: bench/update-write.sh [SIZE_MIB] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/fake-machine.sh
 size_mib=${1:-1024}; runs=${2:-5}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -q -p anklume-update
@@ -17,7 +18,7 @@ bin=$CARGO_TARGET_DIR/release/anklume-update
 mk=$CARGO_TARGET_DIR/release/examples/make_bundle
 work=$(mktemp -d /var/tmp/anklume-bench-update.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/keys" "$work/esp/EFI/anklume/slot-a"
+mkdir -p "$work/keys"
 "$bin" --new-key "$work/keys/bench" > /dev/null
 head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/data"
 head -c ${KERNEL_BYTES:-12000000} /dev/urandom > "$work/vmlinuz"
@@ -29,14 +30,9 @@ manifest_len=$(od -An -tu4 -j12 -N4 "$work/bundle" | tr -d ' ')
 read -r img_off img_size < <(dd if="$work/bundle" bs=4096 skip=1 count=$(( (manifest_len + 4095) / 4096 )) status=none | head -c "$manifest_len" \
   | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m["image"]["offset"], m["image"]["size"])')
 # The machine: slot A running 0.1.0 (good), slot B the target.
-printf '# GRUB Environment Block\nanklume_good_a=1\nanklume_good_b=0\nanklume_primary=a\nanklume_tries_a=none\nanklume_tries_b=none\n' > "$work/env"
-python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); open(sys.argv[2],"wb").write(d+b"#"*(1024-len(d)))' "$work/env" "$work/esp/EFI/anklume/grubenv"
-echo '# slot a' > "$work/esp/EFI/anklume/slot-a/slot.cfg"
 : > "$work/slot-a"
-truncate -s $((img_size + 64 * 1024 * 1024)) "$work/slot-b" "$work/dd-target"
-cat > "$work/system.json" <<JSON
-{"esp": "$work/esp", "running": "a", "running_version": "0.1.0", "slot_a": "$work/slot-a", "slot_b": "$work/slot-b", "partuuid_a": "aa", "partuuid_b": "bb"}
-JSON
+fake_machine "$work" "$work/slot-a" $((img_size + 64 * 1024 * 1024))
+truncate -s $((img_size + 64 * 1024 * 1024)) "$work/dd-target"
 cat "$work/bundle" > /dev/null
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # run NAME CMD...: append "wall cpu" (cpu = user + sys) to $work/t.NAME
