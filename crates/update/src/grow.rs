@@ -268,6 +268,14 @@ pub fn apply(plan: &Plan, live: bool) -> Result<()> {
 /// have yet (sgdisk's own re-read succeeds when no partition of the disk
 /// is open, e.g. after toram), then wait for udev.
 fn tell_kernel(disk: &Path, numbers: &[u32]) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    // partx given a regular file would set up a loop device of its own.
+    let meta = std::fs::metadata(disk).with_context(|| format!("reading {}", disk.display()))?;
+    ensure!(
+        meta.file_type().is_block_device(),
+        "{} is not a block device: no kernel partitions to add",
+        disk.display()
+    );
     let name = disk
         .file_name()
         .context("a disk without a name")?

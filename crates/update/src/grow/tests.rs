@@ -79,14 +79,11 @@ fn sgdisk_info(disk: &Path, n: u32) -> String {
         .unwrap()
 }
 
-/// On an image file laid out as the ISO (its GPT made by sgdisk, an MBR
-/// with boot code and the bootable dummy entry, the ISO area filled):
-/// the partitions are added, the backup GPT moved, the ISO area and the
-/// MBR's boot code and entry kept, persist's start zeroed.
-#[test]
-fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
-    let t = tempfile::tempdir().unwrap();
-    let disk = t.path().join("stick.img");
+/// An image file laid out as the ISO on a 2 GiB stick: its GPT made by
+/// sgdisk, an MBR with boot code and the bootable dummy entry, the ISO
+/// area filled with a pattern. Returns the file, its table, MBR and area.
+fn iso_like_stick(dir: &Path) -> (PathBuf, Table, [u8; 512], Vec<u8>) {
+    let disk = dir.join("stick.img");
     // The "ISO": 48 MiB, three partitions, backup GPT at its end.
     let iso_sectors: u64 = 48 * 2048;
     std::fs::File::create(&disk)
@@ -155,6 +152,23 @@ fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
             },
         ],
     };
+    (disk, table, mbr, area)
+}
+
+/// On an image file laid out as the ISO (its GPT made by sgdisk, an MBR
+/// with boot code and the bootable dummy entry, the ISO area filled):
+/// the partitions are added, the backup GPT moved, the ISO area and the
+/// MBR's boot code and entry kept, persist's start zeroed.
+#[test]
+fn apply_adds_both_partitions_and_leaves_the_iso_alone() {
+    let t = tempfile::tempdir().unwrap();
+    let (disk, table, mbr, area) = iso_like_stick(t.path());
+    let dummy = mbr[462..478].to_vec();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .unwrap();
     let p = plan(&table, 20 << 20).unwrap();
     assert_eq!(p.slot_b, (4, 98_304, 2_097_152));
     f.write_all_at(&[0xAB; 4096], p.persist.1 * 512).unwrap();
@@ -284,4 +298,31 @@ fn the_table_comes_from_sysfs_and_udev_and_unnamed_partitions_stop_the_plan() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("4096-byte logical sectors"), "{e}");
+}
+
+/// A step after sgdisk fails (here telling the kernel about partitions of
+/// an image file, which is not a block device): the error says the table is complete and to reboot;
+/// the table has both partitions, the MBR entry is back, persist's start
+/// zeroed (all done before or regardless of that step).
+#[test]
+fn a_failure_after_the_table_is_written_says_to_reboot() {
+    let t = tempfile::tempdir().unwrap();
+    let (disk, table, mbr, _) = iso_like_stick(t.path());
+    let p = plan(&table, 20 << 20).unwrap();
+    let e = format!("{:#}", apply(&p, true).unwrap_err());
+    assert!(
+        e.contains("has slot B and persist in its partition table now")
+            && e.contains("reboot, then run the update again")
+            && e.contains("is not a block device"),
+        "{e}"
+    );
+    assert!(sgdisk_info(&disk, 4).contains("Partition name: 'anklume-slot-b'"));
+    assert!(sgdisk_info(&disk, 5).contains("Partition name: 'anklume-persist'"));
+    let f = std::fs::File::open(&disk).unwrap();
+    let mut now = [0u8; 512];
+    f.read_exact_at(&mut now, 0).unwrap();
+    assert_eq!(now[462..478], mbr[462..478], "the bootable dummy entry");
+    let mut head = [0u8; 4096];
+    f.read_exact_at(&mut head, p.persist.1 * 512).unwrap();
+    assert_eq!(head, [0u8; 4096]);
 }
