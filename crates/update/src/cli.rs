@@ -128,9 +128,16 @@ pub fn run(a: UpdateArgs) -> Result<()> {
         }
     };
     let r = run_on(a, &sys, opened);
-    match esp_mount {
-        Some(m) => r.and(m.close()),
-        None => r,
+    match (esp_mount, r) {
+        (Some(m), Ok(())) => m.close(),
+        // The command's error first; an ESP left mounted is said too.
+        (Some(m), Err(e)) => {
+            if let Err(c) = m.close() {
+                eprintln!("anklume-update: warning: {c:#}");
+            }
+            Err(e)
+        }
+        (None, r) => r,
     }
 }
 
