@@ -39,8 +39,8 @@ BROKEN := build/next-broken
 BROKEN_BUNDLE := $(BROKEN)/anklume-$(BROKEN_VERSION)-broken.bundle
 
 # What `make test` builds its images with.
-TEST_ENV = ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt \
-	ANKLUME_UPDATE_PUBKEY=$(TEST_KEYS)/update.pub
+TEST_SIGNING = ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt
+TEST_ENV = $(TEST_SIGNING) ANKLUME_UPDATE_PUBKEY=$(TEST_KEYS)/update.pub
 
 .PHONY: all build iso test-keys test-bundles test-bundle-broken check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
@@ -74,10 +74,10 @@ $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key:
 ## The update scenarios' bundles (after `make iso`): the same rootfs as a
 ## newer version, NEXT_VERSION, signed with the trusted test key and with
 ## a foreign one.
-test-bundles: $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key
+test-bundles: $(TEST_KEYS)/db.crt $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key
 	test -d build/mkosi-out/rootfs || { echo "test-bundles: no build/mkosi-out/rootfs: run make iso first" >&2; exit 1; }
 	$(CARGO_RELEASE) --workspace
-	./target/release/anklume-build iso --rootfs build/mkosi-out/rootfs --work-dir $(NEXT) \
+	$(TEST_SIGNING) ./target/release/anklume-build iso --rootfs build/mkosi-out/rootfs --work-dir $(NEXT) \
 		--out-dir $(NEXT)/out --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(NEXT_VERSION) --format iso --quiet
 	./target/release/anklume-build bundle --work-dir $(NEXT) --rootfs build/mkosi-out/rootfs \
 		--update-key $(TEST_KEYS)/update.key --out $(BUNDLE)
@@ -86,14 +86,14 @@ test-bundles: $(TEST_KEYS)/update.key $(TEST_KEYS)/foreign.key
 
 ## update-broken's bundle: the rootfs (a hard-linked copy) plus a health
 ## check that always fails, as BROKEN_VERSION, signed with the trusted key.
-test-bundle-broken: $(TEST_KEYS)/update.key
+test-bundle-broken: $(TEST_KEYS)/db.crt $(TEST_KEYS)/update.key
 	test -d build/mkosi-out/rootfs || { echo "test-bundle-broken: no build/mkosi-out/rootfs: run make iso first" >&2; exit 1; }
 	$(CARGO_RELEASE) --workspace
 	rm -rf $(BROKEN)
 	mkdir -p $(BROKEN)
 	cp -al build/mkosi-out/rootfs $(BROKEN)/rootfs
 	install -D -m 0755 tests/vm/broken-health-check $(BROKEN)/rootfs/etc/anklume/health.d/90-update-broken-test
-	./target/release/anklume-build iso --rootfs $(BROKEN)/rootfs --work-dir $(BROKEN) \
+	$(TEST_SIGNING) ./target/release/anklume-build iso --rootfs $(BROKEN)/rootfs --work-dir $(BROKEN) \
 		--out-dir $(BROKEN)/out --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(BROKEN_VERSION) --format iso --quiet
 	./target/release/anklume-build bundle --work-dir $(BROKEN) --rootfs $(BROKEN)/rootfs \
 		--update-key $(TEST_KEYS)/update.key --out $(BROKEN_BUNDLE)
@@ -126,7 +126,7 @@ test-unit:
 ## Boot the built image in QEMU and check it from inside the guest.
 # The update scenarios' bundles are made first, from this build's rootfs,
 # when the scenarios asked for need them.
-UPDATE_SCENARIOS := ci update update-rejected update-powercut stick-grow
+UPDATE_SCENARIOS := ci update update-rejected update-powercut stick-grow update-sb
 live-os-test-vm: $(if $(filter all $(UPDATE_SCENARIOS) update-broken,$(SCENARIOS)),test-bundles) \
 		$(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken)
 	bash ci/setup-image

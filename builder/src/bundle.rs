@@ -1,19 +1,25 @@
 //! `anklume-build bundle`: the update bundle of the last image build (slot
 //! A of the work directory, sealed with its verity tree, and the slot's
-//! kernel and initrd), signed with the user's ed25519 update key. The
+//! kernel, initrd and, from a signed build, its signed UKI), signed with
+//! the user's ed25519 update key. The
 //! format and its checks are `anklume-update-lib`'s (docs/update.md).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 
+use anklume_contract::bootfiles::{INITRD, KERNEL, UKI};
 use anklume_contract::manifest::SlotManifest;
 
-/// Where a build leaves slot A's manifest (kernel + initrd entries, no
-/// medium-specific UKI) for `bundle`.
+/// Where a build leaves slot A's manifest (as on the ESP: kernel, initrd
+/// and, on a signed build, the UKI) for `bundle`.
 pub const SLOT_MANIFEST: &str = "slot-a.manifest.json";
 /// Slot A's sealed image in the work directory.
 pub const SLOT_IMAGE: &str = "slot-a.img";
+/// A signed build's UKI in the work directory: it names the image, not a
+/// partition, so the bundle carries it as it is and an update writes it
+/// into the other slot's folder (Secure Boot machines boot only UKIs).
+pub const SLOT_UKI: &str = "slot-a.anklume.efi";
 
 #[derive(Debug)]
 pub struct BundleOptions {
@@ -42,13 +48,22 @@ pub fn write(o: &BundleOptions) -> Result<(PathBuf, SlotManifest)> {
             .join("boot")
             .join(format!("{name}-{}", slot.kernel_version))
     };
-    let files = vec![boot("vmlinuz"), boot("initrd.img")];
-    for f in &files {
-        ensure!(
-            f.is_file(),
-            "{} is missing: --rootfs must be the tree of that build",
-            f.display()
-        );
+    let mut files = Vec::new();
+    for f in &slot.boot_files {
+        let (path, whose) = match f.name.as_str() {
+            KERNEL => (boot("vmlinuz"), "--rootfs must be the tree of that build"),
+            INITRD => (
+                boot("initrd.img"),
+                "--rootfs must be the tree of that build",
+            ),
+            UKI => (
+                o.work_dir.join(SLOT_UKI),
+                "the signed build left no UKI in its --work-dir",
+            ),
+            other => anyhow::bail!("{}: unknown boot file {other}", manifest_path.display()),
+        };
+        ensure!(path.is_file(), "{} is missing: {whose}", path.display());
+        files.push(path);
     }
     let key = anklume_update::keys::load_signing_key(&o.key)?;
     let out = o
@@ -118,13 +133,48 @@ mod tests {
         assert_eq!(written, out);
         assert_eq!(slot.root_hash, m.root_hash);
         let src = anklume_update::FileSource::open(&out).unwrap();
-        let b = anklume_update::OpenBundle::open(Box::new(src), &[public]).unwrap();
+        let b =
+            anklume_update::OpenBundle::open(Box::new(src), std::slice::from_ref(&public)).unwrap();
         assert_eq!(b.manifest.slot.root_hash, m.root_hash);
         assert_eq!(b.manifest.min_version, "0.1.0");
         // Another key's bundle is refused by the same trust.
         let other = anklume_update::keys::generate(&d.path().join("k2"), "other").unwrap();
         let src = anklume_update::FileSource::open(&out).unwrap();
         assert!(anklume_update::OpenBundle::open(Box::new(src), &[other]).is_err());
+        // A signed build: its UKI (from the work directory) is the third
+        // boot file; gone, the bundle is refused by name.
+        let mut signed = m.clone();
+        signed
+            .boot_files
+            .push(crate::bootfiles::entry(UKI, b"signed uki"));
+        save_manifest(d.path(), &signed).unwrap();
+        std::fs::write(d.path().join(SLOT_UKI), b"signed uki").unwrap();
+        let (written, _) = write(&BundleOptions {
+            work_dir: d.path().to_path_buf(),
+            rootfs: rootfs.clone(),
+            key: keys.join("release.key"),
+            min_version: "0.1.0".into(),
+            data_schema: 1,
+            out: Some(d.path().join("out/signed.bundle")),
+        })
+        .unwrap();
+        let src = anklume_update::FileSource::open(&written).unwrap();
+        let b =
+            anklume_update::OpenBundle::open(Box::new(src), std::slice::from_ref(&public)).unwrap();
+        assert_eq!(b.boot_files.len(), 3);
+        assert_eq!(b.boot_files[2], b"signed uki");
+        std::fs::remove_file(d.path().join(SLOT_UKI)).unwrap();
+        let err = write(&BundleOptions {
+            work_dir: d.path().to_path_buf(),
+            rootfs: rootfs.clone(),
+            key: keys.join("release.key"),
+            min_version: "0.1.0".into(),
+            data_schema: 1,
+            out: Some(d.path().join("out/signed.bundle")),
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("left no UKI"), "{err:#}");
+        save_manifest(d.path(), &m).unwrap();
         // A rootfs of another build (no such kernel) is refused by name.
         std::fs::remove_file(rootfs.join("boot/initrd.img-6.12.9-amd64")).unwrap();
         let err = write(&BundleOptions {

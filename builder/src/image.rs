@@ -214,7 +214,45 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
     let slot_img = o.work_dir.join("slot-a.img");
     slot::mksquashfs(&rootfs, &slot_img, o.epoch)?;
     p.took("squashfs", t);
-    let manifest = slot::seal(&slot_img, Slot::A, &o.version, &boot, o.epoch, &p)?;
+    let mut manifest = slot::seal(&slot_img, Slot::A, &o.version, &boot, o.epoch, &p)?;
+    // The UKI names the image, not a partition (`uki_cmdline`): one for
+    // every format, and the same file an update bundle carries.
+    let uki_path = o.work_dir.join(crate::bundle::SLOT_UKI);
+    let uki = match &o.signing {
+        Some(key) => {
+            p.step("building and signing slot A's UKI");
+            signing::build_uki(
+                &UkiInputs {
+                    rootfs: &rootfs,
+                    kernel: &rootfs.join(format!("boot/vmlinuz-{}", boot.kernel_version)),
+                    initrd: &rootfs.join(format!("boot/initrd.img-{}", boot.kernel_version)),
+                    kernel_version: &boot.kernel_version,
+                    cmdline: &grub::uki_cmdline(&manifest),
+                    epoch: o.epoch,
+                },
+                key,
+                &o.work_dir,
+                &uki_path,
+            )?;
+            let data = std::fs::read(&uki_path)
+                .with_context(|| format!("reading {}", uki_path.display()))?;
+            manifest
+                .boot_files
+                .push(crate::bootfiles::entry(bootfiles::UKI, &data));
+            Some(data)
+        }
+        None => {
+            // No stale UKI of an earlier signed build for `bundle` to find.
+            match std::fs::remove_file(&uki_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing {}", uki_path.display()))
+                }
+            }
+            None
+        }
+    };
     crate::bundle::save_manifest(&o.work_dir, &manifest)?;
     let raw_sizes = RawSizes {
         esp: esp_size,
@@ -246,38 +284,6 @@ pub fn build(o: &BuildOptions) -> Result<Vec<PathBuf>> {
             version: o.version.clone(),
         };
         let slot_cfg = grub::slot_cfg(&slot_boot);
-        // The UKI's command line names this format's slot PARTUUID: one
-        // UKI per format, and the manifest records its hash.
-        let mut manifest = manifest.clone();
-        let uki = match &o.signing {
-            Some(key) => {
-                p.step(&format!(
-                    "building and signing slot A's UKI ({})",
-                    format.name()
-                ));
-                let out = work.join("anklume.efi");
-                signing::build_uki(
-                    &UkiInputs {
-                        rootfs: &rootfs,
-                        kernel: &rootfs.join(format!("boot/vmlinuz-{}", boot.kernel_version)),
-                        initrd: &rootfs.join(format!("boot/initrd.img-{}", boot.kernel_version)),
-                        kernel_version: &boot.kernel_version,
-                        cmdline: &grub::kernel_cmdline(&slot_boot),
-                        epoch: o.epoch,
-                    },
-                    key,
-                    &work,
-                    &out,
-                )?;
-                let data =
-                    std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?;
-                manifest
-                    .boot_files
-                    .push(crate::bootfiles::entry(bootfiles::UKI, &data));
-                Some(data)
-            }
-            None => None,
-        };
         let manifest_json = manifest.to_json();
         let slot_a = slot_folder(Slot::A, &boot, uki.as_deref(), &manifest_json, &slot_cfg);
         let esp_img = work.join("esp.img");

@@ -25,7 +25,7 @@ use std::io::{Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use anklume_contract::bootfiles::{MANIFEST, SLOT_CFG};
+use anklume_contract::bootfiles::{MANIFEST, SLOT_CFG, UKI};
 use anklume_contract::bootstate::MAX_TRIES;
 use anklume_contract::bundle::compare_versions;
 use anklume_contract::Slot;
@@ -137,6 +137,29 @@ pub fn check_rules(sys: &System, bundle: &OpenBundle, allow_downgrade: bool) -> 
     Ok(())
 }
 
+/// A machine whose running slot boots from a signed UKI (a Secure Boot
+/// build) needs one for the new slot: under Secure Boot GRUB starts
+/// nothing else, and a slot without one would never boot. A bundle with a
+/// UKI is fine on any machine (GRUB without Secure Boot loads the kernel
+/// and initrd).
+fn check_signed(sys: &System, bundle: &OpenBundle) -> Result<()> {
+    let has_uki =
+        |m: &anklume_contract::manifest::SlotManifest| m.boot_files.iter().any(|f| f.name == UKI);
+    let running = sys.running;
+    let Some(run) = sys.esp.slot_manifest(running)? else {
+        return Ok(());
+    };
+    if has_uki(&run) && !has_uki(&bundle.manifest.slot) {
+        bail!(
+            "this machine boots signed UKIs (Secure Boot build: slot {running}'s folder has {UKI}); \
+             the bundle has none, so slot {} could not boot with Secure Boot on: make the bundle from a \
+             signed build (anklume-build image --signing-key/--signing-cert, then anklume-build bundle)",
+            running.other()
+        );
+    }
+    Ok(())
+}
+
 fn device_size(f: &mut File) -> Result<u64> {
     f.seek(SeekFrom::End(0)).context("measuring the target")
 }
@@ -198,6 +221,7 @@ pub fn check_machine(
     let running = sys.running;
     let target = running.other();
     check_rules(sys, bundle, allow_downgrade)?;
+    check_signed(sys, bundle)?;
     let (state, _) = sys.esp.read_state()?;
     if !state.is_good(running) {
         bail!(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use anklume_contract::bootfiles::{INITRD, KERNEL, MANIFEST, SLOT_CFG};
+use anklume_contract::bootfiles::{INITRD, KERNEL, MANIFEST, SLOT_CFG, UKI};
 use anklume_contract::Slot;
 use anklume_update::esp::would_boot;
 use anklume_update::ops::{self, SlotState};
@@ -248,6 +248,39 @@ fn an_update_is_refused_while_the_running_slot_is_on_trial() {
     assert_eq!(st.slots[0].state, SlotState::Trying(3));
     assert_eq!(st.slots[0].version.as_deref(), Some("0.3.0"));
     assert_eq!(st.slots[1].state, SlotState::Good);
+}
+
+/// A Secure Boot machine (its running slot boots a signed UKI) takes only
+/// bundles that carry one, and the update writes it into the new slot's
+/// folder; an unsigned machine takes either.
+#[test]
+fn a_secure_boot_machine_needs_a_bundle_with_a_signed_uki() {
+    let fx = Fixture::new();
+    let unsigned = fx.bundle("v2", "0.2.0", &v2_data());
+    let signed = fx.signed_bundle("v2s", "0.2.0", &v2_data());
+    // Unsigned machine: a signed bundle is written with its UKI.
+    let plain = Fixture::new();
+    let signed_there = plain.signed_bundle("v2s", "0.2.0", &v2_data());
+    update(
+        &plain.sys,
+        &plain.open(&signed_there).unwrap(),
+        &opts(),
+        &mut no_hook(),
+    )
+    .unwrap();
+    assert!(plain.sys.esp.slot_file(Slot::B, UKI).is_file());
+
+    fx.sign_slot_a();
+    refused(&fx, &unsigned, "this machine boots signed UKIs", false);
+    let ob = fx.open(&signed).unwrap();
+    update(&fx.sys, &ob, &opts(), &mut no_hook()).unwrap();
+    let esp = &fx.sys.esp;
+    let m = esp.slot_manifest(Slot::B).unwrap().unwrap();
+    assert_eq!(m.boot_files.last().unwrap().name, UKI);
+    assert_eq!(
+        std::fs::read(esp.slot_file(Slot::B, UKI)).unwrap(),
+        *ob.boot_files.last().unwrap()
+    );
 }
 
 /// A power cut after each step: until the arming, GRUB boots the running

@@ -41,7 +41,7 @@ struct Cli {
     /// toram, persist, rollback, uefi-sb-own, uefi-sb-ms, sb-tampered,
     /// ventoy-bios, ventoy-uefi, ventoy-grub2-bios, ventoy-grub2-uefi,
     /// pool-btrfs, pool-tpm, update, update-broken, update-powercut,
-    /// update-rejected, stick-grow.
+    /// update-rejected, stick-grow, update-sb.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
 }

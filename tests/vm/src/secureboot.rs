@@ -70,22 +70,40 @@ fn check_secure_boot(out: &Outcome, facts: &ImageFacts, console: &str) -> Result
     check_verified_boot(&out.report, facts, Slot::A)?;
     expect(&out.report, "secure_boot", "on")?;
     ensure!(
-        console.contains("anklume: Secure Boot is on: starting the signed UKI of slot a"),
+        started_signed_uki(console, Slot::A),
         "GRUB did not take the Secure Boot path; console tail:\n{}",
         tail(console, 25)
     );
     Ok(())
 }
 
-fn console_of(cfg: &VmConfig) -> Result<String> {
+pub(crate) fn console_of(cfg: &VmConfig) -> Result<String> {
     Ok(crate::qemu::strip_escapes(&String::from_utf8_lossy(
         &std::fs::read(cfg.dir.join("console.log"))?,
     )))
 }
 
-pub fn own_keys(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
+/// Secure Boot on with a variable store that trusts only the build's
+/// certificate (read from `image`'s ESP), for `cfg`.
+pub(crate) fn trust_only_the_build(
+    facts: &ImageFacts,
+    cfg: &mut VmConfig,
+    image: &Path,
+) -> Result<()> {
     let cert = cert(facts, image, &cfg.dir)?;
     cfg.secure_boot_vars = Some(own_keys_vars(&cert, &cfg.dir)?);
+    Ok(())
+}
+
+/// Whether GRUB took the Secure Boot path and started slot `s`'s signed UKI.
+pub(crate) fn started_signed_uki(console: &str, s: Slot) -> bool {
+    console.contains(&format!(
+        "anklume: Secure Boot is on: starting the signed UKI of slot {s}"
+    ))
+}
+
+pub fn own_keys(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
+    trust_only_the_build(facts, &mut cfg, image)?;
     let out = boot_and_report(&cfg, Duration::from_secs(900))?;
     check_secure_boot(&out, facts, &console_of(&cfg)?)?;
     Ok(out)

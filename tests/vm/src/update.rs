@@ -19,6 +19,16 @@
 //! partition and the ESP's slot-B folder and boot state are byte-identical
 //! afterwards.
 
+//!
+//! update-sb: the same under Secure Boot (UEFI, a variable store trusting
+//! only the build's certificate) with the pool unlocked by a TPM: boot 1
+//! (slot A's signed UKI) makes the pool and writes the bundle, whose boot
+//! files include the release's signed UKI; boot 2 starts slot B's UKI —
+//! the same file the bundle carried, its command line naming the image,
+//! not a partition — the initrd finds slot B by the image's verity salt,
+//! dm-verity checks it against the signed root hash, the TPM unlocks the
+//! pool and the health check marks B good.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -194,6 +204,81 @@ pub fn run(
     second
         .stage_times
         .insert(0, ("2:prompt".into(), asked.as_secs_f64()));
+    for f in [pool_disk, volume, stick] {
+        std::fs::remove_file(f)?;
+    }
+    Ok(second)
+}
+
+pub fn secure_boot(
+    facts: &ImageFacts,
+    mut cfg: VmConfig,
+    image: &Path,
+    images: &Images,
+) -> Result<Outcome> {
+    use crate::secureboot::{console_of, started_signed_uki, trust_only_the_build};
+    let bundle = images
+        .bundle
+        .as_deref()
+        .context("the update-sb scenario needs --bundle FILE (`make test-bundles` makes one)")?;
+    let stick = writable_stick(&mut cfg, image)?;
+    trust_only_the_build(facts, &mut cfg, image)?;
+    let tpm = cfg.dir.join("tpm");
+    let _ = std::fs::remove_dir_all(&tpm);
+    cfg.tpm_state = Some(tpm);
+    let pool_disk = pool_disks(&mut cfg, true)?;
+    let (volume, name) = attach_bundle(&mut cfg, bundle)?;
+    let token = token()?;
+
+    // Boot 1: slot A's signed UKI; the pool (TPM-enrolled), the update.
+    let first = first_pool_boot(&mut cfg, facts, &token, &format!(",update={name}"))?;
+    let r = &first.report;
+    expect(r, "secure_boot", "on").context("first boot")?;
+    if !started_signed_uki(&console_of(&cfg)?, Slot::A) {
+        bail!("first boot: GRUB did not start slot A's signed UKI");
+    }
+    expect(r, "tpm2_token", "1").context("first boot")?;
+    updated(r).context("first boot")?;
+    keep_logs(&cfg, "boot1")?;
+    let b = slot_facts(&stick, Slot::B).context("slot B after the update")?;
+    if b.manifest.boot_files.last().map(|f| f.name.as_str()) != Some(bootfiles::UKI) {
+        bail!(
+            "slot B's boot files {:?} have no signed UKI: the bundle must carry one",
+            b.manifest.boot_files
+        );
+    }
+    let st = boot_state(&stick, facts)?;
+    if st.primary != Slot::B || st.tries(Slot::B) != Some(3) || st.is_good(Slot::B) {
+        bail!("after the update the boot state is {st:?}, not B primary with 3 tries, not good");
+    }
+
+    // Boot 2: slot B's UKI, found by its salt, verified, pool by TPM.
+    cfg.test_actions = "report".into();
+    let (second, vm) = boot_until_report(&cfg, Duration::from_secs(1500)).context("second boot")?;
+    let shown = prompts_shown(&vm);
+    vm.close()?;
+    let r = &second.report;
+    expect(r, "secure_boot", "on").context("second boot")?;
+    if !started_signed_uki(&console_of(&cfg)?, Slot::B) {
+        bail!("second boot: GRUB did not start slot B's signed UKI");
+    }
+    check_verified_boot(r, &b, Slot::B).context("second boot")?;
+    let part_b = facts
+        .parts
+        .iter()
+        .find(|p| p.name == anklume_contract::partition::slot_label(Slot::B))
+        .context("the raw image has no slot B partition")?;
+    expect(r, "boot_partuuid", &part_b.unique_guid.to_lowercase()).context("second boot")?;
+    pool_facts(r, Slot::B).context("second boot")?;
+    later_pool_boot(r, &token, shown, 0).context("second boot, slot B")?;
+    let st = boot_state(&stick, facts)?;
+    if st.primary != Slot::B || !st.is_good(Slot::B) {
+        bail!("after the second boot the boot state is {st:?}, not B primary and good");
+    }
+    eprintln!(
+        "  slot B ({}) booted from the bundle's signed UKI under Secure Boot, verified, pool unlocked by the TPM, marked good: {st:?}",
+        b.manifest.version
+    );
     for f in [pool_disk, volume, stick] {
         std::fs::remove_file(f)?;
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ring::signature::Ed25519KeyPair;
 
-use anklume_contract::bootfiles::{self, GRUBENV, INITRD, KERNEL, MANIFEST, SLOT_CFG};
+use anklume_contract::bootfiles::{self, GRUBENV, INITRD, KERNEL, MANIFEST, SLOT_CFG, UKI};
 use anklume_contract::bootstate::{encode_envblk, BootState};
 use anklume_contract::manifest::{BootFile, SlotManifest};
 use anklume_contract::Slot;
@@ -99,6 +99,21 @@ pub fn seal(dir: &Path, name: &str, version: &str, data: &[u8]) -> Sealed {
         uuid: anklume_verity::format_uuid(&uuid),
         boot,
     }
+}
+
+/// A stand-in for a signed UKI of `version`, and its manifest entry.
+fn fake_uki(dir: &Path, name: &str, version: &str) -> (PathBuf, BootFile) {
+    let p = dir.join(format!("{name}.{UKI}"));
+    let content = format!("signed UKI of {version}\n").repeat(50);
+    std::fs::write(&p, &content).unwrap();
+    let entry = BootFile {
+        name: UKI.into(),
+        size: content.len() as u64,
+        sha256: anklume_verity::hex(
+            ring::digest::digest(&ring::digest::SHA256, content.as_bytes()).as_ref(),
+        ),
+    };
+    (p, entry)
 }
 
 pub struct Fixture {
@@ -215,6 +230,42 @@ impl Fixture {
         )
         .unwrap();
         out
+    }
+
+    /// A bundle of `data` as `version` whose boot files end with a UKI
+    /// (a signed build's; its bytes need not be a PE file here).
+    pub fn signed_bundle(&self, name: &str, version: &str, data: &[u8]) -> PathBuf {
+        let mut s = seal(self.dir.path(), name, version, data);
+        let (file, entry) = fake_uki(self.dir.path(), name, version);
+        s.boot.push(file);
+        s.slot.boot_files.push(entry);
+        let out = self.path(&format!("{name}.bundle"));
+        write_bundle(
+            &BundleInput {
+                image: s.image,
+                slot: s.slot,
+                verity_uuid: s.uuid,
+                boot_files: s.boot,
+                min_version: "0.1.0".into(),
+                data_schema: 1,
+            },
+            &self.key,
+            &out,
+        )
+        .unwrap();
+        out
+    }
+
+    /// Make slot A's folder a signed build's: a UKI, listed by its manifest.
+    pub fn sign_slot_a(&self) {
+        let esp = &self.sys.esp;
+        let (file, entry) = fake_uki(self.dir.path(), "v1", "0.1.0");
+        esp.write_slot_file(Slot::A, UKI, &std::fs::read(file).unwrap())
+            .unwrap();
+        let mut m = esp.slot_manifest(Slot::A).unwrap().unwrap();
+        m.boot_files.push(entry);
+        esp.write_slot_file(Slot::A, MANIFEST, m.to_json().as_bytes())
+            .unwrap();
     }
 
     pub fn bundle(&self, name: &str, version: &str, data: &[u8]) -> PathBuf {

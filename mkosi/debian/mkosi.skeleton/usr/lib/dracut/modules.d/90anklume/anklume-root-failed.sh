@@ -6,12 +6,16 @@
 set -u
 onfail=stop
 slot=?
+version=?
 for w in $(cat /proc/cmdline); do
     case "$w" in
     anklume.onfail=*) onfail=${w#*=} ;;
     anklume.slot=*) slot=${w#*=} ;;
+    anklume.version=*) version=${w#*=} ;;
     esac
 done
+# A UKI's command line names no slot: say the version it boots.
+[ "$slot" != "?" ] || slot="($version)"
 if [ "$onfail" = reboot ]; then
     echo "anklume-root: slot $slot did not boot; this try was counted, rebooting in 10 s (the boot loader tries again or falls back to the other slot)"
     sleep 10

@@ -1,12 +1,18 @@
 #!/bin/sh
 # anklume initrd: make the verified OS slot the root file system.
 #
-# Kernel command line (written by grub.cfg from the slot manifest):
+# Kernel command line, from GRUB (slot.cfg's values):
 #   anklume.slot=a|b  anklume.partuuid=UUID  anklume.roothash=HEX
 #   anklume.hashoffset=BYTES  anklume.version=V  [anklume.toram=1]
 #   [anklume.overlay_size=SIZE]
+# or signed into a UKI (Secure Boot), which names the image, not a slot
+# (no anklume.slot, no anklume.partuuid):
+#   anklume.roothash=HEX  anklume.hashoffset=BYTES  anklume.version=V
 #
-# 1. find the slot partition by PARTUUID; on a CD (the kernel does not scan
+# 1. find the slot partition by PARTUUID, or (UKI) the slot partition
+#    (GPT type and name) whose verity tree at the hash offset has the root
+#    hash (its superblock's salt + its top hash block) — the slot is then
+#    the one its name says; on a CD (the kernel does not scan
 #    a CD's partition table) expose the medium's partitions through a
 #    read-only partition-scanning loop device; the same over the ISO file
 #    when Ventoy booted it (its /dev/mapper/ventoy, or the file on its data
@@ -32,8 +38,13 @@ arg() {
     return 1
 }
 
-SLOT=$(arg anklume.slot) || fail "anklume.slot= is missing from the kernel command line"
-PARTUUID=$(arg anklume.partuuid) || fail "anklume.partuuid= is missing"
+if PARTUUID=$(arg anklume.partuuid); then
+    SLOT=$(arg anklume.slot) || fail "anklume.slot= is missing from the kernel command line"
+    BY_ROOT=""
+else
+    # A UKI's command line: the partition is found by the image's root hash.
+    SLOT="" PARTUUID="" BY_ROOT=1
+fi
 ROOTHASH=$(arg anklume.roothash) || fail "anklume.roothash= is missing"
 HASHOFF=$(arg anklume.hashoffset) || fail "anklume.hashoffset= is missing"
 TORAM=$(arg anklume.toram) || TORAM=0
@@ -42,9 +53,52 @@ VERSION=$(arg anklume.version) || VERSION=unknown
 PERSIST_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4
 PERSIST_LABEL=anklume-persist
 
-say "slot $SLOT, PARTUUID $PARTUUID, root hash $ROOTHASH"
-
-dev=/dev/disk/by-partuuid/$PARTUUID
+SLOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
+if [ -n "$PARTUUID" ]; then
+    say "slot $SLOT, PARTUUID $PARTUUID, root hash $ROOTHASH"
+    dev=/dev/disk/by-partuuid/$PARTUUID
+else
+    say "version $VERSION: the slot partition whose verity root hash is $ROOTHASH"
+    dev=""
+fi
+# Print hex string $1 as bytes.
+hex_to_bin() {
+    h=$1
+    while [ -n "$h" ]; do
+        b=${h%"${h#??}"}
+        h=${h#??}
+        # shellcheck disable=SC2059
+        printf "\\$(printf %03o "0x$b")"
+    done
+}
+# The root hash (hex) of the verity tree whose superblock is at 512-byte
+# sector $2 of device or file $1 — SHA-256 of the superblock's salt then
+# the top hash block, which follows the superblock's 4 KiB — or nothing
+# when there is no superblock. (dd seeks; od -j would read a block device
+# up to the offset.)
+verity_root() {
+    h=$(dd if="$1" bs=512 skip="$2" count=1 status=none 2>/dev/null | od -An -tx1 -v | tr -d ' \n')
+    case "$h" in 7665726974790000*) ;; *) return 0 ;; esac
+    n=$(echo "$h" | cut -c161-164)
+    n=$((0x${n#??} * 256 + 0x${n%??}))
+    [ "$n" -gt 0 ] && [ "$n" -le 256 ] || return 0
+    salt=$(echo "$h" | cut -c177-$((176 + 2 * n)))
+    { hex_to_bin "$salt"; dd if="$1" bs=512 skip=$(($2 + 8)) count=8 status=none; } | sha256sum | cut -d' ' -f1
+}
+# The slot partition holding the image with our root hash, as "DEVICE
+# LABEL"; the first in lsblk's order when several do (two sticks of one
+# image, or both slots holding it).
+find_by_root() {
+    lsblk -rno PATH,PARTTYPE,PARTLABEL 2>/dev/null | while read -r p t l; do
+        [ "$t" = "$SLOT_TYPE" ] || continue
+        case "$l" in anklume-slot-a | anklume-slot-b) ;; *) continue ;; esac
+        if [ "$(verity_root "$p" $((HASHOFF / 512)))" = "$ROOTHASH" ]; then
+            echo "$p $l"
+            return 0
+        fi
+    done
+    return 0
+}
 # Loop devices this script made over a CD or the ISO file (released by
 # toram), and what each is over: " loop0=cd loop1=ventoy ".
 media_loops=""
@@ -92,9 +146,23 @@ guid_bytes() {
     for o in 6 4 2 0 10 8 14 12; do printf '%s' "$(echo "$h" | cut -c$((o + 1))-$((o + 2)))"; done
     echo "$h" | cut -c17-32
 }
-SLOT_GUID_HEX=$(guid_bytes "$PARTUUID")
-iso_has_slot() { # the GPT entries of ISO file $1 name our slot
-    od -An -tx1 -j 1024 -N 16384 "$1" 2>/dev/null | tr -d ' \n' | grep -q "$SLOT_GUID_HEX"
+SLOT_GUID_HEX=""
+if [ -n "$PARTUUID" ]; then SLOT_GUID_HEX=$(guid_bytes "$PARTUUID"); fi
+# "anklume-slot-a" as a GPT entry's name (UTF-16LE), in od's spacing.
+SLOT_A_NAME_HEX="61 00 6e 00 6b 00 6c 00 75 00 6d 00 65 00 2d 00 73 00 6c 00 6f 00 74 00 2d 00 61 00"
+iso_has_slot() { # ISO file $1 holds our slot: its GPT names our PARTUUID, or (UKI) its slot A has our root hash
+    if [ -n "$SLOT_GUID_HEX" ]; then
+        od -An -tx1 -j 1024 -N 16384 "$1" 2>/dev/null | tr -d ' \n' | grep -q "$SLOT_GUID_HEX"
+        return
+    fi
+    iso_file=$1
+    # The GPT entry (128 bytes a line) named anklume-slot-a: its first LBA.
+    e=$(od -An -tx1 -v -w128 -j 1024 -N 16384 "$1" 2>/dev/null | grep -m1 "$SLOT_A_NAME_HEX") || return 1
+    # shellcheck disable=SC2086
+    set -- $e
+    shift 32
+    lba=$((0x$8$7$6$5$4$3$2$1))
+    [ "$(verity_root "$iso_file" $((lba + HASHOFF / 512)))" = "$ROOTHASH" ]
 }
 ventoy_data_part() { # Ventoy's data partition, or nothing
     if [ -r "$VTOY_VAR" ]; then
@@ -142,23 +210,39 @@ expose_ventoy() {
         done
     fi
     if [ -z "$iso" ]; then
-        say "Ventoy: no ISO file with slot $SLOT's PARTUUID on $data"
+        say "Ventoy: no ISO file with this slot ($VERSION) on $data"
         return 0
     fi
     say "Ventoy: the ISO is ${iso#"$VTOY_MNT"} on $data"
     expose "$iso" ventoy
     return 0
 }
+found() { # the slot partition is there (by root hash: $dev and $SLOT set)
+    if [ -n "$PARTUUID" ]; then
+        [ -b "$dev" ]
+        return
+    fi
+    hit=$(find_by_root)
+    [ -n "$hit" ] || return 1
+    dev=${hit%% *}
+    SLOT=${hit##*-}
+    PARTUUID=$(lsblk -rno PARTUUID "$dev" | head -n1)
+}
 i=0
-while [ ! -b "$dev" ]; do
+until found; do
     expose_cds
     expose_ventoy
     i=$((i + 1))
-    [ $i -le 240 ] || fail "slot $SLOT (PARTUUID $PARTUUID) not found after 120 s"
+    if [ $i -gt 240 ]; then
+        if [ -n "$BY_ROOT" ]; then
+            fail "no slot partition holds version $VERSION (verity root hash $ROOTHASH) after 120 s"
+        fi
+        fail "slot $SLOT (PARTUUID $PARTUUID) not found after 120 s"
+    fi
     sleep 0.5
 done
 dev=$(readlink -f "$dev")
-say "slot $SLOT is $dev"
+say "slot $SLOT is $dev (PARTUUID $PARTUUID)"
 medium=$(lsblk -no PKNAME "$dev" | head -n1)
 # What the slot was found on: disk, cd or ventoy (for boot.env).
 MEDIUM=disk

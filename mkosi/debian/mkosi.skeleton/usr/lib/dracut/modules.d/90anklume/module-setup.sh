@@ -13,7 +13,7 @@ installkernel() {
 
 install() {
     inst_multiple veritysetup losetup blkid lsblk blockdev mount umount mkdir \
-        cat cp dd find grep sed head tr cut od printf readlink sleep stat mkfs.ext4 sync
+        cat cp dd find grep sed head tr cut od printf readlink sleep stat mkfs.ext4 sync sha256sum
     inst_script "$moddir/anklume-root.sh" /usr/lib/anklume/anklume-root.sh
     inst_script "$moddir/anklume-root-failed.sh" /usr/lib/anklume/anklume-root-failed.sh
     inst_hook cmdline 10 "$moddir/anklume-cmdline.sh"
