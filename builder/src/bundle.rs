@@ -120,16 +120,16 @@ mod tests {
         std::fs::create_dir_all(&keys).unwrap();
         std::fs::create_dir_all(d.path().join("k2")).unwrap();
         let public = anklume_update::keys::generate(&keys, "release").unwrap();
-        let out = d.path().join("out/x.bundle");
-        let (written, slot) = write(&BundleOptions {
+        let opts = |out: PathBuf| BundleOptions {
             work_dir: d.path().to_path_buf(),
             rootfs: rootfs.clone(),
             key: keys.join("release.key"),
             min_version: "0.1.0".into(),
             data_schema: 1,
-            out: Some(out.clone()),
-        })
-        .unwrap();
+            out: Some(out),
+        };
+        let out = d.path().join("out/x.bundle");
+        let (written, slot) = write(&opts(out.clone())).unwrap();
         assert_eq!(written, out);
         assert_eq!(slot.root_hash, m.root_hash);
         let src = anklume_update::FileSource::open(&out).unwrap();
@@ -149,43 +149,19 @@ mod tests {
             .push(crate::bootfiles::entry(UKI, b"signed uki"));
         save_manifest(d.path(), &signed).unwrap();
         std::fs::write(d.path().join(SLOT_UKI), b"signed uki").unwrap();
-        let (written, _) = write(&BundleOptions {
-            work_dir: d.path().to_path_buf(),
-            rootfs: rootfs.clone(),
-            key: keys.join("release.key"),
-            min_version: "0.1.0".into(),
-            data_schema: 1,
-            out: Some(d.path().join("out/signed.bundle")),
-        })
-        .unwrap();
+        let (written, _) = write(&opts(d.path().join("out/signed.bundle"))).unwrap();
         let src = anklume_update::FileSource::open(&written).unwrap();
         let b =
             anklume_update::OpenBundle::open(Box::new(src), std::slice::from_ref(&public)).unwrap();
         assert_eq!(b.boot_files.len(), 3);
         assert_eq!(b.boot_files[2], b"signed uki");
         std::fs::remove_file(d.path().join(SLOT_UKI)).unwrap();
-        let err = write(&BundleOptions {
-            work_dir: d.path().to_path_buf(),
-            rootfs: rootfs.clone(),
-            key: keys.join("release.key"),
-            min_version: "0.1.0".into(),
-            data_schema: 1,
-            out: Some(d.path().join("out/signed.bundle")),
-        })
-        .unwrap_err();
+        let err = write(&opts(d.path().join("out/signed.bundle"))).unwrap_err();
         assert!(format!("{err:#}").contains("left no UKI"), "{err:#}");
         save_manifest(d.path(), &m).unwrap();
         // A rootfs of another build (no such kernel) is refused by name.
         std::fs::remove_file(rootfs.join("boot/initrd.img-6.12.9-amd64")).unwrap();
-        let err = write(&BundleOptions {
-            work_dir: d.path().to_path_buf(),
-            rootfs,
-            key: keys.join("release.key"),
-            min_version: "0.1.0".into(),
-            data_schema: 1,
-            out: Some(out),
-        })
-        .unwrap_err();
+        let err = write(&opts(out)).unwrap_err();
         assert!(
             format!("{err:#}").contains("initrd.img-6.12.9-amd64 is missing"),
             "{err:#}"

@@ -122,10 +122,16 @@ pub fn btrfs(facts: &ImageFacts, cfg: VmConfig) -> Result<Outcome> {
 /// pool-tpm (UEFI, a swtpm TPM 2.0): the first boot also enrols the TPM
 /// (PCR 7); the second boot unlocks with it, without any prompt.
 pub fn tpm(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
+    fresh_tpm(&mut cfg);
+    two_boots(facts, cfg, true)
+}
+
+/// A swtpm TPM 2.0 for `cfg`, its state new (a leftover of an earlier run
+/// removed) and kept between the scenario's boots.
+pub(crate) fn fresh_tpm(cfg: &mut VmConfig) {
     let state = cfg.dir.join("tpm");
     let _ = std::fs::remove_dir_all(&state);
     cfg.tpm_state = Some(state);
-    two_boots(facts, cfg, true)
 }
 
 /// An empty 4 GiB NVMe disk for the pool and a seed stick whose preseed

@@ -42,7 +42,8 @@ use anklume_contract::bootstate::BootState;
 use anklume_contract::Slot;
 
 use crate::pool::{
-    boot_typing_passphrase, first_pool_boot, later_pool_boot, pool_disks, pool_facts, prompts_shown,
+    boot_typing_passphrase, first_pool_boot, fresh_tpm, later_pool_boot, pool_disks, pool_facts,
+    prompts_shown,
 };
 use crate::qemu::{Bus, Disk, VmConfig};
 use crate::scenario::{
@@ -223,9 +224,7 @@ pub fn secure_boot(
         .context("the update-sb scenario needs --bundle FILE (`make test-bundles` makes one)")?;
     let stick = writable_stick(&mut cfg, image)?;
     trust_only_the_build(facts, &mut cfg, image)?;
-    let tpm = cfg.dir.join("tpm");
-    let _ = std::fs::remove_dir_all(&tpm);
-    cfg.tpm_state = Some(tpm);
+    fresh_tpm(&mut cfg);
     let pool_disk = pool_disks(&mut cfg, true)?;
     let (volume, name) = attach_bundle(&mut cfg, bundle)?;
     let token = token()?;
@@ -393,9 +392,7 @@ pub fn broken(
         "the update-broken scenario needs --broken-bundle FILE (`make test-bundle-broken` makes one)",
     )?;
     let stick = writable_stick(&mut cfg, image)?;
-    let tpm = cfg.dir.join("tpm");
-    let _ = std::fs::remove_dir_all(&tpm);
-    cfg.tpm_state = Some(tpm);
+    fresh_tpm(&mut cfg);
     let pool_disk = pool_disks(&mut cfg, true)?;
     let (volume, name) = attach_bundle(&mut cfg, bundle)?;
     let token = token()?;

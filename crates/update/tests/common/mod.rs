@@ -215,6 +215,11 @@ impl Fixture {
         key: Option<&Ed25519KeyPair>,
     ) -> PathBuf {
         let s = seal(self.dir.path(), name, version, data);
+        self.write_sealed(name, s, min, key.unwrap_or(&self.key))
+    }
+
+    /// `s` written as `<name>.bundle`, signed with `key`.
+    fn write_sealed(&self, name: &str, s: Sealed, min: &str, key: &Ed25519KeyPair) -> PathBuf {
         let out = self.path(&format!("{name}.bundle"));
         write_bundle(
             &BundleInput {
@@ -225,7 +230,7 @@ impl Fixture {
                 min_version: min.into(),
                 data_schema: 1,
             },
-            key.unwrap_or(&self.key),
+            key,
             &out,
         )
         .unwrap();
@@ -239,21 +244,7 @@ impl Fixture {
         let (file, entry) = fake_uki(self.dir.path(), name, version);
         s.boot.push(file);
         s.slot.boot_files.push(entry);
-        let out = self.path(&format!("{name}.bundle"));
-        write_bundle(
-            &BundleInput {
-                image: s.image,
-                slot: s.slot,
-                verity_uuid: s.uuid,
-                boot_files: s.boot,
-                min_version: "0.1.0".into(),
-                data_schema: 1,
-            },
-            &self.key,
-            &out,
-        )
-        .unwrap();
-        out
+        self.write_sealed(name, s, "0.1.0", &self.key)
     }
 
     /// Make slot A's folder a signed build's: a UKI, listed by its manifest.
