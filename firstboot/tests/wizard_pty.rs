@@ -39,13 +39,38 @@ struct Pty {
 
 impl Pty {
     fn start(args: &[&str]) -> Pty {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anklume-firstboot"));
-        cmd.args(args).env("TERM", "vt100");
+        // expectrl's pty starts with echo off, where `send_secret` could
+        // not tell the passphrase prompt from any other: turn it on, as on
+        // a real console, before the wizard starts. (Not checked here: the
+        // wizard's first menu may already have switched to raw mode.)
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"stty echo && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_anklume-firstboot"))
+            .args(args)
+            .env("TERM", "vt100");
         let mut s = Session::spawn(cmd).expect("spawning the wizard in a pty");
         s.set_expect_timeout(Some(Duration::from_secs(30)));
         Pty {
             s,
             screen: String::new(),
+        }
+    }
+
+    fn wait_echo_off(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self
+            .s
+            .get_process()
+            .get_echo()
+            .expect("reading the pty's echo flag")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the passphrase prompt never turned echo off\nscreen so far:\n{}",
+                self.screen
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -67,24 +92,10 @@ impl Pty {
     /// Type a secret line once the prompt has turned echo off. The prompt
     /// (console's `read_secure`) switches modes with `TCSAFLUSH`, which
     /// throws away whatever was typed before: sending on seeing the prompt
-    /// text alone lost the passphrase now and then in CI.
+    /// text alone loses the passphrase now and then.
     fn send_secret(&mut self, line: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self
-            .s
-            .get_process()
-            .get_echo()
-            .expect("reading the pty's echo flag")
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the passphrase prompt never turned echo off\nscreen so far:\n{}",
-                self.screen
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.send(line);
-        self.send(ENTER);
+        self.wait_echo_off();
+        self.send(&format!("{line}{ENTER}"));
     }
 
     fn finish(&mut self) -> i32 {
@@ -128,7 +139,7 @@ fn wizard_dry_run_plans_a_wipe_of_the_named_disk_and_never_lists_the_boot_stick(
     t.wait("No TPM 2.0 found");
     t.wait("Pool passphrase");
     t.send_secret("short");
-    t.wait("at least 8 characters");
+    t.wait("must have at least 8 characters");
     t.wait("Pool passphrase");
     t.send_secret("correct horse battery");
     t.wait("Repeat the passphrase");
