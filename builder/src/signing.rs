@@ -217,23 +217,7 @@ pub fn pe_section(data: &[u8], name: &str) -> Result<(usize, usize)> {
 mod tests {
     use super::*;
 
-    fn pair(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
-        let key = dir.join(format!("{cn}.key"));
-        let cert = dir.join(format!("{cn}.crt"));
-        Cmd::new("openssl")
-            .args([
-                "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .arg("-subj")
-            .arg(format!("/CN={cn}/"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .run()
-            .unwrap();
-        (key, cert)
-    }
+    use anklume_update::trust::testing::{cert_pair as pair, minimal_pe};
 
     #[test]
     fn a_pair_is_checked_before_use() {
@@ -276,34 +260,6 @@ mod tests {
             .output_string()
             .unwrap();
         assert!(list.contains("signature 2"), "{list}");
-    }
-
-    /// MZ + PE32+ headers (x86-64, EFI application) with one empty
-    /// section, 0x400 bytes: enough for sbsign and sbverify.
-    fn minimal_pe() -> Vec<u8> {
-        let mut pe = vec![0u8; 0x400];
-        pe[0..2].copy_from_slice(b"MZ");
-        pe[0x3c] = 0x40;
-        pe[0x40..0x44].copy_from_slice(b"PE\0\0");
-        pe[0x44..0x46].copy_from_slice(&0x8664u16.to_le_bytes()); // machine
-        pe[0x46..0x48].copy_from_slice(&1u16.to_le_bytes()); // sections
-        pe[0x54..0x56].copy_from_slice(&0xf0u16.to_le_bytes()); // optional header size
-        pe[0x56..0x58].copy_from_slice(&0x0206u16.to_le_bytes()); // characteristics
-        let o = 0x58;
-        pe[o..o + 2].copy_from_slice(&0x20bu16.to_le_bytes()); // PE32+
-        pe[o + 32..o + 36].copy_from_slice(&0x200u32.to_le_bytes()); // section alignment
-        pe[o + 36..o + 40].copy_from_slice(&0x200u32.to_le_bytes()); // file alignment
-        pe[o + 56..o + 60].copy_from_slice(&0x400u32.to_le_bytes()); // size of image
-        pe[o + 60..o + 64].copy_from_slice(&0x200u32.to_le_bytes()); // size of headers
-        pe[o + 68..o + 70].copy_from_slice(&10u16.to_le_bytes()); // subsystem: EFI application
-        pe[o + 108..o + 112].copy_from_slice(&16u32.to_le_bytes()); // data directories
-        let s = o + 0xf0;
-        pe[s..s + 5].copy_from_slice(b".text");
-        pe[s + 8..s + 12].copy_from_slice(&0x200u32.to_le_bytes());
-        pe[s + 12..s + 16].copy_from_slice(&0x200u32.to_le_bytes());
-        pe[s + 16..s + 20].copy_from_slice(&0x200u32.to_le_bytes());
-        pe[s + 20..s + 24].copy_from_slice(&0x200u32.to_le_bytes());
-        pe
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod ops;
 pub mod slotcfg;
 pub mod source;
 pub mod system;
+pub mod trust;
 pub mod update;
 pub mod write;
 

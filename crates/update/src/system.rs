@@ -14,6 +14,7 @@ use anklume_contract::partition::slot_label;
 use anklume_contract::Slot;
 
 use crate::esp::Esp;
+use crate::trust::FirmwareDirs;
 
 /// Where the OS records its data-schema version (one integer); see
 /// `BundleManifest::data_schema`.
@@ -31,6 +32,9 @@ pub struct System {
     pub devices: [PathBuf; 2],
     /// PARTUUIDs of the slot partitions, A then B (for `slot.cfg`).
     pub partuuids: [String; 2],
+    /// The firmware's variables (Secure Boot state, the keys it trusts);
+    /// `None` on a machine that did not boot through UEFI.
+    pub firmware: Option<FirmwareDirs>,
 }
 
 /// A machine described in a file instead of discovered (`--system FILE`):
@@ -49,6 +53,10 @@ pub struct SystemFile {
     pub slot_b: PathBuf,
     pub partuuid_a: String,
     pub partuuid_b: String,
+    /// efivarfs of the machine whose Secure Boot keys the new UKI must
+    /// match (absent: not checked).
+    #[serde(default)]
+    pub efivars: Option<PathBuf>,
 }
 
 pub(crate) fn idx(s: Slot) -> usize {
@@ -80,6 +88,14 @@ impl System {
             running_data_schema: f.running_data_schema,
             devices: [f.slot_a, f.slot_b],
             partuuids: [f.partuuid_a, f.partuuid_b],
+            // Laid out as the kernel does: mok-variables beside efivars.
+            firmware: f.efivars.map(|efivars| FirmwareDirs {
+                mok_variables: efivars
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .join("mok-variables"),
+                efivars,
+            }),
         })
     }
 
@@ -151,6 +167,7 @@ impl System {
                 running_data_schema,
                 devices,
                 partuuids,
+                firmware: FirmwareDirs::live(),
             },
             esp_mount: guard,
             missing,

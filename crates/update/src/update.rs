@@ -34,6 +34,7 @@ use crate::delta::{self, Local, Plan};
 use crate::open::OpenBundle;
 use crate::slotcfg::{slot_cfg, SlotBoot};
 use crate::system::System;
+use crate::trust::FirmwareTrust;
 use crate::write::{write_image, WriteStats};
 
 /// The steps an update goes through; the hook runs after each.
@@ -139,9 +140,11 @@ pub fn check_rules(sys: &System, bundle: &OpenBundle, allow_downgrade: bool) -> 
 
 /// A machine whose running slot boots from a signed UKI (a Secure Boot
 /// build) needs one for the new slot: under Secure Boot GRUB starts
-/// nothing else, and a slot without one would never boot. A bundle with a
-/// UKI is fine on any machine (GRUB without Secure Boot loads the kernel
-/// and initrd).
+/// nothing else, and a slot without one would never boot. With Secure
+/// Boot on, that UKI must also be signed by a certificate the firmware
+/// (db) or shim (MOK list) trusts, else the new slot would not boot
+/// either ([`crate::trust`]). A bundle with a UKI is fine on any machine
+/// (GRUB without Secure Boot loads the kernel and initrd).
 fn check_signed(sys: &System, bundle: &OpenBundle) -> Result<()> {
     let has_uki =
         |m: &anklume_contract::manifest::SlotManifest| m.boot_files.iter().any(|f| f.name == UKI);
@@ -149,13 +152,30 @@ fn check_signed(sys: &System, bundle: &OpenBundle) -> Result<()> {
     let Some(run) = sys.esp.slot_manifest(running)? else {
         return Ok(());
     };
-    if has_uki(&run) && !has_uki(&bundle.manifest.slot) {
+    if !has_uki(&run) {
+        return Ok(());
+    }
+    let target = running.other();
+    let Some(uki) = bundle
+        .manifest
+        .slot
+        .boot_files
+        .iter()
+        .zip(&bundle.boot_files)
+        .find_map(|(f, data)| (f.name == UKI).then_some(data))
+    else {
         bail!(
             "this machine boots signed UKIs (Secure Boot build: slot {running}'s folder has {UKI}); \
-             the bundle has none, so slot {} could not boot with Secure Boot on: make the bundle from a \
-             signed build (anklume-build image --signing-key/--signing-cert, then anklume-build bundle)",
-            running.other()
+             the bundle has none, so slot {target} could not boot with Secure Boot on: make the bundle from a \
+             signed build (anklume-build image --signing-key/--signing-cert, then anklume-build bundle)"
         );
+    };
+    let Some(dirs) = &sys.firmware else {
+        return Ok(());
+    };
+    let trust = FirmwareTrust::read(dirs).context("reading the firmware's Secure Boot keys")?;
+    if trust.secure_boot {
+        trust.check_signed(uki, &format!("the bundle's {UKI} (slot {target}'s)"))?;
     }
     Ok(())
 }

@@ -283,6 +283,68 @@ fn a_secure_boot_machine_needs_a_bundle_with_a_signed_uki() {
     );
 }
 
+/// With Secure Boot on, the bundle's UKI must be signed by a certificate
+/// in the firmware's db or shim's MOK list: one signed by another key is
+/// refused before anything is written (it would never boot); with Secure
+/// Boot off it is not the firmware's to judge.
+#[test]
+fn a_uki_the_firmware_does_not_trust_is_refused_under_secure_boot() {
+    use anklume_update::trust::testing::{cert_pair, der_of, efivars, minimal_pe, sign, x509_list};
+    use anklume_update::trust::FirmwareDirs;
+    let mut fx = Fixture::new();
+    fx.sign_slot_a();
+    let d = fx.path("keys");
+    std::fs::create_dir_all(&d).unwrap();
+    let (k, c) = cert_pair(&d, "enrolled");
+    let (k2, c2) = cert_pair(&d, "stranger");
+    let pe = d.join("uki.efi");
+    std::fs::write(&pe, minimal_pe()).unwrap();
+    let (good, bad) = (d.join("good.efi"), d.join("bad.efi"));
+    sign(&k, &c, &pe, &good);
+    sign(&k2, &c2, &pe, &bad);
+    let trusted = fx.bundle_with_pe("v2g", "0.2.0", &v2_data(), &std::fs::read(&good).unwrap());
+    let stranger = fx.bundle_with_pe("v2b", "0.2.0", &v2_data(), &std::fs::read(&bad).unwrap());
+    let with_firmware = |fx: &mut Fixture, on: bool| {
+        let db = x509_list(&[&der_of(&c)]);
+        let ev = efivars(&d.join(if on { "on" } else { "off" }), on, Some(&db), None);
+        fx.sys.firmware = Some(FirmwareDirs {
+            mok_variables: d.join("none"),
+            efivars: ev,
+        });
+    };
+    with_firmware(&mut fx, true);
+    refused(
+        &fx,
+        &stranger,
+        "the bundle's anklume.efi (slot b's) is not signed by any certificate this machine's firmware trusts (1 in db, 0 in shim's MOK list)",
+        false,
+    );
+    update(
+        &fx.sys,
+        &fx.open(&trusted).unwrap(),
+        &opts(),
+        &mut no_hook(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(fx.sys.esp.slot_file(Slot::B, UKI)).unwrap(),
+        std::fs::read(&good).unwrap()
+    );
+
+    // Secure Boot off: any signed build goes.
+    let mut off = Fixture::new();
+    off.sign_slot_a();
+    with_firmware(&mut off, false);
+    let stranger = off.bundle_with_pe("v2b", "0.2.0", &v2_data(), &std::fs::read(&bad).unwrap());
+    update(
+        &off.sys,
+        &off.open(&stranger).unwrap(),
+        &opts(),
+        &mut no_hook(),
+    )
+    .unwrap();
+}
+
 /// A power cut after each step: until the arming, GRUB boots the running
 /// slot; then a new update succeeds from whatever was left.
 #[test]

@@ -103,15 +103,17 @@ pub fn seal(dir: &Path, name: &str, version: &str, data: &[u8]) -> Sealed {
 
 /// A stand-in for a signed UKI of `version`, and its manifest entry.
 fn fake_uki(dir: &Path, name: &str, version: &str) -> (PathBuf, BootFile) {
-    let p = dir.join(format!("{name}.{UKI}"));
     let content = format!("signed UKI of {version}\n").repeat(50);
-    std::fs::write(&p, &content).unwrap();
+    uki_file(dir, name, content.as_bytes())
+}
+
+fn uki_file(dir: &Path, name: &str, content: &[u8]) -> (PathBuf, BootFile) {
+    let p = dir.join(format!("{name}.{UKI}"));
+    std::fs::write(&p, content).unwrap();
     let entry = BootFile {
         name: UKI.into(),
         size: content.len() as u64,
-        sha256: anklume_verity::hex(
-            ring::digest::digest(&ring::digest::SHA256, content.as_bytes()).as_ref(),
-        ),
+        sha256: anklume_verity::hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref()),
     };
     (p, entry)
 }
@@ -178,6 +180,7 @@ impl Fixture {
             running_data_schema: Some(1),
             devices: [dev_a, dev_b],
             partuuids: ["aaaa".into(), "bbbb".into()],
+            firmware: None,
         };
         Fixture {
             dir,
@@ -240,8 +243,25 @@ impl Fixture {
     /// A bundle of `data` as `version` whose boot files end with a UKI
     /// (a signed build's; its bytes need not be a PE file here).
     pub fn signed_bundle(&self, name: &str, version: &str, data: &[u8]) -> PathBuf {
-        let mut s = seal(self.dir.path(), name, version, data);
         let (file, entry) = fake_uki(self.dir.path(), name, version);
+        self.bundle_with_uki(name, version, data, file, entry)
+    }
+
+    /// A bundle of `data` whose UKI is the PE file `uki`.
+    pub fn bundle_with_pe(&self, name: &str, version: &str, data: &[u8], uki: &[u8]) -> PathBuf {
+        let (file, entry) = uki_file(self.dir.path(), name, uki);
+        self.bundle_with_uki(name, version, data, file, entry)
+    }
+
+    fn bundle_with_uki(
+        &self,
+        name: &str,
+        version: &str,
+        data: &[u8],
+        file: PathBuf,
+        entry: BootFile,
+    ) -> PathBuf {
+        let mut s = seal(self.dir.path(), name, version, data);
         s.boot.push(file);
         s.slot.boot_files.push(entry);
         self.write_sealed(name, s, "0.1.0", &self.key)
