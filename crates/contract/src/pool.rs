@@ -6,3 +6,93 @@ pub const POOL_DIR: &str = "/var/lib/anklume/pool";
 /// `infra.yml` on the pool, relative to [`POOL_DIR`] (in the `anklume`
 /// subvolume or dataset).
 pub const INFRA_ON_POOL: &str = "anklume/infra.yml";
+
+/// This boot's unlock of the pool, written by whoever unlocked it
+/// (`anklume pool unlock`, or the first boot that made the pool) in the
+/// run folder (`/run/anklume`), read by `anklume status`.
+pub const UNLOCK_RECORD: &str = "pool-unlock.json";
+/// [`UNLOCK_RECORD`] on the running system.
+pub const UNLOCK_RECORD_PATH: &str = "/run/anklume/pool-unlock.json";
+
+/// What unlocked the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlockedBy {
+    /// The systemd-tpm2 token in the LUKS2 header (no one typed anything).
+    Tpm2,
+    /// The passphrase (or the recovery key), typed at the prompt.
+    Passphrase,
+    /// The first boot made the pool and left it unlocked.
+    FirstBoot,
+}
+
+impl std::fmt::Display for UnlockedBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UnlockedBy::Tpm2 => "the TPM",
+            UnlockedBy::Passphrase => "passphrase",
+            UnlockedBy::FirstBoot => "the first boot (pool just made)",
+        })
+    }
+}
+
+/// The record in [`UNLOCK_RECORD`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRecord {
+    /// The LUKS2 partition (`/dev/nvme0n1p1`).
+    pub partition: String,
+    pub by: UnlockedBy,
+}
+
+impl UnlockRecord {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an unlock record serialises") + "\n"
+    }
+
+    /// The record in `run_dir`, `None` when there is none (no unlock this
+    /// boot, or an older OS).
+    pub fn read(run_dir: &std::path::Path) -> Result<Option<UnlockRecord>, String> {
+        let p = run_dir.join(UNLOCK_RECORD);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", p.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unlock_record_round_trips_and_refuses_unknown_keys() {
+        let d = std::env::temp_dir().join(format!("anklume-unlock-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        assert_eq!(UnlockRecord::read(&d).unwrap(), None);
+        let r = UnlockRecord {
+            partition: "/dev/vdb1".into(),
+            by: UnlockedBy::Tpm2,
+        };
+        assert_eq!(
+            r.to_json(),
+            "{\"partition\":\"/dev/vdb1\",\"by\":\"tpm2\"}\n"
+        );
+        std::fs::write(d.join(UNLOCK_RECORD), r.to_json()).unwrap();
+        assert_eq!(UnlockRecord::read(&d).unwrap(), Some(r));
+        std::fs::write(
+            d.join(UNLOCK_RECORD),
+            "{\"partition\":\"/dev/vdb1\",\"by\":\"tpm2\",\"x\":1}",
+        )
+        .unwrap();
+        let e = UnlockRecord::read(&d).unwrap_err();
+        assert!(
+            e.contains("pool-unlock.json") && e.contains("unknown field"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -3,11 +3,13 @@
 //! The pool is the one LUKS2 volume labelled [`POOL_LABEL`] (the label
 //! `cryptsetup luksFormat --label` wrote at first boot, in udev's data as
 //! `ID_FS_LABEL`). It is unlocked by `systemd-cryptsetup attach`, the tool
-//! behind `/etc/crypttab`: it tries the LUKS2 tokens first (a TPM2 enrolled
-//! by the first boot unlocks without a prompt), then asks the passphrase
-//! through systemd's password agents, which ask on every console (tty1 and
-//! the serial console alike); `tries=0` asks again after a wrong passphrase,
-//! for as long as it takes, and a wrong passphrase changes nothing.
+//! behind `/etc/crypttab`: first, on a machine with a TPM, the LUKS2 TPM2
+//! token alone (enrolled by the first boot; no prompt); if that does not
+//! open it, the passphrase through systemd's password agents, which ask on
+//! every console (tty1 and the serial console alike); `tries=0` asks again
+//! after a wrong passphrase, for as long as it takes, and a wrong
+//! passphrase changes nothing. Which one unlocked is recorded in
+//! `/run/anklume/pool-unlock.json` for `anklume status`.
 //!
 //! Then the filesystem's top level is mounted at [`POOL_DIR`] and its
 //! `incus` subvolume at [`INCUS_DIR`], before Incus starts. Each step is
@@ -22,6 +24,7 @@ use anyhow::{bail, Context, Result};
 use crate::exec::{Runner, Stdin, Step};
 use crate::inventory::{BlockDevice, Inventory};
 use crate::plan::{POOL_LABEL, POOL_MAPPING};
+use anklume_contract::pool::{UnlockRecord, UnlockedBy, UNLOCK_RECORD_PATH};
 
 pub use anklume_contract::pool::POOL_DIR;
 
@@ -78,23 +81,59 @@ pub struct State {
     pub incus_mounted: bool,
 }
 
-/// The unlock: `systemd-cryptsetup attach anklume-pool PART -
-/// tries=0,tpm2-device=auto` (`-`: no key file; a systemd-tpm2 token in the
-/// header is tried first, and without one, or without a TPM, it asks at
-/// once).
-pub fn attach_step(partition: &str) -> Step {
+/// The TPM's try: `systemd-cryptsetup attach anklume-pool PART -
+/// tpm2-device=auto,headless=true` (`-`: no key file): the systemd-tpm2
+/// token in the header, if the machine's measured state still matches its
+/// policy; never a prompt (it fails instead, and [`passphrase_step`] asks).
+/// Two tries instead of one command that falls back by itself, so that
+/// the boot knows which one unlocked ([`UnlockRecord`]).
+pub fn tpm2_step(partition: &str) -> Step {
     Step::new(
-        "unlock the pool (TPM2 token, else the passphrase, asked on every console)",
+        "unlock the pool with the TPM2 token",
         &[
             "systemd-cryptsetup",
             "attach",
             POOL_MAPPING,
             partition,
             "-",
-            "tries=0,tpm2-device=auto",
+            "tpm2-device=auto,headless=true",
         ],
         Stdin::Nothing,
     )
+}
+
+/// The passphrase (or recovery key), asked through systemd's password
+/// agents on every console; `tries=0`: asked again after a wrong one.
+pub fn passphrase_step(partition: &str) -> Step {
+    Step::new(
+        "unlock the pool with its passphrase (asked on every console)",
+        &[
+            "systemd-cryptsetup",
+            "attach",
+            POOL_MAPPING,
+            partition,
+            "-",
+            "tries=0",
+        ],
+        Stdin::Nothing,
+    )
+}
+
+/// Where the kernel's TPM 2.0 resource manager is, when there is one.
+pub const TPM_DEVICE: &str = "/dev/tpmrm0";
+
+/// Record what unlocked the pool, for `anklume status`.
+pub fn record(runner: &mut dyn Runner, partition: &str, by: UnlockedBy) -> Result<()> {
+    let dir = std::path::Path::new(UNLOCK_RECORD_PATH)
+        .parent()
+        .and_then(|d| d.to_str())
+        .expect("the record's path has a folder");
+    runner.create_dir(dir)?;
+    let r = UnlockRecord {
+        partition: partition.to_string(),
+        by,
+    };
+    runner.write_file(UNLOCK_RECORD_PATH, r.to_json().as_bytes())
 }
 
 fn mount(what: &str, options: &str, dir: &str) -> Step {
@@ -188,10 +227,30 @@ pub fn run(
         };
         let part = format!("/dev/{}", part.name);
         writeln!(out, "==> unlocking the data pool on {part}")?;
-        let step = attach_step(&part);
-        runner
-            .run(&step, Vec::new())
-            .with_context(|| format!("unlocking {part}"))?;
+        let mut by = None;
+        if m.exists(TPM_DEVICE) {
+            let step = tpm2_step(&part);
+            writeln!(out, "==> {}", step.what)?;
+            match runner.run(&step, Vec::new()) {
+                Ok(()) => by = Some(UnlockedBy::Tpm2),
+                // No token, or the measured state changed (firmware,
+                // Secure Boot keys): the passphrase still opens it.
+                Err(e) => writeln!(out, "    the TPM did not unlock it: {e}")?,
+            }
+        }
+        let by = match by {
+            Some(b) => b,
+            None => {
+                let step = passphrase_step(&part);
+                writeln!(out, "==> {}", step.what)?;
+                runner
+                    .run(&step, Vec::new())
+                    .with_context(|| format!("unlocking {part}"))?;
+                UnlockedBy::Passphrase
+            }
+        };
+        record(runner, &part, by)?;
+        writeln!(out, "    unlocked by {by}")?;
         s.partition = Some(part);
         s.unlocked = true;
     }

@@ -102,6 +102,13 @@ pub struct PoolStatus {
     pub encrypted: Option<bool>,
     pub size_bytes: Option<u64>,
     pub free_bytes: Option<u64>,
+    /// The encrypted partition and what unlocked it this boot (the TPM,
+    /// the passphrase, or the first boot that made it), from the record
+    /// the unlock leaves in the run folder.
+    pub partition: Option<String>,
+    pub unlocked_by: Option<anklume_contract::pool::UnlockedBy>,
+    /// Why that record could not be read.
+    pub unlock_record_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -270,7 +277,18 @@ fn pool_status(o: &StatusOptions) -> PoolStatus {
         encrypted: None,
         size_bytes: None,
         free_bytes: None,
+        partition: None,
+        unlocked_by: None,
+        unlock_record_error: None,
     };
+    match anklume_contract::pool::UnlockRecord::read(&o.run_dir) {
+        Ok(Some(r)) => {
+            p.partition = Some(r.partition);
+            p.unlocked_by = Some(r.by);
+        }
+        Ok(None) => {}
+        Err(e) => p.unlock_record_error = Some(e),
+    }
     let mountinfo = std::fs::read_to_string(&o.mountinfo).unwrap_or_default();
     let Some((fstype, source)) = mount_at(&mountinfo, &o.pool) else {
         return p;
@@ -452,6 +470,12 @@ pub fn render(s: &Status, out: &mut dyn Write) -> Result<()> {
             gib(p.free_bytes),
             gib(p.size_bytes)
         )?;
+        if let (Some(part), Some(by)) = (&p.partition, p.unlocked_by) {
+            writeln!(out, "           on {part}, unlocked by {by}")?;
+        }
+        if let Some(e) = &p.unlock_record_error {
+            writeln!(out, "           unlock record unreadable: {e}")?;
+        }
     } else {
         writeln!(
             out,
@@ -677,6 +701,11 @@ mod tests {
             "slot=a\npartuuid=6a2f1c5e-0b7d-4e1a-9c3f-2d8e5b7a4c10\ntoram=1\n",
         )
         .unwrap();
+        std::fs::write(
+            dir.path().join(anklume_contract::pool::UNLOCK_RECORD),
+            r#"{"partition":"/dev/vdb1","by":"tpm2"}"#,
+        )
+        .unwrap();
         let o = StatusOptions {
             run_dir: dir.path().to_path_buf(),
             mountinfo: PathBuf::from("/proc/self/mountinfo"),
@@ -693,6 +722,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pool:      proc on /proc (proc"), "{text}");
+        assert!(
+            text.contains("\n           on /dev/vdb1, unlocked by the TPM\n"),
+            "{text}"
+        );
         let mut out = Vec::new();
         run(&o, true, &mut out).unwrap();
         let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -700,6 +733,8 @@ mod tests {
         assert!(j["boot_state"]["error"].as_str().unwrap().contains("toram"));
         assert_eq!(j["pool"]["mounted"], true);
         assert_eq!(j["pool"]["fstype"], "proc");
+        assert_eq!(j["pool"]["unlocked_by"], "tpm2");
+        assert_eq!(j["pool"]["partition"], "/dev/vdb1");
 
         let o = StatusOptions {
             pool: dir.path().to_path_buf(),

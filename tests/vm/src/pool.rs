@@ -202,6 +202,7 @@ pub(crate) fn first_pool_boot(
     pool_facts(r, Slot::A).context("first boot")?;
     expect(r, "pool_written", token).context("first boot")?;
     expect(r, "box_written", token).context("first boot")?;
+    expect(r, "pool_unlocked_by", "first-boot").context("first boot")?;
     if shown != 0 {
         bail!("first boot: the passphrase was asked although the first boot had it");
     }
@@ -228,6 +229,13 @@ pub(crate) fn later_pool_boot(
     if shown != prompts_wanted {
         bail!("the passphrase was asked {shown} times, expected {prompts_wanted}");
     }
+    // What `anklume status` shows: the TPM when no one was asked.
+    let by = if prompts_wanted == 0 {
+        "tpm2"
+    } else {
+        "passphrase"
+    };
+    expect(r, "pool_unlocked_by", by)?;
     Ok(())
 }
 

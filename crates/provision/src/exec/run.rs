@@ -203,9 +203,11 @@ pub fn execute(
 /// Unlock the pool just made with the plan's passphrase and leave it open
 /// (the first boot goes on without asking for it again).
 pub fn leave_open(plan: &Plan, runner: &mut dyn Runner, out: &mut dyn Write) -> Result<()> {
-    let s = open_step(&plan.partition_path());
+    let part = plan.partition_path();
+    let s = open_step(&part);
     writeln!(out, "==> {} (left unlocked for this boot)", s.what)?;
     runner
         .run(&s, plan.passphrase().expose().as_bytes().to_vec())
-        .context("unlocking the new pool")
+        .context("unlocking the new pool")?;
+    crate::unlock::record(runner, &part, anklume_contract::pool::UnlockedBy::FirstBoot)
 }

@@ -586,11 +586,17 @@ fn leave_open_unlocks_the_new_partition_with_the_passphrase_on_stdin() {
     leave_open(&plan, &mut r, &mut out).unwrap();
     assert_eq!(
         r.lines,
-        [format!(
-            "cryptsetup open --type luks2 --key-file=- {NVME}-part1 anklume-pool"
-        )]
+        [
+            format!("cryptsetup open --type luks2 --key-file=- {NVME}-part1 anklume-pool"),
+            "(mkdir /run/anklume)".into(),
+            "(write /run/anklume/pool-unlock.json)".into(),
+        ]
     );
-    assert_eq!(r.inputs, [PASS.as_bytes().to_vec()]);
+    assert_eq!(r.inputs[0], PASS.as_bytes());
+    assert_eq!(
+        String::from_utf8(r.inputs[1].clone()).unwrap(),
+        format!("{{\"partition\":\"{NVME}-part1\",\"by\":\"first-boot\"}}\n")
+    );
     assert!(!String::from_utf8(out).unwrap().contains(PASS));
 }
 

@@ -13,8 +13,11 @@ struct World {
     mounted: Vec<String>,
     has_incus: bool,
     lines: Vec<String>,
-    /// The unlock fails (a person pressed Ctrl-C at the prompt).
+    /// The passphrase unlock fails (a person pressed Ctrl-C at the prompt).
     attach_fails: bool,
+    /// The machine has a TPM, and its token opens the pool.
+    tpm: bool,
+    tpm_unlocks: bool,
     /// Incus's socket is in /var/lib/incus.
     incus_socket: bool,
 }
@@ -28,7 +31,9 @@ impl Machine for Fake {
     }
     fn exists(&mut self, path: &str) -> bool {
         let w = self.0.borrow();
-        (path == mapping_path() && w.unlocked) || (path == INCUS_SOCKET && w.incus_socket)
+        (path == mapping_path() && w.unlocked)
+            || (path == INCUS_SOCKET && w.incus_socket)
+            || (path == TPM_DEVICE && w.tpm)
     }
     fn fstype(&mut self, dev: &str) -> Result<Option<String>> {
         assert_eq!(dev, mapping_path());
@@ -50,6 +55,13 @@ impl Runner for Fake {
         let mut w = self.0.borrow_mut();
         w.lines.push(step.argv.join(" "));
         match step.argv[0].as_str() {
+            "systemd-cryptsetup" if step.argv[5].contains("tpm2-device") => {
+                assert!(step.argv[5].contains("headless=true"), "{step:?}");
+                if !w.tpm_unlocks {
+                    bail!("no TPM2 token matches (test)");
+                }
+                w.unlocked = true;
+            }
             "systemd-cryptsetup" if w.attach_fails => bail!("cancelled (test)"),
             "systemd-cryptsetup" => w.unlocked = true,
             "mount" => {
@@ -70,8 +82,13 @@ impl Runner for Fake {
         self.0.borrow_mut().lines.push(format!("(mkdir {path})"));
         Ok(())
     }
-    fn write_file(&mut self, _: &str, _: &[u8]) -> Result<()> {
-        unreachable!("the unlock writes no file")
+    fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
+        let data = String::from_utf8(data.to_vec()).unwrap();
+        self.0
+            .borrow_mut()
+            .lines
+            .push(format!("(write {path} {})", data.trim_end()));
+        Ok(())
     }
 }
 
@@ -113,7 +130,9 @@ fn a_locked_pool_is_unlocked_by_systemd_cryptsetup_then_mounted_with_incus_on_it
     assert_eq!(
         f.0.borrow().lines,
         [
-            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0,tpm2-device=auto",
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
+            "(mkdir /run/anklume)",
+            r#"(write /run/anklume/pool-unlock.json {"partition":"/dev/nvme0n1p1","by":"passphrase"})"#,
             "(mkdir /var/lib/anklume/pool)",
             "mount -t btrfs -o subvolid=5,noatime /dev/mapper/anklume-pool /var/lib/anklume/pool",
             "(mkdir /var/lib/incus)",
@@ -121,7 +140,50 @@ fn a_locked_pool_is_unlocked_by_systemd_cryptsetup_then_mounted_with_incus_on_it
         ]
     );
     assert!(
-        out.contains("unlocking the data pool on /dev/nvme0n1p1"),
+        out.contains("unlocking the data pool on /dev/nvme0n1p1")
+            && out.contains("unlocked by passphrase"),
+        "{out}"
+    );
+}
+
+/// With a TPM, its token is tried alone first (no prompt); the passphrase
+/// is asked only when it does not open the pool. The record says which.
+#[test]
+fn the_tpm_is_tried_first_and_the_record_says_what_unlocked() {
+    let f = world(with_pool());
+    f.0.borrow_mut().tpm = true;
+    f.0.borrow_mut().tpm_unlocks = true;
+    let (r, out) = run_on(&f);
+    r.unwrap();
+    let lines = f.0.borrow().lines.clone();
+    assert_eq!(
+        lines[..3],
+        [
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tpm2-device=auto,headless=true",
+            "(mkdir /run/anklume)",
+            r#"(write /run/anklume/pool-unlock.json {"partition":"/dev/nvme0n1p1","by":"tpm2"})"#,
+        ]
+    );
+    assert!(out.contains("unlocked by the TPM"), "{out}");
+
+    // The measured state changed: the TPM says no, the passphrase opens it.
+    let f = world(with_pool());
+    f.0.borrow_mut().tpm = true;
+    let (r, out) = run_on(&f);
+    r.unwrap();
+    let lines = f.0.borrow().lines.clone();
+    assert_eq!(
+        lines[..4],
+        [
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tpm2-device=auto,headless=true",
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
+            "(mkdir /run/anklume)",
+            r#"(write /run/anklume/pool-unlock.json {"partition":"/dev/nvme0n1p1","by":"passphrase"})"#,
+        ]
+    );
+    assert!(
+        out.contains("the TPM did not unlock it: no TPM2 token matches")
+            && out.contains("unlocked by passphrase"),
         "{out}"
     );
 }

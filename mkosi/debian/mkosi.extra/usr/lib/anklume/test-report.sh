@@ -74,6 +74,8 @@ for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
     cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
 done
 r tpm2_token=$tok
+# What unlocked the pool this boot (the record `anklume status` shows).
+r pool_unlocked_by="$(sed -n 's/.*"by":"\([a-z0-9-]*\)".*/\1/p' /run/anklume/pool-unlock.json 2>/dev/null)"
 r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
 r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
 r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
