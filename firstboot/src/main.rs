@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anklume_provision::consoles::Consoles;
 use anklume_provision::disks::survey;
 use anklume_provision::exec;
 use anklume_provision::inventory::Inventory;
@@ -116,7 +117,25 @@ fn apply(plan: &Plan, at_boot: bool) -> Result<()> {
         .inventory()
         .context("reading the machine's disks again")?;
     let mut out = std::io::stdout();
-    exec::execute(plan, &now, &mut exec::System, &mut out)?;
+    if at_boot {
+        // The service's output goes to the journal too: the recovery key
+        // goes to the consoles themselves, and nowhere else.
+        let mut consoles = Consoles::open(Path::new("/"))
+            .context("the recovery key is shown only on the consoles, and none could be opened")?;
+        println!(
+            "The recovery key is shown on the console ({}), not in this log.",
+            consoles.names.join(", ")
+        );
+        exec::execute(plan, &now, &mut exec::System, &mut out, &mut consoles)?;
+    } else {
+        exec::execute(
+            plan,
+            &now,
+            &mut exec::System,
+            &mut out,
+            &mut std::io::stdout(),
+        )?;
+    }
     if at_boot {
         exec::leave_open(plan, &mut exec::System, &mut out)?;
         println!("The pool is ready on {}.", plan.disk().label());

@@ -8,6 +8,7 @@
 //! [`exec`] turns it into commands. At every boot after that, [`unlock`]
 //! finds the pool, unlocks and mounts it.
 
+pub mod consoles;
 pub mod disks;
 pub mod exec;
 pub mod inventory;

@@ -196,9 +196,17 @@ pub(crate) fn first_pool_boot(
     cfg.test_actions = format!("report,pool-write={token},box-write={token}{more}");
     let (first, vm) = boot_until_report(cfg, Duration::from_secs(1500)).context("first boot")?;
     let shown = prompts(&vm);
+    let key_on_console = vm
+        .console()
+        .contains("Recovery key (shown once, stored nowhere");
     vm.close()?;
     let r = &first.report;
     check_verified_boot(r, facts, Slot::A).context("first boot")?;
+    if !key_on_console {
+        bail!("first boot: the recovery key was not shown on the serial console");
+    }
+    expect(r, "journal_recovery_key", "0")
+        .context("first boot: the recovery key reached the journal")?;
     pool_facts(r, Slot::A).context("first boot")?;
     expect(r, "pool_written", token).context("first boot")?;
     expect(r, "box_written", token).context("first boot")?;

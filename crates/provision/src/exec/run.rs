@@ -125,15 +125,18 @@ pub fn bootstrap_infra_path(plan: &Plan) -> Option<String> {
 }
 
 /// Carry out `plan`; `now` is a fresh inventory (see [`verify_target`]).
-/// The recovery key is written to `out` once, right after it is added to
-/// the pool. When a step fails after the pool was unlocked, the setup mount
-/// (if made) is unmounted and the pool locked again, through the same
-/// runner, before the error is returned.
+/// Progress goes to `out`; the recovery key goes to `key_out` once, right
+/// after it is added to the pool (the wizard's terminal; at boot the
+/// console itself, so that it never reaches the journal that `out` feeds).
+/// When a step fails after the pool was unlocked, the setup mount (if
+/// made) is unmounted and the pool locked again, through the same runner,
+/// before the error is returned.
 pub fn execute(
     plan: &Plan,
     now: &Inventory,
     runner: &mut dyn Runner,
     out: &mut dyn Write,
+    key_out: &mut dyn Write,
 ) -> Result<()> {
     verify_target(plan, now)?;
     check_blank(plan, runner)?;
@@ -154,10 +157,11 @@ pub fn execute(
         step(&s, runner, out)?;
     }
     writeln!(
-        out,
+        key_out,
         "\nRecovery key (shown once, stored nowhere: write it down now):\n\n    {}\n",
         recovery.expose()
     )?;
+    key_out.flush()?;
     step(&open_step(&part), runner, out)?;
     // From here the pool is unlocked: lock it again whatever happens.
     let mut mounted = false;

@@ -74,6 +74,8 @@ for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
     cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
 done
 r tpm2_token=$tok
+# The recovery key goes to the consoles only, never to the journal.
+r journal_recovery_key="$(journalctl -b -o cat --no-pager | grep -c 'Recovery key (shown once')"
 # What unlocked the pool this boot (the record `anklume status` shows).
 r pool_unlocked_by="$(sed -n 's/.*"by":"\([a-z0-9-]*\)".*/\1/p' /run/anklume/pool-unlock.json 2>/dev/null)"
 r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
