@@ -13,6 +13,7 @@
 //! into it in the first, and the health check passes and marks the boot
 //! state of the stick (slot A, already good on a fresh image).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +24,8 @@ use anklume_contract::Slot;
 
 use crate::qemu::{Bus, Disk, Vm, VmConfig};
 use crate::scenario::{
-    boot_until_report, check_verified_boot, expect, tail, watch_until_report, with_tcg_retry,
-    ImageFacts, Outcome,
+    boot_until_report, check_verified_boot, expect, tail, watch_until_report,
+    watch_until_report_with, with_tcg_retry, ImageFacts, Outcome,
 };
 
 /// The pool disk's serial, which the preseed selects it by.
@@ -177,6 +178,50 @@ pub(crate) fn boot_typing_passphrase(cfg: &VmConfig) -> Result<(Outcome, Vm, Dur
         watch_until_report(vm, start, Duration::from_secs(1200))
     })?;
     Ok((o, vm, asked))
+}
+
+/// Boot and wait for the report, typing the passphrase whenever the
+/// prompt shows (a TPM that should have unlocked and did not: the report
+/// still comes, with PCR 7 and its events to say why).
+pub(crate) fn boot_answering_prompts(cfg: &VmConfig, total: Duration) -> Result<(Outcome, Vm)> {
+    with_tcg_retry(&cfg.dir, || {
+        let vm = Vm::start(cfg)?;
+        let mut typed = 0;
+        watch_until_report_with(vm, Instant::now(), total, &mut |vm| {
+            if prompts(vm) > typed {
+                vm.type_console(&format!("{PASSPHRASE}\r"))?;
+                typed += 1;
+            }
+            Ok(())
+        })
+    })
+}
+
+/// PCR 7's events as the report gave them (`pcr7_event_N`), in order.
+pub(crate) fn pcr7_events(r: &BTreeMap<String, String>) -> Vec<String> {
+    (1..)
+        .map_while(|n| r.get(&format!("pcr7_event_{n}")).cloned())
+        .collect()
+}
+
+/// Why the TPM did not unlock on a later boot, from two boots' reports:
+/// PCR 7 (the Secure Boot state the token is sealed to) and the events
+/// that differ.
+pub(crate) fn pcr7_difference(
+    first: &BTreeMap<String, String>,
+    later: &BTreeMap<String, String>,
+) -> String {
+    let (a, b) = (pcr7_events(first), pcr7_events(later));
+    let only = |x: &[String], y: &[String]| -> Vec<String> {
+        x.iter().filter(|e| !y.contains(e)).cloned().collect()
+    };
+    format!(
+        "PCR 7 was {:?} when the TPM was enrolled, {:?} now; events only then: {:#?}; only now: {:#?}",
+        first.get("pcr7"),
+        later.get("pcr7"),
+        only(&a, &b),
+        only(&b, &a)
+    )
 }
 
 /// How many times the console showed the pool's passphrase prompt.

@@ -321,15 +321,23 @@ fn tcg_int3_race(dir: &Path) -> bool {
 
 /// [`boot_until_report`] on a VM started at `start` (the caller may have
 /// typed on its console first).
-pub(crate) fn watch_until_report(
+pub(crate) fn watch_until_report(vm: Vm, start: Instant, total: Duration) -> Result<(Outcome, Vm)> {
+    watch_until_report_with(vm, start, total, &mut |_| Ok(()))
+}
+
+/// [`watch_until_report`], calling `tick` on the VM every half second
+/// (to answer a prompt on its console).
+pub(crate) fn watch_until_report_with(
     mut vm: Vm,
     start: Instant,
     total: Duration,
+    tick: &mut dyn FnMut(&mut Vm) -> Result<()>,
 ) -> Result<(Outcome, Vm)> {
     let mut out = Outcome::default();
     let mut next = 0;
     loop {
         std::thread::sleep(Duration::from_millis(500));
+        tick(&mut vm)?;
         let t = start.elapsed();
         let console = vm.console();
         while next < STAGES.len() && console.contains(STAGES[next].1) {

@@ -42,8 +42,8 @@ use anklume_contract::bootstate::BootState;
 use anklume_contract::Slot;
 
 use crate::pool::{
-    boot_typing_passphrase, first_pool_boot, fresh_tpm, later_pool_boot, pool_disks, pool_facts,
-    prompts_shown,
+    boot_answering_prompts, boot_typing_passphrase, first_pool_boot, fresh_tpm, later_pool_boot,
+    pcr7_difference, pool_disks, pool_facts, prompts_shown,
 };
 use crate::qemu::{Bus, Disk, VmConfig};
 use crate::scenario::{
@@ -251,12 +251,21 @@ pub fn secure_boot(
         bail!("after the update the boot state is {st:?}, not B primary with 3 tries, not good");
     }
 
-    // Boot 2: slot B's UKI, found by its salt, verified, pool by TPM.
+    // Boot 2: slot B's UKI, found by its salt, verified, pool by TPM (if
+    // the TPM says no, the passphrase is typed so that the report shows
+    // PCR 7's events).
     cfg.test_actions = "report".into();
-    let (second, vm) = boot_until_report(&cfg, Duration::from_secs(1500)).context("second boot")?;
+    let (second, vm) =
+        boot_answering_prompts(&cfg, Duration::from_secs(1500)).context("second boot")?;
     let shown = prompts_shown(&vm);
     vm.close()?;
     let r = &second.report;
+    if shown != 0 {
+        bail!(
+            "second boot: the TPM did not unlock the pool (the passphrase was asked {shown} times): {}",
+            pcr7_difference(&first.report, r)
+        );
+    }
     expect(r, "secure_boot", "on").context("second boot")?;
     if !started_signed_uki(&console_of(&cfg)?, Slot::B) {
         bail!("second boot: GRUB did not start slot B's signed UKI");

@@ -74,6 +74,18 @@ for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
     cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
 done
 r tpm2_token=$tok
+# PCR 7 (the Secure Boot state the pool's TPM2 token is sealed to) and
+# its events, to compare two boots when the TPM stops unlocking.
+pcr7=/sys/class/tpm/tpm0/pcr-sha256/7
+if [ -r "$pcr7" ]; then
+    r pcr7="$(cat "$pcr7")"
+    n=0
+    /usr/lib/systemd/systemd-pcrlock log --no-pager 2>&1 | awk '$1 == 7' > /run/anklume-pcr7.log
+    while IFS= read -r l; do
+        n=$((n + 1))
+        r "pcr7_event_$n=$l"
+    done < /run/anklume-pcr7.log
+fi
 # The recovery key goes to the consoles only, never to the journal.
 r journal_recovery_key="$(journalctl -b -o cat --no-pager | grep -c 'Recovery key (shown once')"
 # What unlocked the pool this boot (the record `anklume status` shows).
