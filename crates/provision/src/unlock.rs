@@ -119,6 +119,9 @@ pub fn passphrase_step(partition: &str) -> Step {
     )
 }
 
+/// How many times the TPM2 token is tried before the passphrase is asked.
+pub const TPM_TRIES: usize = 2;
+
 /// Where the kernel's TPM 2.0 resource manager is, when there is one.
 pub const TPM_DEVICE: &str = "/dev/tpmrm0";
 
@@ -230,12 +233,19 @@ pub fn run(
         let mut by = None;
         if m.exists(TPM_DEVICE) {
             let step = tpm2_step(&part);
-            writeln!(out, "==> {}", step.what)?;
-            match runner.run(&step, Vec::new()) {
-                Ok(()) => by = Some(UnlockedBy::Tpm2),
-                // No token, or the measured state changed (firmware,
-                // Secure Boot keys): the passphrase still opens it.
-                Err(e) => writeln!(out, "    the TPM did not unlock it: {e}")?,
+            // Twice: a PCR extended by anything else during the policy
+            // session makes the TPM refuse once (TPM_RC_PCR_CHANGED).
+            for _ in 0..TPM_TRIES {
+                writeln!(out, "==> {}", step.what)?;
+                match runner.run(&step, Vec::new()) {
+                    Ok(()) => {
+                        by = Some(UnlockedBy::Tpm2);
+                        break;
+                    }
+                    // No token, or the measured state changed (firmware,
+                    // Secure Boot keys): the passphrase still opens it.
+                    Err(e) => writeln!(out, "    the TPM did not unlock it: {e}")?,
+                }
             }
         }
         let by = match by {

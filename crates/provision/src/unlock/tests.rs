@@ -18,6 +18,8 @@ struct World {
     /// The machine has a TPM, and its token opens the pool.
     tpm: bool,
     tpm_unlocks: bool,
+    /// The TPM refuses this many tries first (a PCR extended meanwhile).
+    tpm_refusals: usize,
     /// Incus's socket is in /var/lib/incus.
     incus_socket: bool,
 }
@@ -59,6 +61,10 @@ impl Runner for Fake {
                 assert!(step.argv[5].contains("headless=true"), "{step:?}");
                 if !w.tpm_unlocks {
                     bail!("no TPM2 token matches (test)");
+                }
+                if w.tpm_refusals > 0 {
+                    w.tpm_refusals -= 1;
+                    bail!("TPM_RC_PCR_CHANGED (test)");
                 }
                 w.unlocked = true;
             }
@@ -166,6 +172,21 @@ fn the_tpm_is_tried_first_and_the_record_says_what_unlocked() {
     );
     assert!(out.contains("unlocked by the TPM"), "{out}");
 
+    // A PCR extended during the first try: the second one unlocks.
+    let f = world(with_pool());
+    f.0.borrow_mut().tpm = true;
+    f.0.borrow_mut().tpm_unlocks = true;
+    f.0.borrow_mut().tpm_refusals = 1;
+    let (r, out) = run_on(&f);
+    r.unwrap();
+    let lines = f.0.borrow().lines.clone();
+    assert_eq!(lines.iter().filter(|l| l.contains("headless")).count(), 2);
+    assert!(!lines.iter().any(|l| l.ends_with("tries=0")), "{lines:?}");
+    assert!(
+        out.contains("TPM_RC_PCR_CHANGED") && out.contains("unlocked by the TPM"),
+        "{out}"
+    );
+
     // The measured state changed: the TPM says no, the passphrase opens it.
     let f = world(with_pool());
     f.0.borrow_mut().tpm = true;
@@ -173,8 +194,9 @@ fn the_tpm_is_tried_first_and_the_record_says_what_unlocked() {
     r.unwrap();
     let lines = f.0.borrow().lines.clone();
     assert_eq!(
-        lines[..4],
+        lines[..5],
         [
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tpm2-device=auto,headless=true",
             "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tpm2-device=auto,headless=true",
             "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
             "(mkdir /run/anklume)",
