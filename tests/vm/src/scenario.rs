@@ -106,16 +106,15 @@ impl Scenario {
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
     /// Ventoy's two modes (normal mode on UEFI, GRUB2 mode on BIOS), an
-    /// the data pool unlocked by a TPM, an update from A to B (which also
-    /// makes the pool from a seed and unlocks it on the serial console:
-    /// all that pool-btrfs checks), a power cut during an update, and a
-    /// stick written from the ISO growing slot B. update-sb (all only)
-    /// does not pass yet: its second boot stalls before login.
-    /// bios-cd, uefi-disk and the other two Ventoy pairings only differ
-    /// from these by the firmware × medium (or mode) pairing; pool-btrfs
-    /// is within update; update-rejected's
-    /// refusals are also host tests (crates/update/tests); update-broken
-    /// takes four boots.
+    /// update from A to B (which also makes the pool from a seed and
+    /// unlocks it on the serial console: all that pool-btrfs checks), the
+    /// same under Secure Boot with the pool unlocked by a TPM (update-sb:
+    /// all that pool-tpm checks), a power cut during an update, and a
+    /// stick written from the ISO growing slot B. bios-cd, uefi-disk and
+    /// the other two Ventoy pairings only differ from these by the
+    /// firmware × medium (or mode) pairing; pool-btrfs is within update,
+    /// pool-tpm within update-sb; update-rejected's refusals are also host
+    /// tests (crates/update/tests); update-broken takes four boots.
     pub const CI: [Scenario; 15] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
@@ -128,8 +127,8 @@ impl Scenario {
         Scenario::SbTampered,
         Scenario::VentoyUefi,
         Scenario::VentoyGrub2Bios,
-        Scenario::PoolTpm,
         Scenario::Update,
+        Scenario::UpdateSb,
         Scenario::UpdatePowercut,
         Scenario::StickGrow,
     ];
