@@ -92,7 +92,12 @@ fn seal_at(file: &Path, at: u64, seed: u64) -> (u64, String) {
 
 /// Run `body` after the script's functions under `shell`; stdout.
 fn sh(shell: &str, body: &str) -> String {
-    let fns = functions(&["hex_to_bin", "verity_root", "iso_has_slot"]);
+    sh_with(&["hex_to_bin", "verity_root", "iso_has_slot"], shell, body)
+}
+
+/// Run `body` after the script's functions `names` under `shell`; stdout.
+fn sh_with(names: &[&str], shell: &str, body: &str) -> String {
+    let fns = functions(names);
     let out = Command::new(shell)
         .arg("-c")
         .arg(format!("set -eu\n{fns}{body}"))
@@ -161,5 +166,67 @@ fn the_initrd_finds_a_ukis_slot_by_its_root_hash() {
         };
         assert_eq!(has(&root), "yes", "{shell}");
         assert_eq!(has(&other_root), "no", "{shell}");
+    }
+}
+
+/// Under Ventoy the initrd mounts the stick's data partition to find the
+/// ISO file. Right after the stick's partitions appear that mount can fail
+/// for a moment ("Can't open blockdev": a CI boot stopped 120 s later
+/// because the mount was never tried again): it is tried again at the
+/// next round of the search, the failure said once, and once mounted and
+/// exposed it is not done twice.
+#[test]
+fn a_ventoy_data_partition_that_cannot_be_mounted_yet_is_tried_again() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path().display();
+    // Any block device of this machine stands for the data partition
+    // (the mount itself is a stub).
+    let block = std::fs::read_dir("/sys/class/block")
+        .unwrap()
+        .filter_map(|e| {
+            let dev = Path::new("/dev").join(e.unwrap().file_name());
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(&dev)
+                .is_ok_and(|m| m.file_type().is_block_device())
+                .then_some(dev)
+        })
+        .next()
+        .expect("a block device in /sys/class/block");
+    // VentoyOsParam: the ISO's path at byte 49 (after the attributes).
+    let mut var = vec![0u8; 49 + 384];
+    var[49..49 + 17].copy_from_slice(b"/iso/anklume.iso\0");
+    std::fs::write(d.path().join("var"), var).unwrap();
+    std::fs::create_dir_all(d.path().join("mnt/iso")).unwrap();
+    std::fs::write(d.path().join("mnt/iso/anklume.iso"), b"iso").unwrap();
+    std::fs::write(d.path().join("count"), "0").unwrap();
+    for shell in ["dash", "bash"] {
+        std::fs::write(d.path().join("count"), "0").unwrap();
+        let out = sh_with(
+            &["expose_ventoy"],
+            shell,
+            &format!(
+                r#"say() {{ echo "say: $*"; }}
+expose() {{ echo "expose: $1 $2"; }}
+ventoy_data_part() {{ echo {block}; }}
+iso_has_slot() {{ [ "$1" = "{t}/mnt/iso/anklume.iso" ]; }}
+mount() {{
+    n=$(cat {t}/count); echo $((n + 1)) > {t}/count
+    if [ "$n" -lt 2 ]; then echo "mount: Can't open blockdev." >&2; return 32; fi
+}}
+exposed=" "; vtoy_mount_said=""; VTOY_VAR={t}/var; VTOY_MNT={t}/mnt
+for round in 1 2 3 4; do expose_ventoy; done
+echo "mounts: $(cat {t}/count)"
+"#,
+                block = block.display()
+            ),
+        );
+        let want = format!(
+            "say: Ventoy: cannot mount its data partition {b} yet (mount: Can't open blockdev. ); trying again\n\
+             say: Ventoy: the ISO is /iso/anklume.iso on {b}\n\
+             expose: {t}/mnt/iso/anklume.iso ventoy\n\
+             mounts: 3",
+            b = block.display()
+        );
+        assert_eq!(out, want, "{shell}");
     }
 }

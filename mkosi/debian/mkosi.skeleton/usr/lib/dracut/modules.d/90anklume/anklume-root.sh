@@ -137,6 +137,7 @@ expose_cds() {
 # searched for the one whose GPT holds our slot's PARTUUID.
 VTOY_VAR=/sys/firmware/efi/efivars/VentoyOsParam-77772020-2e77-6576-6e74-6f792e6e6574
 VTOY_MNT=/run/anklume/ventoy
+vtoy_mount_said=""
 hexof() { # $2 bytes at $1 of file $3, in hex
     od -An -tx1 -j "$1" -N "$2" "$3" | tr -d ' \n'
 }
@@ -193,12 +194,18 @@ expose_ventoy() {
     [ -r "$VTOY_VAR" ] || [ -e /dev/disk/by-label/VTOYEFI ] || return 0
     data=$(ventoy_data_part)
     [ -n "$data" ] && [ -b "$data" ] || return 0
-    exposed="$exposed ventoy-file "
     mkdir -p "$VTOY_MNT"
-    if ! mount -o ro "$data" "$VTOY_MNT"; then
-        say "Ventoy: cannot mount its data partition $data"
+    # Right after the stick's partitions appear the mount can fail for a
+    # moment ("Can't open blockdev", seen in CI): tried again on the next
+    # round of the search, said once.
+    if ! mount -o ro "$data" "$VTOY_MNT" 2>"$VTOY_MNT.err"; then
+        if [ -z "$vtoy_mount_said" ]; then
+            say "Ventoy: cannot mount its data partition $data yet ($(tr '\n' ' ' <"$VTOY_MNT.err")); trying again"
+            vtoy_mount_said=1
+        fi
         return 0
     fi
+    exposed="$exposed ventoy-file "
     iso=""
     if [ -r "$VTOY_VAR" ]; then
         p=$(dd if="$VTOY_VAR" bs=1 skip=49 count=384 status=none | tr -d '\000')
