@@ -170,11 +170,11 @@ fn the_initrd_finds_a_ukis_slot_by_its_root_hash() {
 }
 
 /// Under Ventoy the initrd mounts the stick's data partition to find the
-/// ISO file. Right after the stick's partitions appear that mount can fail
-/// for a moment ("Can't open blockdev": a CI boot stopped 120 s later
-/// because the mount was never tried again): it is tried again at the
-/// next round of the search, the failure said once, and once mounted and
-/// exposed it is not done twice.
+/// ISO file. While Ventoy's own hooks set up `/dev/mapper/ventoy`, which
+/// holds that partition, the mount fails ("Can't open blockdev": a CI boot
+/// stopped 120 s later because the search never looked again, not even
+/// for the map): it is tried again at the next round, the failure said
+/// once, and once mounted and exposed it is not done twice.
 #[test]
 fn a_ventoy_data_partition_that_cannot_be_mounted_yet_is_tried_again() {
     let d = tempfile::tempdir().unwrap();

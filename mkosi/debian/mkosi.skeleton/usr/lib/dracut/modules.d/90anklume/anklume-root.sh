@@ -195,9 +195,10 @@ expose_ventoy() {
     data=$(ventoy_data_part)
     [ -n "$data" ] && [ -b "$data" ] || return 0
     mkdir -p "$VTOY_MNT"
-    # Right after the stick's partitions appear the mount can fail for a
-    # moment ("Can't open blockdev", seen in CI): tried again on the next
-    # round of the search, said once.
+    # The mount fails ("Can't open blockdev") while Ventoy's own hooks are
+    # setting up /dev/mapper/ventoy, which holds the data partition (seen
+    # in CI, GRUB2 mode): tried again on the next round of the search,
+    # which then finds the map; said once.
     if ! mount -o ro "$data" "$VTOY_MNT" 2>"$VTOY_MNT.err"; then
         if [ -z "$vtoy_mount_said" ]; then
             say "Ventoy: cannot mount its data partition $data yet ($(tr '\n' ' ' <"$VTOY_MNT.err")); trying again"
