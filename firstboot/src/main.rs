@@ -22,6 +22,8 @@ use anklume_provision::Term;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
+mod console;
+
 /// Create the encrypted data pool on first boot: interactive by default,
 /// unattended with a preseed (`--preseed FILE`, or `anklume-seed.toml` on a
 /// volume labelled ANKLUME-SEED).
@@ -53,6 +55,15 @@ struct Cli {
     /// alone (exit 0); the new pool is left unlocked for this boot.
     #[arg(long, conflicts_with_all = ["dry_run", "list_disks", "inventory", "no_seed"])]
     boot: bool,
+    /// The boot-time wizard (anklume-firstboot-console.service): with no
+    /// pool on the machine, offer the wizard on every console; the first
+    /// where someone presses Enter runs it, makes the pool and moves Incus
+    /// onto it at once.
+    #[arg(long, conflicts_with_all = ["dry_run", "list_disks", "inventory", "no_seed", "boot", "preseed"])]
+    console: bool,
+    /// One console of --console (its terminal is stdin and stdout).
+    #[arg(long, value_name = "TTY", hide = true, conflicts_with_all = ["dry_run", "list_disks", "inventory", "no_seed", "boot", "preseed", "console"])]
+    console_on: Option<String>,
 }
 
 /// Exit status when the person declines the plan at the last question.
@@ -168,7 +179,7 @@ fn boot(cli: &Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(p) = preseed(cli, &inv)? else {
-        println!("No data pool yet and no {SEED_LABEL} volume: run anklume-firstboot on a console to create one.");
+        println!("No data pool yet and no {SEED_LABEL} volume: the wizard is offered on the consoles (anklume-firstboot-console.service).");
         return Ok(ExitCode::SUCCESS);
     };
     apply(&preseed_plan(&p, &inv)?, true)?;
@@ -179,6 +190,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
     anklume_cmd::set_trace(cli.verbose);
     if cli.boot {
         return boot(cli);
+    }
+    if cli.console {
+        return console::all();
+    }
+    if let Some(tty) = &cli.console_on {
+        return console::one(tty);
     }
     let inv = inventory(cli)?;
     if cli.list_disks {

@@ -194,3 +194,23 @@ fn the_boot_run_takes_no_fake_machine_and_no_dry_run() {
         assert!(err.contains("cannot be used with"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn the_console_runs_take_no_fake_machine_no_dry_run_and_no_preseed() {
+    // --console and --console-on write for real, from the wizard's answers.
+    for run_kind in [&["--console"][..], &["--console-on", "ttyS0"]] {
+        for extra in [
+            &["--dry-run"][..],
+            &["--inventory", "x.json"],
+            &["--preseed", "x.toml"],
+            &["--boot"],
+        ] {
+            let mut args = run_kind.to_vec();
+            args.extend_from_slice(extra);
+            let o = run(&args);
+            let (_, err) = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+        }
+    }
+}

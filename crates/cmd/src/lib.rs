@@ -150,11 +150,17 @@ impl Cmd {
     /// Start a long-running child (a daemon, a VM) with the given stdio
     /// and return it; the caller owns its lifetime. Traced like every
     /// command; a missing program names its package.
-    pub fn spawn(mut self, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+    pub fn spawn(self, stdout: Stdio, stderr: Stdio) -> Result<Child> {
+        self.spawn_on(Stdio::null(), stdout, stderr)
+    }
+
+    /// [`Cmd::spawn`] with its stdin too (a program that talks to a
+    /// terminal: all three on the terminal's device).
+    pub fn spawn_on(mut self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Result<Child> {
         self.trace();
         let program = self.inner.get_program().to_string_lossy().into_owned();
         self.inner
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
             .spawn()

@@ -64,6 +64,52 @@ impl UnlockRecord {
     }
 }
 
+/// Where the persist partition is mounted (by the initrd), when the boot
+/// medium has one: a stick or disk written with the image, not a CD, a
+/// Ventoy stick or a boot copied to RAM.
+pub const PERSIST_DIR: &str = "/var/lib/anklume/persist";
+/// The pool pointer on the persist partition ([`PoolPointer`]).
+pub const POINTER_PATH: &str = "/var/lib/anklume/persist/pool.json";
+
+/// Which LUKS2 partition is this machine's pool, remembered on the persist
+/// partition by the first unlock that finds it: with it, the pool is found
+/// among several plugged-in disks labelled `anklume-pool` (another
+/// machine's pool on a USB disk), instead of refusing to guess. Without
+/// persist, or with a pointer naming a partition that is not here, the
+/// pool is found by its label.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolPointer {
+    /// The GPT partition's unique GUID (`PARTUUID`), lower case.
+    pub partuuid: String,
+}
+
+impl PoolPointer {
+    pub fn new(partuuid: &str) -> PoolPointer {
+        PoolPointer {
+            partuuid: partuuid.to_ascii_lowercase(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a pool pointer serialises") + "\n"
+    }
+
+    /// Parse a pointer; the error says what is wrong (unknown keys refused).
+    pub fn parse(text: &str) -> Result<PoolPointer, String> {
+        let p: PoolPointer = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if p.partuuid.is_empty() {
+            return Err("partuuid is empty".into());
+        }
+        Ok(PoolPointer::new(&p.partuuid))
+    }
+
+    /// Does this pointer name the partition with `partuuid`?
+    pub fn names(&self, partuuid: &str) -> bool {
+        self.partuuid.eq_ignore_ascii_case(partuuid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +140,22 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_pool_pointer_round_trips_and_refuses_unknown_keys_and_empty_ids() {
+        let p = PoolPointer::new("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+        assert_eq!(
+            p.to_json(),
+            "{\"partuuid\":\"0fc63daf-8483-4772-8e79-3d69d8477de4\"}\n"
+        );
+        assert_eq!(PoolPointer::parse(&p.to_json()).unwrap(), p);
+        assert!(p.names("0FC63DAF-8483-4772-8E79-3D69D8477DE4"));
+        assert!(!p.names("0fc63daf-8483-4772-8e79-3d69d8477de5"));
+        let e = PoolPointer::parse("{\"partuuid\":\"x\",\"disk\":\"sdb\"}").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = PoolPointer::parse("{\"partuuid\":\"\"}").unwrap_err();
+        assert!(e.contains("empty"), "{e}");
+        assert!(PoolPointer::parse("not json").is_err());
     }
 }

@@ -20,6 +20,38 @@ pub struct Consoles {
     files: Vec<File>,
 }
 
+/// The consoles the kernel lists under `root` (`tty0 ttyS0`).
+pub fn active(root: &Path) -> Result<Vec<String>> {
+    let active = root.join(ACTIVE);
+    let list = std::fs::read_to_string(&active)
+        .with_context(|| format!("reading {}", active.display()))?;
+    Ok(list.split_whitespace().map(str::to_string).collect())
+}
+
+/// The terminal someone types on for console `name`: `tty0` is "the
+/// virtual terminal in front", at boot the first one.
+pub fn terminal(name: &str) -> &str {
+    if name == "tty0" {
+        "tty1"
+    } else {
+        name
+    }
+}
+
+/// The terminal type of console `name`: a serial line (`ttyS0`,
+/// `ttyUSB0`, `ttyAMA0`) is assumed to be a VT220-compatible terminal,
+/// as systemd's serial-getty does; a virtual terminal is `linux`.
+pub fn term_type(name: &str) -> &'static str {
+    let vt = name
+        .strip_prefix("tty")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if vt {
+        "linux"
+    } else {
+        "vt220"
+    }
+}
+
 impl Consoles {
     /// The active consoles under `root` (`/`; a fake tree in tests). None
     /// listed, or none that opens: an error saying so (the caller then has
@@ -102,6 +134,23 @@ mod tests {
         assert_eq!(read("tty0"), "secret\n");
         assert_eq!(read("ttyS0"), "secret\n");
         assert_eq!(read("tty1"), "");
+    }
+
+    #[test]
+    fn consoles_are_named_and_typed_for_the_person_at_them() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sys/class/tty/console")).unwrap();
+        std::fs::write(d.path().join(ACTIVE), "tty0 ttyS0\n").unwrap();
+        let names = active(d.path()).unwrap();
+        assert_eq!(names, ["tty0", "ttyS0"]);
+        let t: Vec<(&str, &str)> = names
+            .iter()
+            .map(|n| (terminal(n), term_type(terminal(n))))
+            .collect();
+        assert_eq!(t, [("tty1", "linux"), ("ttyS0", "vt220")]);
+        assert_eq!(term_type("ttyUSB0"), "vt220");
+        assert_eq!(term_type("ttyAMA0"), "vt220");
+        assert_eq!(term_type("tty12"), "linux");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod consoles;
 pub mod disks;
 pub mod exec;
+pub mod gate;
 pub mod inventory;
 pub mod plan;
 pub mod preseed;

@@ -24,7 +24,9 @@ use anyhow::{bail, Context, Result};
 use crate::exec::{Runner, Stdin, Step};
 use crate::inventory::{BlockDevice, Inventory};
 use crate::plan::{POOL_LABEL, POOL_MAPPING};
-use anklume_contract::pool::{UnlockRecord, UnlockedBy, UNLOCK_RECORD_PATH};
+use anklume_contract::pool::{
+    PoolPointer, UnlockRecord, UnlockedBy, PERSIST_DIR, POINTER_PATH, UNLOCK_RECORD_PATH,
+};
 
 pub use anklume_contract::pool::POOL_DIR;
 
@@ -62,6 +64,101 @@ pub fn find(inv: &Inventory) -> Result<Option<&BlockDevice>> {
             )
         }
     }
+}
+
+/// How [`locate`] found the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoundBy {
+    /// The pool pointer on the persist partition names it.
+    Pointer,
+    /// The only LUKS2 volume labelled [`POOL_LABEL`].
+    Label,
+}
+
+/// The pool's LUKS2 partition: the one the pool pointer names when it is
+/// here, else [`find`] by label (a pointer naming a partition that is not
+/// plugged in says so in the error when the label is ambiguous too).
+pub fn locate<'a>(
+    inv: &'a Inventory,
+    pointer: Option<&PoolPointer>,
+) -> Result<Option<(&'a BlockDevice, FoundBy)>> {
+    if let Some(p) = pointer {
+        if let Some(d) = inv.devices.iter().find(|d| {
+            d.fs_type.as_deref() == Some("crypto_LUKS")
+                && d.partuuid.as_deref().is_some_and(|u| p.names(u))
+        }) {
+            return Ok(Some((d, FoundBy::Pointer)));
+        }
+    }
+    let found = find(inv).with_context(|| match pointer {
+        Some(p) => format!(
+            "the pool pointer {POINTER_PATH} names PARTUUID {}, which is not here",
+            p.partuuid
+        ),
+        None => format!("no pool pointer in {PERSIST_DIR}"),
+    })?;
+    Ok(found.map(|d| (d, FoundBy::Label)))
+}
+
+/// The partition under the open pool mapping (the first boot left it
+/// unlocked), from the mapping's `slaves`.
+fn open_pool_partition(inv: &Inventory) -> Option<&BlockDevice> {
+    let dm = inv
+        .devices
+        .iter()
+        .find(|d| d.dm_name.as_deref() == Some(POOL_MAPPING))?;
+    let slave = dm.slaves.first()?;
+    inv.devices.iter().find(|d| &d.name == slave)
+}
+
+/// The pool pointer as the persist partition has it; a pointer that cannot
+/// be read or parsed is said and ignored (the label still finds the pool).
+fn read_pointer(m: &mut dyn Machine, out: &mut dyn std::io::Write) -> Result<Option<PoolPointer>> {
+    let text = match m.read_pointer() {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(
+                out,
+                "warning: {POINTER_PATH}: {e:#}; looking for the pool by its label"
+            )?;
+            return Ok(None);
+        }
+    };
+    Ok(match text.map(|t| PoolPointer::parse(&t)) {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            writeln!(out, "warning: {POINTER_PATH}: {e}; looking for the pool by its label (it is written again)")?;
+            None
+        }
+    })
+}
+
+/// Remember `pool` in the pool pointer, when this boot has a persist
+/// partition and the pointer does not already name it.
+fn remember(
+    m: &mut dyn Machine,
+    runner: &mut dyn Runner,
+    out: &mut dyn std::io::Write,
+    pointer: Option<&PoolPointer>,
+    pool: &BlockDevice,
+) -> Result<()> {
+    let Some(partuuid) = pool.partuuid.as_deref() else {
+        return Ok(());
+    };
+    if pointer.is_some_and(|p| p.names(partuuid)) || !m.is_mount_point(PERSIST_DIR)? {
+        return Ok(());
+    }
+    runner.write_file(
+        POINTER_PATH,
+        PoolPointer::new(partuuid).to_json().as_bytes(),
+    )?;
+    writeln!(
+        out,
+        "    remembered as this machine's pool in {POINTER_PATH} (PARTUUID {})",
+        partuuid.to_ascii_lowercase()
+    )?;
+    Ok(())
 }
 
 /// What is already in place.
@@ -200,6 +297,8 @@ pub trait Machine {
     fn is_mount_point(&mut self, dir: &str) -> Result<bool>;
     /// `dir` is a btrfs subvolume.
     fn is_subvolume(&mut self, dir: &str) -> bool;
+    /// The text of the pool pointer ([`POINTER_PATH`]), if there is one.
+    fn read_pointer(&mut self) -> Result<Option<String>>;
 }
 
 /// Find, unlock, mount. Progress lines go to `out`.
@@ -219,17 +318,31 @@ pub fn run(
         unlocked: m.exists(&mapping_path()),
         ..State::default()
     };
-    if !s.unlocked {
+    let pointer = read_pointer(m, out)?;
+    if s.unlocked {
+        // Left unlocked by the first boot: remember which partition it is.
         let inv = m.inventory().context("reading the machine's disks")?;
-        let Some(part) = find(&inv)? else {
+        if let Some(pool) = open_pool_partition(&inv) {
+            remember(m, runner, out, pointer.as_ref(), pool)?;
+        }
+    } else {
+        let inv = m.inventory().context("reading the machine's disks")?;
+        let Some((pool, found_by)) = locate(&inv, pointer.as_ref())? else {
             writeln!(
                 out,
                 "No data pool on this machine (no LUKS volume labelled {POOL_LABEL}): Incus stays on the live system's memory; create one with anklume-firstboot."
             )?;
             return Ok(Outcome::NoPool);
         };
-        let part = format!("/dev/{}", part.name);
-        writeln!(out, "==> unlocking the data pool on {part}")?;
+        let part = format!("/dev/{}", pool.name);
+        writeln!(
+            out,
+            "==> unlocking the data pool on {part} ({})",
+            match found_by {
+                FoundBy::Pointer => "named by the pool pointer on the persist partition",
+                FoundBy::Label => "found by its label",
+            }
+        )?;
         let mut by = None;
         if m.exists(TPM_DEVICE) {
             let step = tpm2_step(&part);
@@ -261,6 +374,7 @@ pub fn run(
         };
         record(runner, &part, by)?;
         writeln!(out, "    unlocked by {by}")?;
+        remember(m, runner, out, pointer.as_ref(), pool)?;
         s.partition = Some(part);
         s.unlocked = true;
     }
@@ -293,6 +407,57 @@ pub fn run(
     })
 }
 
+/// Incus's units: the daemon, its socket, and the per-user ones whose
+/// socket is in [`INCUS_DIR`] too.
+const INCUS_UNITS: [&str; 4] = [
+    "incus.socket",
+    "incus.service",
+    "incus-user.socket",
+    "incus-user.service",
+];
+
+/// A pool made after the boot (the wizard on a console): the steps that
+/// put Incus on it now instead of at the next boot. Incus stops (it ran
+/// from the live system's memory, with nothing of the user's in it) and
+/// its sockets are removed (a socket left there means "Incus runs from
+/// memory" to [`run`]); anklume-pool.service runs again and mounts the
+/// pool, already unlocked, and Incus's sockets start after it in the same
+/// transaction (the unit's `Before=` orders them; the mount starts the
+/// agent, which waits for the sockets' pending jobs instead of finding no
+/// Incus); the agent applies the pool's `infra.yml` (not waited for: the
+/// first apply may take minutes).
+pub fn bring_up_steps() -> Vec<Step> {
+    let mut stop = vec!["systemctl", "stop"];
+    stop.extend(INCUS_UNITS);
+    let sockets = [INCUS_SOCKET.to_string(), format!("{INCUS_SOCKET}.user")];
+    let mut rm = vec!["rm", "-f", "--"];
+    rm.extend(sockets.iter().map(String::as_str));
+    vec![
+        Step::new(
+            "stop Incus (it ran from memory, before there was a pool)",
+            &stop,
+            Stdin::Nothing,
+        ),
+        Step::new("remove its sockets from memory", &rm, Stdin::Nothing),
+        Step::new(
+            "mount the pool and its incus subvolume (anklume-pool.service), then start Incus on it",
+            &[
+                "systemctl",
+                "restart",
+                "anklume-pool.service",
+                "incus.socket",
+                "incus-user.socket",
+            ],
+            Stdin::Nothing,
+        ),
+        Step::new(
+            "start the agent: it applies the pool's infra.yml",
+            &["systemctl", "start", "--no-block", "anklume-agent.service"],
+            Stdin::Nothing,
+        ),
+    ]
+}
+
 /// The running machine.
 #[derive(Debug, Default)]
 pub struct LiveMachine;
@@ -320,6 +485,14 @@ impl Machine for LiveMachine {
             .mounts()?
             .iter()
             .any(|m| m.target == dir))
+    }
+
+    fn read_pointer(&mut self) -> Result<Option<String>> {
+        match std::fs::read_to_string(POINTER_PATH) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {POINTER_PATH}")),
+        }
     }
 
     fn is_subvolume(&mut self, dir: &str) -> bool {

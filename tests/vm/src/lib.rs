@@ -21,3 +21,4 @@ pub mod tamper;
 pub mod toram;
 pub mod update;
 pub mod ventoy;
+pub mod wizard;

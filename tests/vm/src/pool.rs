@@ -24,7 +24,7 @@ use anklume_contract::Slot;
 
 use crate::qemu::{Bus, Disk, Vm, VmConfig};
 use crate::scenario::{
-    boot_until_report, check_verified_boot, expect, tail, watch_until_report,
+    boot_until_report, check_verified_boot, expect, tail, wait_console, watch_until_report,
     watch_until_report_with, with_tcg_retry, ImageFacts, Outcome,
 };
 
@@ -66,22 +66,10 @@ fn prompts(vm: &Vm) -> usize {
     vm.console().matches(PROMPT).count()
 }
 
-/// Wait until the console has shown the prompt `n` times.
+/// Wait until the console has shown the prompt `n` times (at most
+/// `limit` after `start`).
 fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result<()> {
-    while prompts(vm) < n {
-        if start.elapsed() > limit {
-            bail!(
-                "passphrase prompt #{n} not shown within {} s; console tail:\n{}",
-                limit.as_secs(),
-                tail(&vm.console(), 25)
-            );
-        }
-        if !vm.running() {
-            bail!("QEMU exited; console tail:\n{}", tail(&vm.console(), 25));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
+    wait_console(vm, PROMPT, n, start, limit).with_context(|| format!("passphrase prompt #{n}"))
 }
 
 /// What every boot with a pool must show; the health check marked `slot`
@@ -341,4 +329,72 @@ fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcom
     }
     std::fs::remove_file(&disk)?;
     Ok(second)
+}
+
+/// The SHA-256 of a file, by `sha256sum` (a 4 GiB pool disk, mostly holes).
+fn file_sha256(path: &Path) -> Result<String> {
+    let out = Cmd::new("sha256sum").arg(path).output_string()?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .with_context(|| format!("sha256sum printed nothing for {}", path.display()))
+}
+
+/// pool-wrong-passphrase: the pool made from the seed (boot 1, as in
+/// pool-btrfs); boot 2 is only given wrong passphrases: each is refused and
+/// the prompt comes back, nothing is unlocked, and after the power is cut
+/// the pool disk is byte-identical to what boot 1 left.
+pub fn wrong_passphrase(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
+    let disk = pool_disks(&mut cfg, false)?;
+    let token = format!(
+        "token-{}",
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
+    );
+    first_pool_boot(&mut cfg, facts, &token, "")?;
+    for f in ["console.log", "report.log"] {
+        std::fs::rename(cfg.dir.join(f), cfg.dir.join(format!("boot1-{f}")))?;
+    }
+    let before = file_sha256(&disk)?;
+    cfg.test_actions = "report".into();
+    let mut out = Outcome::default();
+    with_tcg_retry(&cfg.dir, || {
+        out.stage_times.clear();
+        let mut vm = Vm::start(&cfg)?;
+        let start = Instant::now();
+        for (n, wrong) in ["wrong passphrase", "Correct Horse Battery Staple", ""]
+            .iter()
+            .enumerate()
+        {
+            wait_prompt(&mut vm, n + 1, start, Duration::from_secs(900)).with_context(|| {
+                format!("after {n} wrong passphrase(s) the prompt must come back")
+            })?;
+            out.stage_times
+                .push((format!("prompt-{}", n + 1), start.elapsed().as_secs_f64()));
+            vm.type_console(&format!("{wrong}\r"))?;
+        }
+        wait_prompt(&mut vm, 4, start, Duration::from_secs(900))
+            .context("after three wrong passphrases the prompt must come back")?;
+        out.stage_times
+            .push(("prompt-4".into(), start.elapsed().as_secs_f64()));
+        // A few more seconds for anything that would follow an unlock.
+        std::thread::sleep(Duration::from_secs(5));
+        let console = vm.console();
+        vm.close()?;
+        for never in ["unlocked by", "mount the pool", " login: "] {
+            if console.contains(never) {
+                bail!(
+                    "{never:?} on the console after wrong passphrases only:\n{}",
+                    tail(&console, 25)
+                );
+            }
+        }
+        Ok(())
+    })?;
+    let after = file_sha256(&disk)?;
+    if after != before {
+        bail!("the pool disk changed while only wrong passphrases were typed ({before} → {after})");
+    }
+    eprintln!("  boot 2: three wrong passphrases refused, asked a fourth time; pool disk unchanged ({before})");
+    std::fs::remove_file(&disk)?;
+    Ok(out)
 }

@@ -41,6 +41,8 @@ pub enum Scenario {
     UpdateRejected,
     StickGrow,
     UpdateSb,
+    Wizard,
+    PoolWrongPassphrase,
 }
 
 /// Which image a scenario boots.
@@ -78,7 +80,7 @@ impl Images {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 23] = [
+    pub const ALL: [Scenario; 25] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -102,6 +104,8 @@ impl Scenario {
         Scenario::UpdateRejected,
         Scenario::StickGrow,
         Scenario::UpdateSb,
+        Scenario::Wizard,
+        Scenario::PoolWrongPassphrase,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
@@ -158,6 +162,8 @@ impl Scenario {
             Scenario::StickGrow => "stick-grow",
             Scenario::UpdateRejected => "update-rejected",
             Scenario::UpdateSb => "update-sb",
+            Scenario::Wizard => "wizard",
+            Scenario::PoolWrongPassphrase => "pool-wrong-passphrase",
         }
     }
 
@@ -171,7 +177,9 @@ impl Scenario {
             | Scenario::UpdatePowercut
             | Scenario::UpdateBroken
             | Scenario::UpdateRejected
-            | Scenario::UpdateSb => ImageKind::Raw,
+            | Scenario::UpdateSb
+            | Scenario::Wizard
+            | Scenario::PoolWrongPassphrase => ImageKind::Raw,
             _ => ImageKind::Iso,
         }
     }
@@ -240,12 +248,15 @@ pub fn slot_facts(image: &Path, slot: Slot) -> Result<ImageFacts> {
     })
 }
 
-/// Stage markers on the console, each with its own deadline from boot start.
-const STAGES: &[(&str, &str, u64)] = &[
-    ("grub", "Booting `anklume", 240),
-    ("kernel", "Linux version", 360),
-    ("verity-root", "anklume-root: root: overlay", 480),
-    ("login", " login: ", 600),
+/// Stage markers on the console (any of them), each with its own deadline
+/// from boot start. The last is the console ready for a person: a login
+/// prompt, or on a machine with no data pool the first-boot wizard's
+/// prompt, which takes the login prompt's place.
+const STAGES: &[(&str, &[&str], u64)] = &[
+    ("grub", &["Booting `anklume"], 240),
+    ("kernel", &["Linux version"], 360),
+    ("verity-root", &["anklume-root: root: overlay"], 480),
+    ("login", &[" login: ", anklume_provision::gate::PROMPT], 600),
 ];
 /// Console text that ends a boot that should succeed, at once.
 const FATAL: &[&str] = &[
@@ -339,7 +350,7 @@ pub(crate) fn watch_until_report_with(
         tick(&mut vm)?;
         let t = start.elapsed();
         let console = vm.console();
-        while next < STAGES.len() && console.contains(STAGES[next].1) {
+        while next < STAGES.len() && STAGES[next].1.iter().any(|m| console.contains(m)) {
             out.stage_times
                 .push((STAGES[next].0.to_string(), t.as_secs_f64()));
             next += 1;
@@ -380,6 +391,31 @@ pub(crate) fn watch_until_report_with(
     Ok((out, vm))
 }
 
+/// Wait until the console has shown `text` `n` times in all, at most
+/// `limit` after `start`; QEMU exiting ends the wait.
+pub(crate) fn wait_console(
+    vm: &mut Vm,
+    text: &str,
+    n: usize,
+    start: Instant,
+    limit: Duration,
+) -> Result<()> {
+    while vm.console().matches(text).count() < n {
+        if start.elapsed() > limit {
+            bail!(
+                "{text:?} (#{n}) not shown on the console within {} s; console tail:\n{}",
+                limit.as_secs(),
+                tail(&vm.console(), 30)
+            );
+        }
+        if !vm.running() {
+            bail!("QEMU exited; console tail:\n{}", tail(&vm.console(), 30));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
 pub(crate) fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()> {
     match report.get(key) {
         Some(v) if v == want => Ok(()),
@@ -402,9 +438,11 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::UefiSbOwn | Scenario::UefiSbMs | Scenario::SbTampered => {
             (Firmware::Uefi, Medium::UsbDisk)
         }
-        Scenario::VentoyBios | Scenario::VentoyGrub2Bios | Scenario::PoolBtrfs => {
-            (Firmware::Bios, Medium::UsbDisk)
-        }
+        Scenario::VentoyBios
+        | Scenario::VentoyGrub2Bios
+        | Scenario::PoolBtrfs
+        | Scenario::Wizard
+        | Scenario::PoolWrongPassphrase => (Firmware::Bios, Medium::UsbDisk),
         Scenario::Update | Scenario::UpdatePowercut | Scenario::UpdateRejected => {
             (Firmware::Bios, Medium::UsbDiskWritable)
         }
@@ -438,6 +476,8 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::SbTampered => crate::secureboot::tampered(&facts, cfg, image),
         Scenario::PoolBtrfs => crate::pool::btrfs(&facts, cfg),
         Scenario::PoolTpm => crate::pool::tpm(&facts, cfg),
+        Scenario::Wizard => crate::wizard::run(&facts, cfg),
+        Scenario::PoolWrongPassphrase => crate::pool::wrong_passphrase(&facts, cfg),
         Scenario::Update => crate::update::run(&facts, cfg, image, images),
         Scenario::UpdatePowercut => crate::update::powercut(&facts, cfg, image, images),
         Scenario::UpdateBroken => crate::update::broken(&facts, cfg, image, images),

@@ -164,6 +164,11 @@ pub fn run(
     let first = first_pool_boot(&mut cfg, facts, &token, &format!(",update={name}"))?;
     let r = &first.report;
     updated(r).context("first boot")?;
+    // The stick has a persist partition: the first unlock remembers the pool.
+    match r.get("pool_pointer") {
+        Some(p) if p.starts_with("{\"partuuid\":\"") => {}
+        other => bail!("first boot: the pool pointer on the persist partition is {other:?}"),
+    }
     keep_logs(&cfg, "boot1")?;
     // On the stick: slot B's boot files match its manifest (checked by
     // slot_facts), B is a newer version, and it is armed, not yet good.
@@ -197,6 +202,8 @@ pub fn run(
     check_verified_boot(r, &b, Slot::B).context("second boot")?;
     pool_facts(r, Slot::B).context("second boot")?;
     later_pool_boot(r, &token, shown, 2).context("second boot, slot B")?;
+    expect(r, "pool_found_by", "named by the pool pointer")
+        .context("second boot: the pool was not found through the pointer boot 1 wrote")?;
     let st = boot_state(&stick, facts)?;
     if st.primary != Slot::B || !st.is_good(Slot::B) {
         bail!("after the second boot the boot state is {st:?}, not B primary and good");

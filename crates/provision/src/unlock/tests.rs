@@ -22,6 +22,8 @@ struct World {
     tpm_refusals: usize,
     /// Incus's socket is in /var/lib/incus.
     incus_socket: bool,
+    /// The pool pointer's text on the persist partition.
+    pointer: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -45,6 +47,9 @@ impl Machine for Fake {
     fn is_mount_point(&mut self, dir: &str) -> Result<bool> {
         Ok(self.0.borrow().mounted.iter().any(|m| m == dir))
     }
+    fn read_pointer(&mut self) -> Result<Option<String>> {
+        Ok(self.0.borrow().pointer.clone())
+    }
     fn is_subvolume(&mut self, dir: &str) -> bool {
         let w = self.0.borrow();
         dir == format!("{POOL_DIR}/incus") && w.has_incus && w.mounted.iter().any(|m| m == POOL_DIR)
@@ -54,6 +59,18 @@ impl Machine for Fake {
 impl Runner for Fake {
     fn run(&mut self, step: &Step, input: Vec<u8>) -> Result<()> {
         assert!(input.is_empty(), "no secret goes through our stdin");
+        if step.argv[..2] == ["systemctl", "restart"] {
+            // anklume-pool.service (`anklume pool unlock` on this machine),
+            // then what its Before= orders after it.
+            assert_eq!(step.argv[2], "anklume-pool.service");
+            self.0.borrow_mut().lines.push(step.argv.join(" "));
+            let mut out = Vec::new();
+            run(&mut self.clone(), &mut self.clone(), &mut out)?;
+            if step.argv.iter().any(|a| a == "incus.socket") {
+                self.0.borrow_mut().incus_socket = true;
+            }
+            return Ok(());
+        }
         let mut w = self.0.borrow_mut();
         w.lines.push(step.argv.join(" "));
         match step.argv[0].as_str() {
@@ -74,6 +91,17 @@ impl Runner for Fake {
                 let dir = step.argv.last().unwrap().clone();
                 w.mounted.push(dir);
             }
+            "systemctl" if step.argv[1] == "stop" => {}
+            "systemctl" if step.argv[1] == "start" => {
+                if step.argv.iter().any(|a| a == "incus.socket") {
+                    w.incus_socket = true;
+                }
+            }
+            "rm" => {
+                if step.argv.iter().any(|a| a == INCUS_SOCKET) {
+                    w.incus_socket = false;
+                }
+            }
             other => panic!("unexpected command {other}"),
         }
         Ok(())
@@ -90,10 +118,15 @@ impl Runner for Fake {
     }
     fn write_file(&mut self, path: &str, data: &[u8]) -> Result<()> {
         let data = String::from_utf8(data.to_vec()).unwrap();
-        self.0
-            .borrow_mut()
-            .lines
-            .push(format!("(write {path} {})", data.trim_end()));
+        let mut w = self.0.borrow_mut();
+        if path == POINTER_PATH {
+            assert!(
+                w.mounted.iter().any(|m| m == PERSIST_DIR),
+                "the pointer written without a persist partition"
+            );
+            w.pointer = Some(data.clone());
+        }
+        w.lines.push(format!("(write {path} {})", data.trim_end()));
         Ok(())
     }
 }
@@ -259,7 +292,7 @@ fn two_pools_are_refused_by_name() {
     p.fs_label = Some(POOL_LABEL.into());
     inv.devices.push(p);
     let f = world(inv);
-    let e = run_on(&f).0.unwrap_err().to_string();
+    let e = format!("{:#}", run_on(&f).0.unwrap_err());
     assert!(
         e.contains("2 LUKS volumes are labelled anklume-pool: /dev/nvme0n1p1, /dev/sdb1"),
         "{e}"
@@ -331,4 +364,178 @@ fn a_running_incus_on_memory_is_never_covered_by_the_pool() {
     run_on(&f).0.unwrap();
     f.0.borrow_mut().incus_socket = true;
     run_on(&f).0.unwrap();
+}
+
+#[test]
+fn a_pool_made_after_the_boot_gets_incus_moved_onto_it_at_once() {
+    // The wizard on a console made the pool and left it unlocked; Incus
+    // ran from memory meanwhile (its socket there).
+    let f = world(with_pool());
+    {
+        let mut w = f.0.borrow_mut();
+        w.unlocked = true;
+        w.incus_socket = true;
+    }
+    for s in bring_up_steps() {
+        f.clone().run(&s, Vec::new()).unwrap();
+    }
+    let w = f.0.borrow();
+    assert_eq!(w.mounted, [POOL_DIR, INCUS_DIR]);
+    assert!(w.incus_socket, "Incus started again");
+    let at = |prefix: &str| {
+        w.lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:?}", w.lines))
+    };
+    // Incus stopped and its socket gone before the pool is mounted (else
+    // the mount would hide them: `run` refuses that), started after.
+    assert!(
+        at("systemctl stop incus.socket incus.service") < at("rm -f -- /var/lib/incus/unix.socket")
+    );
+    assert!(at("rm -f") < at("systemctl restart anklume-pool.service"));
+    // Incus's sockets start in the pool's transaction (its Before= puts
+    // them after the mounts), so the agent the mount starts finds them.
+    assert!(
+        at("systemctl restart anklume-pool.service incus.socket incus-user.socket")
+            < at("mount -t btrfs -o subvol=incus")
+    );
+    assert!(
+        at("mount -t btrfs -o subvol=incus")
+            < at("systemctl start --no-block anklume-agent.service")
+    );
+    // Already unlocked by the wizard: nothing asked.
+    assert!(
+        !w.lines.iter().any(|l| l.starts_with("systemd-cryptsetup")),
+        "{:?}",
+        w.lines
+    );
+}
+
+const OURS: &str = "1b2c3d4e-0000-4000-8000-00000000000a";
+const THEIRS: &str = "1b2c3d4e-0000-4000-8000-00000000000b";
+
+/// A USB boot with persist, and two disks holding a LUKS volume labelled
+/// anklume-pool: this machine's (`OURS`) and another's on a USB disk.
+fn with_two_pools() -> Inventory {
+    let mut inv = with_pool();
+    inv.devices.last_mut().unwrap().partuuid = Some(OURS.to_ascii_uppercase());
+    let mut p = part("sdc1", "sdc", (8, 33), 500 * GB);
+    p.fs_type = Some("crypto_LUKS".into());
+    p.fs_label = Some(POOL_LABEL.into());
+    p.partuuid = Some(THEIRS.into());
+    inv.devices.push(p);
+    inv
+}
+
+fn pointer_to(partuuid: &str) -> Option<String> {
+    Some(PoolPointer::new(partuuid).to_json())
+}
+
+#[test]
+fn the_pool_pointer_picks_this_machines_pool_among_two() {
+    let f = world(with_two_pools());
+    f.0.borrow_mut().pointer = pointer_to(OURS);
+    let (r, out) = run_on(&f);
+    r.unwrap();
+    assert!(
+        out.contains("unlocking the data pool on /dev/nvme0n1p1 (named by the pool pointer"),
+        "{out}"
+    );
+    // Without the pointer, two pools are refused by name.
+    let f = world(with_two_pools());
+    let e = format!("{:#}", run_on(&f).0.unwrap_err());
+    assert!(
+        e.contains("/dev/nvme0n1p1") && e.contains("/dev/sdc1"),
+        "{e}"
+    );
+    assert!(e.contains("no pool pointer"), "{e}");
+    assert!(f.0.borrow().lines.is_empty());
+}
+
+#[test]
+fn the_first_unlock_with_persist_remembers_the_pool_and_later_ones_use_it() {
+    let mut inv = with_pool();
+    inv.devices.last_mut().unwrap().partuuid = Some(OURS.into());
+    let f = world(inv);
+    f.0.borrow_mut().mounted.push(PERSIST_DIR.into());
+    let (r, out) = run_on(&f);
+    r.unwrap();
+    assert!(out.contains("(found by its label)"), "{out}");
+    assert_eq!(f.0.borrow().pointer, pointer_to(OURS));
+    // The next boot: named by the pointer, nothing written again.
+    let next = world(f.0.borrow().inv.clone());
+    next.0.borrow_mut().mounted.push(PERSIST_DIR.into());
+    next.0.borrow_mut().pointer = f.0.borrow().pointer.clone();
+    let (r, out) = run_on(&next);
+    r.unwrap();
+    assert!(out.contains("(named by the pool pointer"), "{out}");
+    assert!(
+        !next
+            .0
+            .borrow()
+            .lines
+            .iter()
+            .any(|l| l.contains(POINTER_PATH)),
+        "{:?}",
+        next.0.borrow().lines
+    );
+}
+
+#[test]
+fn without_persist_nothing_is_remembered() {
+    let mut inv = with_pool();
+    inv.devices.last_mut().unwrap().partuuid = Some(OURS.into());
+    let f = world(inv);
+    run_on(&f).0.unwrap();
+    assert_eq!(f.0.borrow().pointer, None);
+}
+
+#[test]
+fn a_pool_left_open_by_the_first_boot_is_remembered_from_its_mapping() {
+    let mut inv = with_pool();
+    inv.devices.last_mut().unwrap().partuuid = Some(OURS.into());
+    inv.devices
+        .push(dm("dm-1", 1, POOL_MAPPING, &["nvme0n1p1"]));
+    let f = world(inv);
+    {
+        let mut w = f.0.borrow_mut();
+        w.unlocked = true;
+        w.mounted.push(PERSIST_DIR.into());
+    }
+    run_on(&f).0.unwrap();
+    assert_eq!(f.0.borrow().pointer, pointer_to(OURS));
+    assert!(!f
+        .0
+        .borrow()
+        .lines
+        .iter()
+        .any(|l| l.starts_with("systemd-cryptsetup")));
+}
+
+#[test]
+fn a_stale_or_broken_pointer_falls_back_to_the_label_and_is_written_again() {
+    for (pointer, said) in [
+        (pointer_to(THEIRS), None),
+        (
+            Some("{\"disk\":\"sdb\"}".to_string()),
+            Some("unknown field"),
+        ),
+    ] {
+        let mut inv = with_pool();
+        inv.devices.last_mut().unwrap().partuuid = Some(OURS.into());
+        let f = world(inv);
+        {
+            let mut w = f.0.borrow_mut();
+            w.mounted.push(PERSIST_DIR.into());
+            w.pointer = pointer;
+        }
+        let (r, out) = run_on(&f);
+        r.unwrap();
+        assert!(out.contains("(found by its label)"), "{out}");
+        if let Some(said) = said {
+            assert!(out.contains(said) && out.contains("warning"), "{out}");
+        }
+        assert_eq!(f.0.borrow().pointer, pointer_to(OURS));
+    }
 }

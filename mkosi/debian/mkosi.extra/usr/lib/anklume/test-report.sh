@@ -59,49 +59,58 @@ if findmnt -n /var/lib/anklume/persist > /dev/null; then
 else
     r persist_mounted=0
 fi
-# The data pool: created by anklume-firstboot.service (seed volume), unlocked
-# and mounted by anklume-pool.service, Incus's state on its subvolume.
 # What a unit's own processes wrote to the journal this boot.
 said() { journalctl -b "_SYSTEMD_UNIT=$1.service" -o cat --no-pager; }
-r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
-r firstboot_said="$(said anklume-firstboot | grep -v '^ *$' | tail -n1)"
-r pool_unit="$(systemctl is-active anklume-pool.service)"
-r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
-# A systemd-tpm2 token in the pool's LUKS2 header (the btrfs inside has the
-# same label: luksDump tells them apart).
-tok=0
-for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
-    cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
-done
-r tpm2_token=$tok
-# PCR 7 (the Secure Boot state the pool's TPM2 token is sealed to) and
-# its events, to compare two boots when the TPM stops unlocking.
-pcr7=/sys/class/tpm/tpm0/pcr-sha256/7
-if [ -r "$pcr7" ]; then
-    r pcr7="$(cat "$pcr7")"
-    n=0
-    /usr/lib/systemd/systemd-pcrlock log --no-pager 2>&1 | awk '$1 == 7' > /run/anklume-pcr7.log
-    while IFS= read -r l; do
-        n=$((n + 1))
-        r "pcr7_event_$n=$l"
-    done < /run/anklume-pcr7.log
-fi
-# The recovery key goes to the consoles only, never to the journal.
-r journal_recovery_key="$(journalctl -b -o cat --no-pager | grep -c 'Recovery key (shown once')"
-# What unlocked the pool this boot (the record `anklume status` shows).
-r pool_unlocked_by="$(sed -n 's/.*"by":"\([a-z0-9-]*\)".*/\1/p' /run/anklume/pool-unlock.json 2>/dev/null)"
-r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
-r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
-r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
-# The health check's verdict (anklume-health.service, after the agent).
-r health="$(systemctl show -p Result --value anklume-health.service)"
-# The bootstrap infra.yml's container, made by the agent.
-r box_state="$(incus list --project home --format csv --columns s home-box 2>/dev/null)"
-r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
-r agent_said="$(said anklume-agent | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
-r health_said="$(said anklume-health | grep FAILED | paste -sd ';')"
-# What --mark-good did with the stick's boot state.
-r health_marked="$(said anklume-health | grep -E '^slot [ab] |boot state not written' | tail -n1)"
+# The data pool: created by anklume-firstboot.service (seed volume) or the
+# wizard on a console, unlocked and mounted by anklume-pool.service,
+# Incus's state on its subvolume. Reported at boot, and again after the
+# wizard (wait-pool).
+pool_report() {
+    r firstboot="$(systemctl show -p Result --value anklume-firstboot.service)"
+    r firstboot_said="$(said anklume-firstboot | grep -v '^ *$' | tail -n1)"
+    r pool_unit="$(systemctl is-active anklume-pool.service)"
+    r pool_source="$(findmnt -no SOURCE /var/lib/anklume/pool)"
+    # A systemd-tpm2 token in the pool's LUKS2 header (the btrfs inside has the
+    # same label: luksDump tells them apart).
+    tok=0
+    for d in $(blkid -t LABEL=anklume-pool -o device 2>/dev/null); do
+        cryptsetup luksDump "$d" 2>/dev/null | grep -q systemd-tpm2 && tok=1
+    done
+    r tpm2_token=$tok
+    # PCR 7 (the Secure Boot state the pool's TPM2 token is sealed to) and
+    # its events, to compare two boots when the TPM stops unlocking.
+    pcr7=/sys/class/tpm/tpm0/pcr-sha256/7
+    if [ -r "$pcr7" ]; then
+        r pcr7="$(cat "$pcr7")"
+        n=0
+        /usr/lib/systemd/systemd-pcrlock log --no-pager 2>&1 | awk '$1 == 7' > /run/anklume-pcr7.log
+        while IFS= read -r l; do
+            n=$((n + 1))
+            r "pcr7_event_$n=$l"
+        done < /run/anklume-pcr7.log
+    fi
+    # The recovery key goes to the consoles only, never to the journal.
+    r journal_recovery_key="$(journalctl -b -o cat --no-pager | grep -c 'Recovery key (shown once')"
+    # What unlocked the pool this boot (the record `anklume status` shows).
+    r pool_unlocked_by="$(sed -n 's/.*"by":"\([a-z0-9-]*\)".*/\1/p' /run/anklume/pool-unlock.json 2>/dev/null)"
+    # The pool pointer on the persist partition, and how this boot found
+    # the pool (anklume pool unlock's own words).
+    r pool_pointer="$(cat /var/lib/anklume/persist/pool.json 2>/dev/null)"
+    r pool_found_by="$(said anklume-pool | grep -o 'named by the pool pointer\|found by its label' | tail -n1)"
+    r pool_fstype="$(findmnt -no FSTYPE /var/lib/anklume/pool)"
+    r incus_source="$(findmnt -no SOURCE /var/lib/incus)"
+    r pool_token="$(cat /var/lib/anklume/pool/anklume/test-token 2>/dev/null)"
+    # The health check's verdict (anklume-health.service, after the agent).
+    r health="$(systemctl show -p Result --value anklume-health.service)"
+    # The bootstrap infra.yml's container, made by the agent.
+    r box_state="$(incus list --project home --format csv --columns s home-box 2>/dev/null)"
+    r box_token="$(incus exec home-box --project home -- cat /root/token 2>/dev/null)"
+    r agent_said="$(said anklume-agent | grep -E 'anklume agent:|FAILED|[Ee]rror' | tail -n6 | paste -sd ';')"
+    r health_said="$(said anklume-health | grep FAILED | paste -sd ';')"
+    # What --mark-good did with the stick's boot state.
+    r health_marked="$(said anklume-health | grep -E '^slot [ab] |boot state not written' | tail -n1)"
+}
+pool_report
 set -f
 for a in $(echo "$actions" | tr ',' ' '); do
     case "$a" in
@@ -140,7 +149,34 @@ for a in $(echo "$actions" | tr ',' ' '); do
         ;;
     esac
 done
+# The first-boot wizard offered on the consoles (no pool, no seed).
+r console_wizard="$(systemctl is-active anklume-firstboot-console.service)"
+r serial_getty="$(systemctl is-active serial-getty@ttyS0.service)"
 r end
+case ",$actions," in *,wait-pool,*)
+    # The harness drives the wizard on the serial console after `end`:
+    # wait for the pool it makes, the agent's first apply and the health
+    # check that follows, then report the pool again.
+    i=0
+    until findmnt -n /var/lib/anklume/pool > /dev/null \
+        && [ "$(systemctl show -p ExecMainStartTimestampMonotonic --value anklume-health.service)" != 0 ] \
+        && ! systemctl -q is-active anklume-health.service \
+        && [ "$(systemctl show -p ActiveState --value anklume-health.service)" != activating ]; do
+        sleep 1
+        i=$((i + 1))
+        [ $i -lt 1800 ] || break
+    done
+    pool_report
+    r console_wizard="$(systemctl is-active anklume-firstboot-console.service)"
+    r console_done="$(cat /run/anklume/firstboot-console/done 2>/dev/null)"
+    r console_said="$(said anklume-firstboot-console | grep -v '^ *$' | tail -n4 | paste -sd ';')"
+    # The login prompt back on the serial console.
+    i=0
+    until systemctl -q is-active serial-getty@ttyS0.service || [ $i -ge 60 ]; do sleep 1; i=$((i + 1)); done
+    r serial_getty="$(systemctl is-active serial-getty@ttyS0.service)"
+    r end2
+    ;;
+esac
 case ",$actions," in *,wait-eject,*)
     # The host ejects the medium after `end`. Nothing polls the drive for
     # media changes, so /sys/block/sr0/size would not change: opening and
