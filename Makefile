@@ -42,7 +42,7 @@ BROKEN_BUNDLE := $(BROKEN)/anklume-$(BROKEN_VERSION)-broken.bundle
 TEST_SIGNING = ANKLUME_SIGNING_KEY=$(TEST_KEYS)/db.key ANKLUME_SIGNING_CERT=$(TEST_KEYS)/db.crt
 TEST_ENV = $(TEST_SIGNING) ANKLUME_UPDATE_PUBKEY=$(TEST_KEYS)/update.pub
 
-.PHONY: all build iso test-keys test-bundles test-bundle-broken check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
+.PHONY: all build iso iso-zfs test-keys test-bundles test-bundle-broken check-image test test-unit live-os-test-vm live-os-test-vm-clean bench sync-bench apply-bench verity-bench assembly-bench clean
 
 all: iso
 
@@ -53,6 +53,16 @@ iso:
 	bash ci/setup-image
 	$(CARGO_RELEASE) --workspace
 	./target/release/anklume-build iso --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format $(FORMATS)
+
+## The ZFS variant (docs/firstboot.md, "ZFS"): mkosi/debian plus OpenZFS,
+## its module built by DKMS during the image build; the raw image only, in
+## out/zfs/. Not part of `make iso`: it takes several minutes more.
+RAW_ZFS := out/zfs/anklume-$(VERSION).raw
+iso-zfs:
+	bash ci/setup
+	bash ci/setup-image
+	$(CARGO_RELEASE) --workspace
+	./target/release/anklume-build iso --mkosi-dir mkosi/debian-zfs --work-dir build/zfs --out-dir out/zfs --bin-dir target/release --source-date-epoch $(SOURCE_DATE_EPOCH) --version $(VERSION) --format raw
 
 ## Throwaway keys for the tests (kept across runs): a Secure Boot key pair,
 ## the update key the test images trust, and one they do not.
@@ -128,13 +138,15 @@ test-unit:
 # when the scenarios asked for need them.
 UPDATE_SCENARIOS := ci update update-rejected update-powercut stick-grow update-sb
 live-os-test-vm: $(if $(filter all $(UPDATE_SCENARIOS) update-broken,$(SCENARIOS)),test-bundles) \
-		$(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken)
+		$(if $(filter all update-broken,$(SCENARIOS)),test-bundle-broken) \
+		$(if $(filter all pool-zfs,$(SCENARIOS)),iso-zfs)
 	bash ci/setup-image
 	$(CARGO_RELEASE) -p anklume-vmtest
 	./target/release/anklume-vmtest --iso $(ISO) $(if $(wildcard $(RAW)),--raw $(RAW)) \
 		$(if $(wildcard $(BUNDLE)),--bundle $(BUNDLE)) \
 		$(if $(wildcard $(FOREIGN_BUNDLE)),--foreign-bundle $(FOREIGN_BUNDLE)) \
 		$(if $(wildcard $(BROKEN_BUNDLE)),--broken-bundle $(BROKEN_BUNDLE)) \
+		$(if $(wildcard $(RAW_ZFS)),--raw-zfs $(RAW_ZFS)) \
 		--work-dir build/vmtest $(SCENARIOS)
 
 live-os-test-vm-clean:

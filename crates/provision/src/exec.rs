@@ -336,8 +336,10 @@ pub fn filesystem_steps(plan: &Plan) -> Vec<Step> {
                     "acltype=posixacl",
                     "-O",
                     "xattr=sa",
+                    // Mounted by `mount -t zfs` at boot (unlock), in
+                    // the places the btrfs layout has, not by zfs-mount.
                     "-O",
-                    "mountpoint=none",
+                    "mountpoint=legacy",
                     pool,
                     &dev,
                 ],
@@ -349,6 +351,22 @@ pub fn filesystem_steps(plan: &Plan) -> Vec<Step> {
                     &["zfs", "create", &format!("{pool}/{d}")],
                     Stdin::Nothing,
                 ));
+            }
+            // The first infra.yml goes into the `anklume` dataset
+            // (execute writes it before the unmount).
+            if let Some((dir, _)) = anklume_contract::pool::INFRA_ON_POOL.split_once('/') {
+                if datasets.iter().any(|d| d == dir) {
+                    v.push(Step::new(
+                        format!("mount the {dir} dataset"),
+                        &["mount", "-t", "zfs", &format!("{pool}/{dir}"), SETUP_MOUNT],
+                        Stdin::Nothing,
+                    ));
+                    v.push(Step::new(
+                        "unmount it",
+                        &["umount", SETUP_MOUNT],
+                        Stdin::Nothing,
+                    ));
+                }
             }
             v.push(Step::new(
                 "export the pool",

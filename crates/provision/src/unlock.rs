@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::exec::{Runner, Stdin, Step};
 use crate::inventory::{BlockDevice, Inventory};
-use crate::plan::{POOL_LABEL, POOL_MAPPING};
+use crate::plan::{POOL_LABEL, POOL_MAPPING, ZFS_POOL};
 use anklume_contract::pool::{
     PoolPointer, UnlockRecord, UnlockedBy, PERSIST_DIR, POINTER_PATH, UNLOCK_RECORD_PATH,
 };
@@ -176,6 +176,25 @@ pub struct State {
     pub has_incus: bool,
     /// [`INCUS_DIR`] is a mount point.
     pub incus_mounted: bool,
+    /// ZFS: the pool's name (the label of its vdev: `anklume` unless the
+    /// preseed named it otherwise).
+    pub zfs_pool: Option<String>,
+    /// ZFS: the pool is imported.
+    pub zfs_imported: bool,
+    /// ZFS: its `anklume` dataset is mounted at [`zfs_anklume_dir`].
+    pub anklume_mounted: bool,
+}
+
+/// ZFS: where the `anklume` dataset is mounted (`infra.yml` is
+/// `anklume/infra.yml` on the pool, as on btrfs).
+pub fn zfs_anklume_dir() -> String {
+    format!("{POOL_DIR}/{ZFS_ANKLUME_DATASET}")
+}
+/// ZFS: the dataset that holds anklume's own data.
+pub const ZFS_ANKLUME_DATASET: &str = "anklume";
+/// ZFS: an imported pool named `pool` has this folder (its kstats).
+pub fn zfs_imported_marker(pool: &str) -> String {
+    format!("/proc/spl/kstat/zfs/{pool}")
 }
 
 /// The TPM's try: `systemd-cryptsetup attach anklume-pool PART -
@@ -244,13 +263,67 @@ fn mount(what: &str, options: &str, dir: &str) -> Step {
     )
 }
 
+fn zfs_mount(what: &str, dataset: &str, dir: &str) -> Step {
+    Step::new(
+        what,
+        &["mount", "-t", "zfs", "-o", "noatime", dataset, dir],
+        Stdin::Nothing,
+    )
+}
+
+/// ZFS (the image's ZFS variant): import the pool without mounting
+/// anything (`-N`; no cache file written), then mount its datasets
+/// (`mountpoint=legacy`, set by the first boot) where btrfs has its
+/// subvolumes: the pool's top at [`POOL_DIR`], `anklume` below it,
+/// `incus` at [`INCUS_DIR`].
+fn zfs_steps(s: &State) -> Vec<Step> {
+    let pool = s.zfs_pool.as_deref().unwrap_or(ZFS_POOL);
+    let mut v = Vec::new();
+    if !s.zfs_imported {
+        v.push(Step::new(
+            format!("import the zfs pool {pool}"),
+            &[
+                "zpool",
+                "import",
+                "-N",
+                "-o",
+                "cachefile=none",
+                "-d",
+                &mapping_path(),
+                pool,
+            ],
+            Stdin::Nothing,
+        ));
+    }
+    if !s.pool_mounted {
+        v.push(zfs_mount(
+            &format!("mount the pool at {POOL_DIR}"),
+            pool,
+            POOL_DIR,
+        ));
+    }
+    if !s.anklume_mounted {
+        v.push(zfs_mount(
+            &format!("mount its {ZFS_ANKLUME_DATASET} dataset"),
+            &format!("{pool}/{ZFS_ANKLUME_DATASET}"),
+            &zfs_anklume_dir(),
+        ));
+    }
+    if !s.incus_mounted {
+        v.push(zfs_mount(
+            &format!("mount its {INCUS_SUBVOLUME} dataset at {INCUS_DIR}"),
+            &format!("{pool}/{INCUS_SUBVOLUME}"),
+            INCUS_DIR,
+        ));
+    }
+    v
+}
+
 /// The mounts still to make on an unlocked pool.
 pub fn mount_steps(s: &State) -> Result<Vec<Step>> {
     match s.fstype.as_deref() {
         Some("btrfs") => {}
-        Some("zfs_member") => bail!(
-            "the pool holds ZFS: importing a ZFS pool at boot is not supported yet (docs/firstboot.md)"
-        ),
+        Some("zfs_member") => return Ok(zfs_steps(s)),
         Some(other) => bail!(
             "{} holds {other:?}, not the btrfs anklume-firstboot makes: not mounted",
             mapping_path()
@@ -299,6 +372,8 @@ pub trait Machine {
     fn is_subvolume(&mut self, dir: &str) -> bool;
     /// The text of the pool pointer ([`POINTER_PATH`]), if there is one.
     fn read_pointer(&mut self) -> Result<Option<String>>;
+    /// The label of the filesystem on `dev` (a ZFS vdev: its pool's name).
+    fn fs_label(&mut self, dev: &str) -> Result<Option<String>>;
 }
 
 /// Find, unlock, mount. Progress lines go to `out`.
@@ -380,19 +455,34 @@ pub fn run(
     }
     s.fstype = m.fstype(&mapping_path())?;
     s.pool_mounted = m.is_mount_point(POOL_DIR)?;
+    let zfs = s.fstype.as_deref() == Some("zfs_member");
+    if zfs {
+        let pool = m
+            .fs_label(&mapping_path())?
+            .with_context(|| format!("{} holds ZFS but no pool name", mapping_path()))?;
+        s.zfs_imported = m.exists(&zfs_imported_marker(&pool));
+        s.zfs_pool = Some(pool);
+        s.anklume_mounted = m.is_mount_point(&zfs_anklume_dir())?;
+        s.incus_mounted = m.is_mount_point(INCUS_DIR)?;
+        s.has_incus = true;
+    }
     // Two rounds: the incus subvolume is only seen once the top level is
-    // mounted.
+    // mounted (ZFS: one round does all).
     for round in 0..2 {
-        if round == 1 {
+        if round == 1 && !zfs {
             s.has_incus = m.is_subvolume(&format!("{POOL_DIR}/{INCUS_SUBVOLUME}"));
             s.incus_mounted = m.is_mount_point(INCUS_DIR)?;
         }
         for step in mount_steps(&s)? {
             let dir = step.argv.last().cloned().unwrap_or_default();
-            runner.create_dir(&dir)?;
+            if step.argv[0] == "mount" {
+                runner.create_dir(&dir)?;
+            }
             writeln!(out, "==> {}", step.what)?;
             runner.run(&step, Vec::new()).context(step.what.clone())?;
+            s.zfs_imported |= step.argv[0] == "zpool";
             s.pool_mounted |= dir == POOL_DIR;
+            s.anklume_mounted |= zfs && dir == zfs_anklume_dir();
             s.incus_mounted |= dir == INCUS_DIR;
         }
     }
@@ -485,6 +575,17 @@ impl Machine for LiveMachine {
             .mounts()?
             .iter()
             .any(|m| m.target == dir))
+    }
+
+    fn fs_label(&mut self, dev: &str) -> Result<Option<String>> {
+        // A low-level probe (-p): udev's cache of a mapping just opened
+        // may lag.
+        let label = anklume_cmd::Cmd::new("blkid")
+            .args(["-p", "-o", "value", "-s", "LABEL", dev])
+            .output_string()
+            .with_context(|| format!("reading the label of {dev}"))?;
+        let label = label.trim();
+        Ok((!label.is_empty()).then(|| label.to_string()))
     }
 
     fn read_pointer(&mut self) -> Result<Option<String>> {

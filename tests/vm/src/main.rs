@@ -18,6 +18,9 @@ struct Cli {
     /// The raw GPT image (scenarios persist, rollback, pool-btrfs, pool-tpm).
     #[arg(long, value_name = "RAW")]
     raw: Option<PathBuf>,
+    /// The ZFS variant's raw image (`make iso-zfs`; scenario pool-zfs).
+    #[arg(long, value_name = "RAW")]
+    raw_zfs: Option<PathBuf>,
     /// Ventoy's release files, for the ventoy-* scenarios (a stick image is
     /// made from them on a loop device).
     #[arg(long, value_name = "DIR", default_value = anklume_vmtest::ventoy::DEFAULT_RELEASE)]
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     let images = Images {
         iso: cli.iso.clone(),
         raw: cli.raw.clone(),
+        raw_zfs: cli.raw_zfs.clone(),
         ventoy_release: Some(cli.ventoy_release.clone()),
         bundle: cli.bundle.clone(),
         foreign_bundle: cli.foreign_bundle.clone(),

@@ -34,12 +34,41 @@ const PASSPHRASE: &str = "correct horse battery staple";
 /// What systemd's password agent shows on the console.
 const PROMPT: &str = "Please enter passphrase for disk";
 
+/// The pool's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fs {
+    Btrfs,
+    /// The ZFS variant of the image.
+    Zfs,
+}
+
+impl Fs {
+    fn name(self) -> &'static str {
+        match self {
+            Fs::Btrfs => "btrfs",
+            Fs::Zfs => "zfs",
+        }
+    }
+
+    /// What findmnt says of the pool's mount and of /var/lib/incus.
+    fn mounts(self) -> (&'static str, &'static str) {
+        match self {
+            Fs::Btrfs => (
+                "/dev/mapper/anklume-pool",
+                "/dev/mapper/anklume-pool[/incus]",
+            ),
+            Fs::Zfs => ("anklume", "anklume/incus"),
+        }
+    }
+}
+
 /// The preseed: the disk by serial; small argon2id costs (TCG is slow).
-fn preseed(tpm2: bool) -> String {
+fn preseed(tpm2: bool, fs: Fs) -> String {
     format!(
-        "[disk]\nserial = \"{POOL_SERIAL}\"\n\n[pool]\nfilesystem = \"btrfs\"\n\n\
+        "[disk]\nserial = \"{POOL_SERIAL}\"\n\n[pool]\nfilesystem = \"{}\"\n\n\
          [encryption]\npassphrase = \"{PASSPHRASE}\"\ntpm2 = {tpm2}\n\
-         argon2id = {{ memory_kib = 65536, iterations = 4, parallel = 2 }}\n"
+         argon2id = {{ memory_kib = 65536, iterations = 4, parallel = 2 }}\n",
+        fs.name()
     )
 }
 
@@ -75,10 +104,20 @@ fn wait_prompt(vm: &mut Vm, n: usize, start: Instant, limit: Duration) -> Result
 /// What every boot with a pool must show; the health check marked `slot`
 /// good (or found it good already).
 pub(crate) fn pool_facts(r: &std::collections::BTreeMap<String, String>, slot: Slot) -> Result<()> {
+    pool_facts_on(r, slot, Fs::Btrfs)
+}
+
+/// [`pool_facts`] on a pool of filesystem `fs`.
+pub(crate) fn pool_facts_on(
+    r: &std::collections::BTreeMap<String, String>,
+    slot: Slot,
+    fs: Fs,
+) -> Result<()> {
+    let (pool_source, incus_source) = fs.mounts();
     expect(r, "pool_unit", "active")?;
-    expect(r, "pool_source", "/dev/mapper/anklume-pool")?;
-    expect(r, "pool_fstype", "btrfs")?;
-    expect(r, "incus_source", "/dev/mapper/anklume-pool[/incus]")?;
+    expect(r, "pool_source", pool_source)?;
+    expect(r, "pool_fstype", fs.name())?;
+    expect(r, "incus_source", incus_source)?;
     // Incus started on the pool (its socket made after the mount).
     match r.get("status_incus") {
         Some(v) if v.starts_with("reachable") => {}
@@ -105,14 +144,21 @@ pub(crate) fn pool_facts(r: &std::collections::BTreeMap<String, String>, slot: S
 /// pool-btrfs: the passphrase typed on the serial console at the second
 /// boot (a wrong one first).
 pub fn btrfs(facts: &ImageFacts, cfg: VmConfig) -> Result<Outcome> {
-    two_boots(facts, cfg, false)
+    two_boots(facts, cfg, false, Fs::Btrfs)
+}
+
+/// pool-zfs: pool-btrfs on the ZFS variant of the image (`make iso-zfs`),
+/// with a preseed asking for ZFS: the pool `anklume` on LUKS2, imported
+/// and its datasets mounted at every boot.
+pub fn zfs(facts: &ImageFacts, cfg: VmConfig) -> Result<Outcome> {
+    two_boots(facts, cfg, false, Fs::Zfs)
 }
 
 /// pool-tpm (UEFI, a swtpm TPM 2.0): the first boot also enrols the TPM
 /// (PCR 7); the second boot unlocks with it, without any prompt.
 pub fn tpm(facts: &ImageFacts, mut cfg: VmConfig) -> Result<Outcome> {
     fresh_tpm(&mut cfg);
-    two_boots(facts, cfg, true)
+    two_boots(facts, cfg, true, Fs::Btrfs)
 }
 
 /// A swtpm TPM 2.0 for `cfg`, its state new (a leftover of an earlier run
@@ -127,12 +173,17 @@ pub(crate) fn fresh_tpm(cfg: &mut VmConfig) {
 /// selects it, added to `cfg`'s disks; console input on. Returns the pool
 /// disk's file.
 pub(crate) fn pool_disks(cfg: &mut VmConfig, tpm2: bool) -> Result<std::path::PathBuf> {
+    pool_disks_for(cfg, tpm2, Fs::Btrfs)
+}
+
+/// [`pool_disks`] with a preseed asking for `fs`.
+pub(crate) fn pool_disks_for(cfg: &mut VmConfig, tpm2: bool, fs: Fs) -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&cfg.dir)?;
     let disk = cfg.dir.join("pool-disk.img");
     let _ = std::fs::remove_file(&disk);
     std::fs::File::create(&disk)?.set_len(4 << 30)?;
     let seed = cfg.dir.join("seed.img");
-    make_seed(&seed, &preseed(tpm2))?;
+    make_seed(&seed, &preseed(tpm2, fs))?;
     cfg.disks.extend([
         Disk {
             file: disk.clone(),
@@ -226,6 +277,17 @@ pub(crate) fn first_pool_boot(
     token: &str,
     more: &str,
 ) -> Result<Outcome> {
+    first_pool_boot_on(cfg, facts, token, more, Fs::Btrfs)
+}
+
+/// [`first_pool_boot`] on a pool of filesystem `fs`.
+pub(crate) fn first_pool_boot_on(
+    cfg: &mut VmConfig,
+    facts: &ImageFacts,
+    token: &str,
+    more: &str,
+    fs: Fs,
+) -> Result<Outcome> {
     cfg.test_actions = format!("report,pool-write={token},box-write={token}{more}");
     let (first, vm) = boot_until_report(cfg, Duration::from_secs(1500)).context("first boot")?;
     let shown = prompts(&vm);
@@ -240,7 +302,7 @@ pub(crate) fn first_pool_boot(
     }
     expect(r, "journal_recovery_key", "0")
         .context("first boot: the recovery key reached the journal")?;
-    pool_facts(r, Slot::A).context("first boot")?;
+    pool_facts_on(r, Slot::A, fs).context("first boot")?;
     expect(r, "pool_written", token).context("first boot")?;
     expect(r, "box_written", token).context("first boot")?;
     expect(r, "pool_unlocked_by", "first-boot").context("first boot")?;
@@ -280,15 +342,15 @@ pub(crate) fn later_pool_boot(
     Ok(())
 }
 
-fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcome> {
-    let disk = pool_disks(&mut cfg, tpm2)?;
+fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool, fs: Fs) -> Result<Outcome> {
+    let disk = pool_disks_for(&mut cfg, tpm2, fs)?;
     let token = format!(
         "token-{}",
         SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
     );
 
     // Boot 1: the pool is made from the seed, left unlocked, mounted.
-    let first = first_pool_boot(&mut cfg, facts, &token, "")?;
+    let first = first_pool_boot_on(&mut cfg, facts, &token, "", fs)?;
     let r = &first.report;
     if tpm2 {
         expect(r, "tpm2_token", "1").context("first boot: no systemd-tpm2 token on the pool")?;
@@ -314,7 +376,7 @@ fn two_boots(facts: &ImageFacts, mut cfg: VmConfig, tpm2: bool) -> Result<Outcom
     vm.close()?;
     let r = &second.report;
     check_verified_boot(r, facts, Slot::A).context("second boot")?;
-    pool_facts(r, Slot::A).context("second boot")?;
+    pool_facts_on(r, Slot::A, fs).context("second boot")?;
     later_pool_boot(r, &token, shown, if tpm2 { 0 } else { 2 }).context("second boot")?;
     if tpm2 {
         eprintln!("  boot 2: the TPM unlocked the pool, no prompt");

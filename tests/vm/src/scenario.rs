@@ -43,6 +43,7 @@ pub enum Scenario {
     UpdateSb,
     Wizard,
     PoolWrongPassphrase,
+    PoolZfs,
 }
 
 /// Which image a scenario boots.
@@ -50,6 +51,8 @@ pub enum Scenario {
 pub enum ImageKind {
     Iso,
     Raw,
+    /// The ZFS variant's raw image (`make iso-zfs`).
+    RawZfs,
 }
 
 /// The images under test.
@@ -57,6 +60,7 @@ pub enum ImageKind {
 pub struct Images {
     pub iso: Option<PathBuf>,
     pub raw: Option<PathBuf>,
+    pub raw_zfs: Option<PathBuf>,
     /// Ventoy's release files (the Ventoy scenarios make a stick from them);
     /// `None`: [`crate::ventoy::DEFAULT_RELEASE`].
     pub ventoy_release: Option<PathBuf>,
@@ -75,12 +79,15 @@ impl Images {
             ImageKind::Raw => self.raw.as_deref().context(
                 "this scenario boots the raw image: pass --raw (build it with `make iso FORMATS=iso,raw`)",
             ),
+            ImageKind::RawZfs => self.raw_zfs.as_deref().context(
+                "this scenario boots the ZFS variant's raw image: pass --raw-zfs (build it with `make iso-zfs`)",
+            ),
         }
     }
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 25] = [
+    pub const ALL: [Scenario; 26] = [
         Scenario::BiosDisk,
         Scenario::UefiCd,
         Scenario::Tampered,
@@ -106,6 +113,7 @@ impl Scenario {
         Scenario::UpdateSb,
         Scenario::Wizard,
         Scenario::PoolWrongPassphrase,
+        Scenario::PoolZfs,
     ];
     /// What CI runs: the minimum (BIOS disk, UEFI CD, tampered)
     /// plus toram, persist, rollback, the three Secure Boot scenarios and
@@ -164,6 +172,7 @@ impl Scenario {
             Scenario::UpdateSb => "update-sb",
             Scenario::Wizard => "wizard",
             Scenario::PoolWrongPassphrase => "pool-wrong-passphrase",
+            Scenario::PoolZfs => "pool-zfs",
         }
     }
 
@@ -180,6 +189,7 @@ impl Scenario {
             | Scenario::UpdateSb
             | Scenario::Wizard
             | Scenario::PoolWrongPassphrase => ImageKind::Raw,
+            Scenario::PoolZfs => ImageKind::RawZfs,
             _ => ImageKind::Iso,
         }
     }
@@ -442,7 +452,8 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         | Scenario::VentoyGrub2Bios
         | Scenario::PoolBtrfs
         | Scenario::Wizard
-        | Scenario::PoolWrongPassphrase => (Firmware::Bios, Medium::UsbDisk),
+        | Scenario::PoolWrongPassphrase
+        | Scenario::PoolZfs => (Firmware::Bios, Medium::UsbDisk),
         Scenario::Update | Scenario::UpdatePowercut | Scenario::UpdateRejected => {
             (Firmware::Bios, Medium::UsbDiskWritable)
         }
@@ -478,6 +489,7 @@ pub fn run(s: Scenario, images: &Images, work: &Path) -> Result<Outcome> {
         Scenario::PoolTpm => crate::pool::tpm(&facts, cfg),
         Scenario::Wizard => crate::wizard::run(&facts, cfg),
         Scenario::PoolWrongPassphrase => crate::pool::wrong_passphrase(&facts, cfg),
+        Scenario::PoolZfs => crate::pool::zfs(&facts, cfg),
         Scenario::Update => crate::update::run(&facts, cfg, image, images),
         Scenario::UpdatePowercut => crate::update::powercut(&facts, cfg, image, images),
         Scenario::UpdateBroken => crate::update::broken(&facts, cfg, image, images),

@@ -108,19 +108,20 @@ pub fn check_blank(plan: &Plan, runner: &mut dyn Runner) -> Result<()> {
 }
 
 /// Where the bootstrap `infra.yml` goes while the new pool is mounted for
-/// setup: the `anklume` subvolume (see `anklume_contract::pool`); none for
-/// ZFS (its datasets are not mounted during setup) or without that
-/// subvolume.
+/// setup: the `anklume` subvolume (see `anklume_contract::pool`), below the
+/// btrfs top level; ZFS mounts its `anklume` dataset itself there. None
+/// without that subvolume or dataset.
 pub fn bootstrap_infra_path(plan: &Plan) -> Option<String> {
+    let (dir, file) = anklume_contract::pool::INFRA_ON_POOL.split_once('/')?;
     match &plan.filesystem {
-        crate::plan::Filesystem::Btrfs { subvolumes } => {
-            let (dir, file) = anklume_contract::pool::INFRA_ON_POOL.split_once('/')?;
-            subvolumes
-                .iter()
-                .any(|s| s == dir)
-                .then(|| format!("{SETUP_MOUNT}/{dir}/{file}"))
-        }
-        crate::plan::Filesystem::Zfs { .. } => None,
+        crate::plan::Filesystem::Btrfs { subvolumes } => subvolumes
+            .iter()
+            .any(|s| s == dir)
+            .then(|| format!("{SETUP_MOUNT}/{dir}/{file}")),
+        crate::plan::Filesystem::Zfs { datasets, .. } => datasets
+            .iter()
+            .any(|d| d == dir)
+            .then(|| format!("{SETUP_MOUNT}/{file}")),
     }
 }
 

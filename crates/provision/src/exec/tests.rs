@@ -96,17 +96,19 @@ fn a_wiped_disk_zfs_tpm2_plan_maps_to_these_commands() {
     let l = lines(&plan);
     assert_eq!(l[0], format!("wipefs --all --force {disk}"));
     assert!(l.contains(&format!("systemd-cryptenroll --tpm2-device=auto --tpm2-pcrs=7 --unlock-key-file=/dev/stdin {disk}-part1  < passphrase")), "{l:#?}");
-    let tail: Vec<&str> = l.iter().rev().take(4).rev().map(String::as_str).collect();
+    let tail: Vec<&str> = l.iter().rev().take(6).rev().map(String::as_str).collect();
     assert_eq!(
         tail,
         [
             "zfs create anklume/incus",
             "zfs create anklume/anklume",
+            "mount -t zfs anklume/anklume /run/anklume/pool-setup",
+            "umount /run/anklume/pool-setup",
             "zpool export anklume",
             "cryptsetup close anklume-pool",
         ]
     );
-    assert!(l.iter().any(|s| s == "zpool create -o ashift=12 -O compression=lz4 -O acltype=posixacl -O xattr=sa -O mountpoint=none anklume /dev/mapper/anklume-pool"));
+    assert!(l.iter().any(|s| s == "zpool create -o ashift=12 -O compression=lz4 -O acltype=posixacl -O xattr=sa -O mountpoint=legacy anklume /dev/mapper/anklume-pool"));
 }
 
 /// Every device a command names is the planned disk, its partition 1 or
@@ -605,7 +607,7 @@ fn leave_open_unlocks_the_new_partition_with_the_passphrase_on_stdin() {
 }
 
 #[test]
-fn the_first_infra_yml_goes_where_the_agent_reads_it_and_only_on_btrfs_with_that_subvolume() {
+fn the_first_infra_yml_goes_where_the_agent_reads_it_and_only_with_that_subvolume_or_dataset() {
     let plan = blank_nvme_btrfs();
     assert_eq!(
         bootstrap_infra_path(&plan).unwrap(),
@@ -619,7 +621,10 @@ fn the_first_infra_yml_goes_where_the_agent_reads_it_and_only_on_btrfs_with_that
         false,
         default_argon(),
     );
-    assert_eq!(bootstrap_infra_path(&zfs), None);
+    assert_eq!(
+        bootstrap_infra_path(&zfs).unwrap(),
+        format!("{SETUP_MOUNT}/infra.yml")
+    );
     let no_anklume = plan_on(
         &usb_boot(),
         0,

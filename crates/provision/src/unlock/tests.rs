@@ -24,6 +24,8 @@ struct World {
     incus_socket: bool,
     /// The pool pointer's text on the persist partition.
     pointer: Option<String>,
+    /// ZFS: the pool is imported.
+    zfs_imported: bool,
 }
 
 #[derive(Clone, Default)]
@@ -38,6 +40,7 @@ impl Machine for Fake {
         (path == mapping_path() && w.unlocked)
             || (path == INCUS_SOCKET && w.incus_socket)
             || (path == TPM_DEVICE && w.tpm)
+            || (path == zfs_imported_marker("anklume") && w.zfs_imported)
     }
     fn fstype(&mut self, dev: &str) -> Result<Option<String>> {
         assert_eq!(dev, mapping_path());
@@ -49,6 +52,14 @@ impl Machine for Fake {
     }
     fn read_pointer(&mut self) -> Result<Option<String>> {
         Ok(self.0.borrow().pointer.clone())
+    }
+    fn fs_label(&mut self, dev: &str) -> Result<Option<String>> {
+        assert_eq!(dev, mapping_path());
+        let w = self.0.borrow();
+        Ok(match w.fstype.as_deref() {
+            Some("zfs_member") => Some("anklume".into()),
+            _ => Some(POOL_LABEL.into()),
+        })
     }
     fn is_subvolume(&mut self, dir: &str) -> bool {
         let w = self.0.borrow();
@@ -90,6 +101,11 @@ impl Runner for Fake {
             "mount" => {
                 let dir = step.argv.last().unwrap().clone();
                 w.mounted.push(dir);
+            }
+            "zpool" => {
+                assert!(w.unlocked, "imported before the unlock");
+                assert!(!w.zfs_imported, "imported twice");
+                w.zfs_imported = true;
             }
             "systemctl" if step.argv[1] == "stop" => {}
             "systemctl" if step.argv[1] == "start" => {
@@ -310,9 +326,8 @@ fn a_failed_unlock_mounts_nothing() {
 }
 
 #[test]
-fn zfs_and_unknown_contents_are_refused_before_any_mount() {
+fn unknown_contents_are_refused_before_any_mount() {
     for (fs, want) in [
-        (Some("zfs_member"), "not supported yet"),
         (Some("ext4"), "holds \"ext4\""),
         (None, "holds no filesystem"),
     ] {
@@ -538,4 +553,42 @@ fn a_stale_or_broken_pointer_falls_back_to_the_label_and_is_written_again() {
         }
         assert_eq!(f.0.borrow().pointer, pointer_to(OURS));
     }
+}
+
+#[test]
+fn a_zfs_pool_is_imported_without_mounts_then_its_datasets_mounted_where_btrfs_has_its_subvolumes()
+{
+    let f = world(with_pool());
+    f.0.borrow_mut().fstype = Some("zfs_member".into());
+    let (r, out) = run_on(&f);
+    assert_eq!(
+        r.unwrap(),
+        Outcome::Mounted {
+            incus_on_pool: true
+        }
+    );
+    let w = f.0.borrow();
+    let cmds: Vec<&str> = w
+        .lines
+        .iter()
+        .filter(|l| !l.starts_with('('))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        cmds,
+        [
+            "systemd-cryptsetup attach anklume-pool /dev/nvme0n1p1 - tries=0",
+            "zpool import -N -o cachefile=none -d /dev/mapper/anklume-pool anklume",
+            "mount -t zfs -o noatime anklume /var/lib/anklume/pool",
+            "mount -t zfs -o noatime anklume/anklume /var/lib/anklume/pool/anklume",
+            "mount -t zfs -o noatime anklume/incus /var/lib/incus",
+        ],
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    drop(w);
+    // A second run (the unit restarted): nothing to do.
+    let before = f.0.borrow().lines.len();
+    run_on(&f).0.unwrap();
+    assert_eq!(f.0.borrow().lines.len(), before, "{:?}", f.0.borrow().lines);
 }
