@@ -354,7 +354,8 @@ pub fn filesystem_steps(plan: &Plan) -> Vec<Step> {
             }
             // The first infra.yml goes into the `anklume` dataset
             // (execute writes it before the unmount).
-            if let Some((dir, _)) = anklume_contract::pool::INFRA_ON_POOL.split_once('/') {
+            {
+                let dir = crate::unlock::zfs_anklume_dataset();
                 if datasets.iter().any(|d| d == dir) {
                     v.push(Step::new(
                         format!("mount the {dir} dataset"),

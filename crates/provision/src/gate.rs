@@ -67,6 +67,15 @@ fn answer(line: &str) -> Answer {
     }
 }
 
+/// A file's text, trimmed; `None` when it is not there.
+fn read_if_there(p: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(p) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
 impl Gate {
     pub fn new(dir: impl Into<PathBuf>, name: impl Into<String>) -> Gate {
         Gate {
@@ -85,22 +94,12 @@ impl Gate {
 
     /// What `done` says, once written.
     pub fn finished(dir: &Path) -> Result<Option<String>> {
-        let p = dir.join("done");
-        match std::fs::read_to_string(&p) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-        }
+        read_if_there(&dir.join("done"))
     }
 
     /// The console that has the wizard now, if any.
     fn owner(&self) -> Result<Option<String>> {
-        let p = self.owner_path();
-        match std::fs::read_to_string(&p) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-        }
+        read_if_there(&self.owner_path())
     }
 
     /// Take the wizard for this console; false when another has it.

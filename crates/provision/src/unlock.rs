@@ -188,10 +188,16 @@ pub struct State {
 /// ZFS: where the `anklume` dataset is mounted (`infra.yml` is
 /// `anklume/infra.yml` on the pool, as on btrfs).
 pub fn zfs_anklume_dir() -> String {
-    format!("{POOL_DIR}/{ZFS_ANKLUME_DATASET}")
+    format!("{POOL_DIR}/{}", zfs_anklume_dataset())
 }
-/// ZFS: the dataset that holds anklume's own data.
-pub const ZFS_ANKLUME_DATASET: &str = "anklume";
+/// ZFS: the dataset that holds anklume's own data: the folder of
+/// `infra.yml` on the pool (the same name the first boot mounts to write
+/// it, `exec::filesystem_steps`).
+pub fn zfs_anklume_dataset() -> &'static str {
+    anklume_contract::pool::INFRA_ON_POOL
+        .split_once('/')
+        .map_or("anklume", |(dir, _)| dir)
+}
 /// ZFS: an imported pool named `pool` has this folder (its kstats).
 pub fn zfs_imported_marker(pool: &str) -> String {
     format!("/proc/spl/kstat/zfs/{pool}")
@@ -304,8 +310,8 @@ fn zfs_steps(s: &State) -> Vec<Step> {
     }
     if !s.anklume_mounted {
         v.push(zfs_mount(
-            &format!("mount its {ZFS_ANKLUME_DATASET} dataset"),
-            &format!("{pool}/{ZFS_ANKLUME_DATASET}"),
+            &format!("mount its {} dataset", zfs_anklume_dataset()),
+            &format!("{pool}/{}", zfs_anklume_dataset()),
             &zfs_anklume_dir(),
         ));
     }

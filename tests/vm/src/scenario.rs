@@ -426,6 +426,18 @@ pub(crate) fn wait_console(
     Ok(())
 }
 
+/// Wait until the report has the line `end` (`ANKLUME end2`: a second
+/// report), at most `limit` after `start`; QEMU exiting ends the wait.
+pub(crate) fn wait_report(vm: &mut Vm, end: &str, start: Instant, limit: Duration) -> Result<()> {
+    while !vm.report().lines().any(|l| l == end) {
+        if start.elapsed() > limit || !vm.running() {
+            bail!("no {end:?}; console tail:\n{}", tail(&vm.console(), 30));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
 pub(crate) fn expect(report: &BTreeMap<String, String>, key: &str, want: &str) -> Result<()> {
     match report.get(key) {
         Some(v) if v == want => Ok(()),

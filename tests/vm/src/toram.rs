@@ -5,14 +5,14 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use anklume_contract::bootstate::TORAM_VAR;
 
 use crate::qemu::VmConfig;
 use crate::scenario::{
-    boot_until_report, copy_image, expect, parse_report, read_env, tail, write_env, ImageFacts,
-    Outcome,
+    boot_until_report, copy_image, expect, parse_report, read_env, wait_report, write_env,
+    ImageFacts, Outcome,
 };
 
 pub fn run(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcome> {
@@ -35,22 +35,11 @@ pub fn run(facts: &ImageFacts, mut cfg: VmConfig, image: &Path) -> Result<Outcom
         answer.lines().last().unwrap_or("").trim()
     );
     let start = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let report = vm.report();
-        if report.lines().any(|l| l == "ANKLUME end2") {
-            out.report = parse_report(&report);
-            out.stage_times
-                .push(("after-eject".into(), start.elapsed().as_secs_f64()));
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(600) || !vm.running() {
-            bail!(
-                "no report after the eject; console tail:\n{}",
-                tail(&vm.console(), 25)
-            );
-        }
-    }
+    wait_report(&mut vm, "ANKLUME end2", start, Duration::from_secs(600))
+        .context("the report after the eject")?;
+    out.report = parse_report(&vm.report());
+    out.stage_times
+        .push(("after-eject".into(), start.elapsed().as_secs_f64()));
     vm.close()?;
     std::fs::remove_file(&copy)?;
     expect(&out.report, "ejected", "1")?;

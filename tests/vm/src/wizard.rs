@@ -18,8 +18,8 @@ use anklume_provision::gate::PROMPT;
 use crate::pool::pool_facts;
 use crate::qemu::{Bus, Disk, Vm, VmConfig};
 use crate::scenario::{
-    check_verified_boot, expect, parse_report, tail, wait_console, with_tcg_retry, ImageFacts,
-    Outcome,
+    check_verified_boot, expect, parse_report, tail, wait_console, wait_report, with_tcg_retry,
+    ImageFacts, Outcome,
 };
 
 const POOL_SERIAL: &str = "ANKPOOL0002";
@@ -29,18 +29,6 @@ const PASSPHRASE: &str = "correct horse battery staple";
 /// `n` times in all.
 fn wait_text(vm: &mut Vm, text: &str, n: usize, limit: Duration) -> Result<()> {
     wait_console(vm, text, n, Instant::now(), limit)
-}
-
-/// Wait until the report has the line `end` (at most `limit` after
-/// `start`).
-fn wait_report(vm: &mut Vm, end: &str, start: Instant, limit: Duration) -> Result<()> {
-    while !vm.report().lines().any(|l| l == end) {
-        if start.elapsed() > limit || !vm.running() {
-            bail!("no {end:?}; console tail:\n{}", tail(&vm.console(), 30));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Ok(())
 }
 
 /// A prompt that reads a secret throws away what was typed before it
