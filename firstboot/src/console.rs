@@ -132,13 +132,9 @@ fn make_pool() -> Result<Option<String>> {
         Outcome::Confirmed(plan) => plan,
         Outcome::Declined => return Ok(None),
     };
-    let now = Probe::new("/")
-        .inventory()
-        .context("reading the machine's disks again")?;
-    let mut out = std::io::stdout();
-    let mut key_out = std::io::stdout();
-    exec::execute(&plan, &now, &mut exec::System, &mut out, &mut key_out)?;
-    exec::leave_open(&plan, &mut exec::System, &mut out)?;
+    // This console is the wizard's terminal: the recovery key goes here.
+    crate::write_pool(&plan, &mut std::io::stdout())?;
+    exec::leave_open(&plan, &mut exec::System, &mut std::io::stdout())?;
     for s in unlock::bring_up_steps() {
         println!("==> {}", s.what);
         exec::System

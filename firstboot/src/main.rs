@@ -124,10 +124,6 @@ fn print_commands(plan: &Plan) {
 /// anklume-pool.service to mount before Incus starts; on a running system
 /// Incus already runs from memory, so the pool is for the next boot.
 fn apply(plan: &Plan, at_boot: bool) -> Result<()> {
-    let now = Probe::new("/")
-        .inventory()
-        .context("reading the machine's disks again")?;
-    let mut out = std::io::stdout();
     if at_boot {
         // The service's output goes to the journal too: the recovery key
         // goes to the consoles themselves, and nowhere else.
@@ -137,26 +133,32 @@ fn apply(plan: &Plan, at_boot: bool) -> Result<()> {
             "The recovery key is shown on the console ({}), not in this log.",
             consoles.names.join(", ")
         );
-        exec::execute(plan, &now, &mut exec::System, &mut out, &mut consoles)?;
-    } else {
-        exec::execute(
-            plan,
-            &now,
-            &mut exec::System,
-            &mut out,
-            &mut std::io::stdout(),
-        )?;
-    }
-    if at_boot {
-        exec::leave_open(plan, &mut exec::System, &mut out)?;
+        write_pool(plan, &mut consoles)?;
+        exec::leave_open(plan, &mut exec::System, &mut std::io::stdout())?;
         println!("The pool is ready on {}.", plan.disk().label());
     } else {
+        write_pool(plan, &mut std::io::stdout())?;
         println!(
             "The pool is ready on {}: reboot, and it is unlocked and mounted before Incus starts.",
             plan.disk().label()
         );
     }
     Ok(())
+}
+
+/// Carry out `plan` after reading the machine again (the disk must still
+/// be the one planned); progress on stdout, the recovery key on `key_out`.
+pub(crate) fn write_pool(plan: &Plan, key_out: &mut dyn std::io::Write) -> Result<()> {
+    let now = Probe::new("/")
+        .inventory()
+        .context("reading the machine's disks again")?;
+    exec::execute(
+        plan,
+        &now,
+        &mut exec::System,
+        &mut std::io::stdout(),
+        key_out,
+    )
 }
 
 /// The plan a preseed gives, shown in full.
