@@ -49,10 +49,15 @@ elif [ "$(od -An -tu1 -j4 -N1 "$sbvar" 2>/dev/null | tr -d ' ')" = 1 ]; then r s
 else r secure_boot=off
 fi
 # The agent's own view (anklume status), one line per fact.
-anklume status | while IFS= read -r l; do
-    k=$(echo "${l%%:*}" | tr ' ' '_'); v=$(echo "${l#*:}" | sed 's/^ *//')
-    r "status_$k=$v"
-done
+# Reported at boot, and again after the wizard (wait-pool): Incus then
+# runs on the pool.
+status_report() {
+    anklume status | while IFS= read -r l; do
+        k=$(echo "${l%%:*}" | tr ' ' '_'); v=$(echo "${l#*:}" | sed 's/^ *//')
+        r "status_$k=$v"
+    done
+}
+status_report
 if findmnt -n /var/lib/anklume/persist > /dev/null; then
     r persist_mounted=1
     r persist_token="$(cat /var/lib/anklume/persist/test-token 2>/dev/null)"
@@ -166,6 +171,7 @@ case ",$actions," in *,wait-pool,*)
         i=$((i + 1))
         [ $i -lt 1800 ] || break
     done
+    status_report
     pool_report
     r console_wizard="$(systemctl is-active anklume-firstboot-console.service)"
     r console_done="$(cat /run/anklume/firstboot-console/done 2>/dev/null)"
