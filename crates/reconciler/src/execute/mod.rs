@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+mod bridge;
 mod schedule;
 
 use self::schedule::carry_out;
@@ -57,11 +58,10 @@ pub struct Progress<'a> {
 /// 2. the domains, up to `jobs` changes at once on their own connections.
 ///    Domains are independent; within one, its bridge, project, profiles
 ///    and volumes go one after the other, then its instances are created
-///    all at once. Bridges go one at a time (Incus sets them up one at a
-///    time anyway) while the other domains go on, and no instance starts
-///    (nor restarts) before the last bridge is made: Incus sets a bridge
-///    up by walking the host's interfaces and fails when a container's
-///    veth vanishes meanwhile.
+///    all at once and started. Bridges go one at a time (Incus sets them
+///    up one at a time anyway) while the other domains go on, their
+///    instances starting meanwhile: a bridge set-up that fails because a
+///    starting container's veth vanished is tried again ([`bridge`]).
 ///    A failing bridge, project or profile skips the rest of its domain;
 ///    a failing instance (or volume) fails only itself;
 /// 3. orphan deletions, one at a time: instances, volumes, profiles,
@@ -77,9 +77,15 @@ pub fn execute(
     jobs: usize,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Vec<Failure>> {
-    let copies = ImageCopies::default();
+    let shared = Shared::default();
     let mut with_notes = |mut p: Progress<'_>| {
-        p.notes = std::mem::take(&mut *copies.notes.lock().unwrap_or_else(PoisonError::into_inner));
+        p.notes = std::mem::take(
+            &mut *shared
+                .copies
+                .notes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         progress(p)
     };
     let progress = &mut with_notes;
@@ -89,10 +95,10 @@ pub fn execute(
         let conn = c
             .another()
             .with_context(|| format!("opening connection {} of {wanted} to Incus", n + 1))?;
-        let copies = &copies;
-        workers.push(move |_: &Change, steps: &[Step]| run_steps(&conn, steps, fw, copies));
+        let shared = &shared;
+        workers.push(move |_: &Change, steps: &[Step]| run_steps(&conn, steps, fw, shared));
     }
-    let main = |_: &Change, steps: &[Step]| run_steps(c, steps, fw, &copies);
+    let main = |_: &Change, steps: &[Step]| run_steps(c, steps, fw, &shared);
     Ok(carry_out(plan, main, workers, progress))
 }
 
@@ -103,8 +109,15 @@ fn parallel_work(plan: &[Change]) -> usize {
         .count()
 }
 
-fn run_steps(c: &Client, steps: &[Step], fw: &Firewall, copies: &ImageCopies) -> Result<()> {
-    steps.iter().try_for_each(|s| run_step(c, s, fw, copies))
+fn run_steps(c: &Client, steps: &[Step], fw: &Firewall, shared: &Shared) -> Result<()> {
+    steps.iter().try_for_each(|s| run_step(c, s, fw, shared))
+}
+
+/// What the changes of one run share.
+#[derive(Default)]
+struct Shared {
+    copies: ImageCopies,
+    starts: bridge::Starts,
 }
 
 /// Image copies into projects, each done once per run even when several
@@ -163,14 +176,26 @@ fn set_state(c: &Client, path: &str, body: &serde_json::Value) -> Result<()> {
     }
 }
 
-fn run_step(c: &Client, s: &Step, fw: &Firewall, copies: &ImageCopies) -> Result<()> {
+fn run_step(c: &Client, s: &Step, fw: &Firewall, shared: &Shared) -> Result<()> {
     match s {
+        Step::Post(p, b) if p == "/1.0/networks" => {
+            bridge::create(c, &shared.starts, p, b).map(drop)?
+        }
+        Step::Put(p, b) if p.starts_with("/1.0/networks/") => {
+            bridge::change(c, &shared.starts, |c| c.put(p, b)).map(drop)?
+        }
+        Step::Patch(p, b) if p.starts_with("/1.0/networks/") => {
+            bridge::change(c, &shared.starts, |c| c.patch(p, b)).map(drop)?
+        }
         Step::Post(p, b) => c.post(p, b).map(drop)?,
         Step::Put(p, b) => c.put(p, b).map(drop)?,
         Step::Patch(p, b) => c.patch(p, b).map(drop)?,
-        Step::State(p, b) => set_state(c, p, b)?,
+        Step::State(p, b) => {
+            let _starting = shared.starts.start();
+            set_state(c, p, b)?
+        }
         Step::Delete(p) => c.delete(p).map(drop)?,
-        Step::EnsureImage { alias, project } => copies.ensure(c, alias, project)?,
+        Step::EnsureImage { alias, project } => shared.copies.ensure(c, alias, project)?,
         Step::DeleteProjectImages(project) => images::delete_all_in_project(c, project)?,
         Step::LoadRuleset => fw.load()?,
         Step::Refuse(why) => anyhow::bail!("{why}"),
