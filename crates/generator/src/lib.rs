@@ -258,12 +258,30 @@ pub fn prepare(
     for w in &enriched.warnings {
         writeln!(err, "WARNING: {w}")?;
     }
-    let post = validate::validate(&infra, &ctx, false);
+    // The second validation and the warnings read the enriched document
+    // only: they run beside the model's and the files' building, whose
+    // result is dropped when they find an error (nothing is written
+    // before this returns).
+    let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
+    let ((post, warned), (model, files)) = std::thread::scope(|s| {
+        let checks = s.spawn(|| {
+            (
+                validate::validate(&infra, &ctx, false),
+                warnings::warnings(&infra, &ctx),
+            )
+        });
+        let model = model::build(&infra, &enriched, &prefix);
+        let files = generate::files(&infra, &model, &enriched);
+        let checks = checks
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (checks, (model, files))
+    });
     if !post.is_empty() {
         print_diags(err, "Post-enrichment validation errors:", &post, &sources)?;
         return Ok(None);
     }
-    for w in warnings::warnings(&infra, &ctx) {
+    for w in warned {
         writeln!(err, "WARNING: {w}")?;
     }
     let enabled = access::domains(&infra)
@@ -273,9 +291,6 @@ pub fn prepare(
                 .is_some_and(|v| matches!(v, Value::Bool(false)))
         })
         .count();
-    let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
-    let model = model::build(&infra, &enriched, &prefix);
-    let files = generate::files(&infra, &model, &enriched);
     Ok(Some(Prepared {
         infra,
         model,

@@ -106,14 +106,30 @@ impl Key {
 
 /// An insertion-ordered mapping. Re-inserting a key keeps its first position
 /// and takes the new value, as a Python `dict` does.
+///
+/// The map is boxed: a [`Value`] holding it is then as small as one holding
+/// a string (32 bytes instead of 64), and so is every node, list item and
+/// mapping entry of a document (an entry: 136 bytes instead of 208). A
+/// `sync` of 2,000 machines touches ~40 % less memory, and fresh pages
+/// are a visible cost (the kernel zeroes them).
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
-    entries: IndexMap<Key, (Node, Node), foldhash::fast::RandomState>,
+    entries: Box<IndexMap<Key, (Node, Node), foldhash::fast::RandomState>>,
 }
 
 impl Mapping {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty mapping with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Mapping {
+            entries: Box::new(IndexMap::with_capacity_and_hasher(
+                n,
+                foldhash::fast::RandomState::default(),
+            )),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -126,13 +142,24 @@ impl Mapping {
 
     /// Insert; returns true when the key was already present.
     pub fn insert(&mut self, key: Node, value: Node) -> bool {
+        self.insert_first(key, value).is_some()
+    }
+
+    /// Insert; when the key was already present, where its first
+    /// occurrence is and the key node given, which is not kept (the first
+    /// key node stays; the value is replaced).
+    pub fn insert_first(&mut self, key: Node, value: Node) -> Option<(Mark, Node)> {
         let k = Key::of(&key.value).expect("mapping keys are scalars");
-        if let Some(slot) = self.entries.get_mut(&k) {
-            slot.1 = value;
-            true
-        } else {
-            self.entries.insert(k, (key, value));
-            false
+        match self.entries.entry(k) {
+            indexmap::map::Entry::Occupied(mut slot) => {
+                let slot = slot.get_mut();
+                slot.1 = value;
+                Some((slot.0.mark, key))
+            }
+            indexmap::map::Entry::Vacant(slot) => {
+                slot.insert((key, value));
+                None
+            }
         }
     }
 
