@@ -91,7 +91,14 @@ fn main() -> ExitCode {
                     t.elapsed().as_secs_f64(),
                     stages.join(", ")
                 );
-                for k in ["boot_time", "boot_chain", "boot_blame"] {
+                for k in [
+                    "boot_time",
+                    "boot_chain",
+                    "boot_chain_console",
+                    "boot_blame",
+                    "boot_firstboot",
+                    "boot_udev_block",
+                ] {
                     if let Some(v) = o.report.get(k) {
                         eprintln!("  {k}: {v}");
                     }

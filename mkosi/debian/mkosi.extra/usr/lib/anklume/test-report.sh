@@ -32,7 +32,18 @@ r state="$state"
 # only on UEFI).
 r boot_time="$(systemd-analyze time 2>/dev/null | head -n1)"
 r boot_chain="$(systemd-analyze critical-chain --no-pager 2>/dev/null | tail -n +4 | head -n12 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
-r boot_blame="$(systemd-analyze blame 2>/dev/null | head -n8 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
+# Units only: a device unit's time is how long udev took to announce it,
+# not work in the boot's path.
+r boot_blame="$(systemd-analyze blame 2>/dev/null | grep -v '\.device$' | head -n15 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
+# What the console prompt waited for: the first-boot wizard's prompt on a
+# machine with no pool, else the serial console's login prompt.
+r boot_chain_console="$(systemd-analyze critical-chain --no-pager anklume-firstboot-console.service serial-getty@ttyS0.service 2>/dev/null | grep -v '^The time\|^The time when\|^$' | head -n24 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
+# When the first-boot unit began, waited for udev, probed and ended (its
+# time is in the console prompt's chain).
+r boot_firstboot="$(journalctl -b -o short-monotonic --no-pager -u anklume-firstboot.service 2>/dev/null | cut -c1-120 | head -n8 | paste -sd ';')"
+# When udev had run its rules for each block device (USEC_INITIALIZED in
+# its database, µs since boot): what that unit's start waited for.
+r boot_udev_block="$(for d in /sys/class/block/*; do printf '%s@%s ' "${d##*/}" "$(udevadm info -q property -p "$d" 2>/dev/null | sed -n 's/^USEC_INITIALIZED=//p')"; done)"
 r failed_units="$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')"
 r root_fstype="$(findmnt -no FSTYPE /)"
 r lower_source="$(findmnt -no SOURCE /run/anklume/ro)"
