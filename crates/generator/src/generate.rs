@@ -61,16 +61,39 @@ pub fn nesting_prefix(infra: &Mapping, absolute_level: Option<i64>) -> String {
 }
 
 /// Every file, rendered from the model (names, addressing, devices) and
-/// the enriched document (what the reference passes through as written).
+/// the enriched document (what the reference passes through as written):
+/// [`all_file`], then [`domain_files`] of each domain in order.
 pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
+    let mut out = vec![all_file(infra)];
+    for i in 0..domains(infra).len() {
+        out.extend(domain_files(infra, model, e, i));
+    }
+    out
+}
+
+/// The output directories the files go into (relative to the base): what
+/// [`files`] writes, without building the files.
+pub fn dirs(model: &Model) -> Vec<&'static str> {
+    let enabled = || model.domains.iter().filter(|d| d.enabled);
+    let mut dirs = vec!["group_vars"];
+    if enabled().next().is_some() {
+        dirs.push("inventory");
+    }
+    if enabled().any(|d| !d.machines.is_empty()) {
+        dirs.push("host_vars");
+    }
+    dirs
+}
+
+/// `group_vars/all.yml`.
+pub fn all_file(infra: &Mapping) -> FileContent {
     let g = map_or_empty(get(infra, "global"));
     let has_addressing = g.contains_key("addressing");
-    let mut out = Vec::new();
     let images = all_images(infra);
     let policies = val(infra, "network_policies")
         .filter(|v| v.truthy())
         .cloned();
-    out.push(FileContent {
+    FileContent {
         rel: "group_vars/all.yml".into(),
         data: build(vec![
             ("project_name", val(infra, "project_name").cloned()),
@@ -113,18 +136,30 @@ pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
             ),
             ("network_policies", policies),
         ]),
-    });
+    }
+}
 
-    for (dk, dn) in domains(infra).iter() {
+/// The files of the `i`-th domain of the document, in the reference's
+/// order (its inventory, its group_vars, each machine's host_vars); none
+/// for a disabled domain.
+pub fn domain_files(infra: &Mapping, model: &Model, e: &Enriched, i: usize) -> Vec<FileContent> {
+    let g = map_or_empty(get(infra, "global"));
+    let mut out = Vec::new();
+    {
+        let Some((dk, dn)) = domains(infra).get_index(i) else {
+            return out;
+        };
         let dm = map_or_empty(Some(dn));
         if val(dm, "enabled").is_some_and(|v| matches!(v, Value::Bool(false))) {
-            continue;
+            return out;
         }
         let dname = name(dk);
+        // The model lists the domains in the document's order.
         let md = model
             .domains
-            .iter()
-            .find(|d| d.name == dname)
+            .get(i)
+            .filter(|d| d.name == dname)
+            .or_else(|| model.domains.iter().find(|d| d.name == dname))
             .expect("the model has every domain");
         let (subnet, gateway, sid) = (
             md.network.subnet.clone(),

@@ -96,40 +96,41 @@ fn render(data: &Value) -> (String, Range<usize>) {
     (out, start..end)
 }
 
-/// Render every file, compare it with what exists and, unless `dry_run`,
-/// write the changed ones where they stay invisible until
+/// Build, render and compare every file with what exists and, unless
+/// `dry_run`, write the changed ones where they stay invisible until
 /// [`write::Stage::finish`]; spread over the available cores (all of it
-/// is independent per file), so that the file system's work on one file
-/// overlaps the rendering of the next. On error, nothing written is left.
+/// is independent per domain), so that the file system's work on one file
+/// overlaps the building and rendering of the next. `jobs` units of work:
+/// `make(j)` gives the files of unit `j`, in order. On error, nothing
+/// written is left.
 fn render_and_stage(
     base: &Path,
-    files: Vec<generate::FileContent>,
+    dirs: &[&str],
+    jobs: usize,
+    make: &(dyn Fn(usize) -> Vec<generate::FileContent> + Sync),
     dry_run: bool,
     prefetch: write::Prefetch,
 ) -> Result<(Vec<write::Planned>, write::Stage, write::Temps)> {
     let stage = write::Stage::open(
-        files
-            .iter()
-            .map(|f| base.join(&f.rel).parent().map(Path::to_path_buf)),
+        dirs.iter().map(|d| Some(base.join(d))),
         dry_run,
         prefetch.wait(),
     )?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    let chunk = files.len().div_ceil(workers).max(1);
-    let mut chunks: Vec<Vec<generate::FileContent>> = Vec::new();
-    let mut it = files.into_iter().peekable();
-    while it.peek().is_some() {
-        chunks.push(it.by_ref().take(chunk).collect());
-    }
+    let chunk = jobs.div_ceil(workers).max(1);
+    let chunks: Vec<Range<usize>> = (0..jobs)
+        .step_by(chunk)
+        .map(|a| a..(a + chunk).min(jobs))
+        .collect();
     // Set by a worker that failed: the others stop early.
     let failed = AtomicBool::new(false);
     type Done = (Vec<write::Planned>, write::Temps, Result<()>);
-    let work = |c: Vec<generate::FileContent>| -> Done {
-        let mut plans = Vec::with_capacity(c.len());
+    let work = |c: Range<usize>| -> Done {
+        let mut plans = Vec::new();
         let mut temps = write::Temps::new();
-        for f in c {
+        for f in c.flat_map(make) {
             if failed.load(Ordering::Relaxed) {
                 break;
             }
@@ -197,13 +198,16 @@ pub struct Prepared {
     /// The typed model the files are rendered from; what the reconciler
     /// consumes.
     pub model: model::Model,
+    /// What enrichment added that the files carry.
+    pub enriched: enrich::Enriched,
     /// Enabled domains.
     pub enabled: usize,
-    pub files: Vec<generate::FileContent>,
 }
 
-/// Load, validate (printing every finding to `err`), enrich and render the
-/// model; `None` when the input is invalid (findings already printed).
+/// Load, validate (printing every finding to `err`), enrich and build the
+/// model; `None` when the input is invalid (findings already printed). The
+/// files are built from it by [`generate::files`] (`run` builds them on
+/// the threads that write them).
 pub fn prepare(
     infra: Option<&std::path::Path>,
     context_dir: Option<&std::path::Path>,
@@ -259,11 +263,10 @@ pub fn prepare(
         writeln!(err, "WARNING: {w}")?;
     }
     // The second validation and the warnings read the enriched document
-    // only: they run beside the model's and the files' building, whose
-    // result is dropped when they find an error (nothing is written
-    // before this returns).
+    // only: they run beside the model's building, whose result is dropped
+    // when they find an error.
     let prefix = generate::nesting_prefix(&infra, ctx.absolute_level);
-    let ((post, warned), (model, files)) = std::thread::scope(|s| {
+    let ((post, warned), model) = std::thread::scope(|s| {
         let checks = s.spawn(|| {
             (
                 validate::validate(&infra, &ctx, false),
@@ -271,11 +274,10 @@ pub fn prepare(
             )
         });
         let model = model::build(&infra, &enriched, &prefix);
-        let files = generate::files(&infra, &model, &enriched);
         let checks = checks
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (checks, (model, files))
+        (checks, model)
     });
     if !post.is_empty() {
         print_diags(err, "Post-enrichment validation errors:", &post, &sources)?;
@@ -294,8 +296,8 @@ pub fn prepare(
     Ok(Some(Prepared {
         infra,
         model,
+        enriched,
         enabled,
-        files,
     }))
 }
 
@@ -307,9 +309,9 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
         write::Prefetch::start(&opts.base_dir, &["inventory", "group_vars", "host_vars"]);
     let Some(Prepared {
         infra,
+        model,
+        enriched,
         enabled,
-        files,
-        ..
     }) = prepare(
         opts.infra.as_deref(),
         opts.context_dir.as_deref(),
@@ -327,14 +329,26 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     // (hidden names outside, or temporaries not ending in `.yml` inside).
     let orphans = orphans::detect(&infra, &opts.base_dir)?;
     let writing = || format!("writing into {}", opts.base_dir.display());
-    let (plans, stage, temps) = render_and_stage(&opts.base_dir, files, opts.dry_run, prefetch)
-        .map_err(|e| {
-            if opts.dry_run {
-                e
-            } else {
-                e.context(writing())
-            }
-        })?;
+    // Unit 0: group_vars/all.yml; unit 1 + i: the files of domain i.
+    let make = |j: usize| match j {
+        0 => vec![generate::all_file(&infra)],
+        j => generate::domain_files(&infra, &model, &enriched, j - 1),
+    };
+    let (plans, stage, temps) = render_and_stage(
+        &opts.base_dir,
+        &generate::dirs(&model),
+        1 + access::domains(&infra).len(),
+        &make,
+        opts.dry_run,
+        prefetch,
+    )
+    .map_err(|e| {
+        if opts.dry_run {
+            e
+        } else {
+            e.context(writing())
+        }
+    })?;
 
     let dry = if opts.dry_run { "[DRY-RUN] " } else { "" };
     if let Err(e) = writeln!(out, "{dry}Generating files for {enabled} domain(s)...") {
@@ -393,6 +407,15 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
             summary.written, summary.unchanged, summary.orphans
         )?;
     }
+    // Freeing the document, the model and every file's text takes a few
+    // milliseconds that the caller does not wait for: another thread frees
+    // them (in a CLI that exits now, nobody does: the kernel takes the
+    // memory back whole). Without a thread, `spawn` drops the closure, and
+    // the data with it, here.
+    let garbage = (infra, model, enriched, plans);
+    std::thread::Builder::new()
+        .spawn(move || drop(garbage))
+        .ok();
     Ok(Outcome::Done(summary))
 }
 

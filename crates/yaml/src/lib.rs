@@ -193,6 +193,11 @@ impl Mapping {
         self.entries.shift_remove(key).map(|(_, v)| v)
     }
 
+    /// The `i`-th entry (key, value), in insertion order.
+    pub fn get_index(&self, i: usize) -> Option<(&Node, &Node)> {
+        self.entries.get_index(i).map(|(_, (k, v))| (k, v))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&Node, &Node)> {
         self.entries.values().map(|(k, v)| (k, v))
     }
