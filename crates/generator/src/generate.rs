@@ -62,13 +62,27 @@ pub fn nesting_prefix(infra: &Mapping, absolute_level: Option<i64>) -> String {
 
 /// Every file, rendered from the model (names, addressing, devices) and
 /// the enriched document (what the reference passes through as written):
-/// [`all_file`], then [`domain_files`] of each domain in order.
+/// the files of each [`unit`] in order.
 pub fn files(infra: &Mapping, model: &Model, e: &Enriched) -> Vec<FileContent> {
-    let mut out = vec![all_file(infra)];
-    for i in 0..domains(infra).len() {
-        out.extend(domain_files(infra, model, e, i));
+    (0..units(infra))
+        .flat_map(|j| unit(infra, model, e, j))
+        .collect()
+}
+
+/// How many units of work [`unit`] splits the files into: one for
+/// `group_vars/all.yml`, then one per domain.
+pub fn units(infra: &Mapping) -> usize {
+    1 + domains(infra).len()
+}
+
+/// The files of unit `j`, in order: [`all_file`] for 0, then
+/// [`domain_files`] of domain `j - 1`. Units are independent (`sync`
+/// builds them on the threads that write them).
+pub fn unit(infra: &Mapping, model: &Model, e: &Enriched, j: usize) -> Vec<FileContent> {
+    match j {
+        0 => vec![all_file(infra)],
+        j => domain_files(infra, model, e, j - 1),
     }
-    out
 }
 
 /// The output directories the files go into (relative to the base): what
@@ -144,102 +158,98 @@ pub fn all_file(infra: &Mapping) -> FileContent {
 /// for a disabled domain.
 pub fn domain_files(infra: &Mapping, model: &Model, e: &Enriched, i: usize) -> Vec<FileContent> {
     let g = map_or_empty(get(infra, "global"));
+    let Some((dk, dn)) = domains(infra).get_index(i) else {
+        return Vec::new();
+    };
+    let dm = map_or_empty(Some(dn));
+    if val(dm, "enabled").is_some_and(|v| matches!(v, Value::Bool(false))) {
+        return Vec::new();
+    }
+    let dname = name(dk);
+    let md = model
+        .domains
+        .get(i)
+        .filter(|d| d.name == dname)
+        .expect("the model has every domain, in the document's order");
+    let (subnet, gateway, sid) = (
+        md.network.subnet.clone(),
+        md.network.gateway.clone(),
+        md.subnet_id.clone(),
+    );
+    let ms = machines(dn);
     let mut out = Vec::new();
-    {
-        let Some((dk, dn)) = domains(infra).get_index(i) else {
-            return out;
-        };
-        let dm = map_or_empty(Some(dn));
-        if val(dm, "enabled").is_some_and(|v| matches!(v, Value::Bool(false))) {
-            return out;
-        }
-        let dname = name(dk);
-        // The model lists the domains in the document's order.
-        let md = model
-            .domains
-            .get(i)
-            .filter(|d| d.name == dname)
-            .or_else(|| model.domains.iter().find(|d| d.name == dname))
-            .expect("the model has every domain");
-        let (subnet, gateway, sid) = (
-            md.network.subnet.clone(),
-            md.network.gateway.clone(),
-            md.subnet_id.clone(),
-        );
-        let ms = machines(dn);
-        let mut hosts = Mapping::new();
-        for (mk, mn) in ms.iter() {
-            let ip = val(map_or_empty(Some(mn)), "ip")
-                .filter(|v| v.truthy())
-                .cloned();
-            let h = ip.map_or(Value::Null, |ip| {
-                Value::Map(build(vec![("ansible_host", Some(ip))]))
-            });
-            hosts.insert_str(&name(mk), h);
-        }
-        let hosts_v = if hosts.is_empty() {
-            Value::Null
-        } else {
-            Value::Map(hosts)
-        };
-        let mut group = Mapping::new();
-        group.insert_str("hosts", hosts_v);
-        let mut children = Mapping::new();
-        children.insert_str(&dname, Value::Map(group));
-        let mut all = Mapping::new();
-        all.insert_str("children", Value::Map(children));
-        let mut inv = Mapping::new();
-        inv.insert_str("all", Value::Map(all));
-        out.push(FileContent {
-            rel: format!("inventory/{dname}.yml"),
-            data: inv,
+    let mut hosts = Mapping::new();
+    for (mk, mn) in ms.iter() {
+        let ip = val(map_or_empty(Some(mn)), "ip")
+            .filter(|v| v.truthy())
+            .cloned();
+        let h = ip.map_or(Value::Null, |ip| {
+            Value::Map(build(vec![("ansible_host", Some(ip))]))
         });
+        hosts.insert_str(&name(mk), h);
+    }
+    let hosts_v = if hosts.is_empty() {
+        Value::Null
+    } else {
+        Value::Map(hosts)
+    };
+    let mut group = Mapping::new();
+    group.insert_str("hosts", hosts_v);
+    let mut children = Mapping::new();
+    children.insert_str(&dname, Value::Map(group));
+    let mut all = Mapping::new();
+    all.insert_str("children", Value::Map(children));
+    let mut inv = Mapping::new();
+    inv.insert_str("all", Value::Map(all));
+    out.push(FileContent {
+        rel: format!("inventory/{dname}.yml"),
+        data: inv,
+    });
 
-        let ephemeral = val(dm, "ephemeral").cloned().unwrap_or(Value::Bool(false));
-        let provider = val(dm, "ai_provider")
-            .cloned()
-            .unwrap_or(Value::str("local"));
-        let sanitize = match val(dm, "ai_sanitize").filter(|v| !v.is_null()) {
-            Some(v) => v.clone(),
-            None => Value::Bool(provider.is_str("cloud") || provider.is_str("local-first")),
-        };
-        let net = build(vec![
-            ("name", Some(Value::str(md.network.name.clone()))),
-            ("subnet", Some(Value::str(subnet))),
-            ("gateway", Some(Value::str(gateway))),
-        ]);
-        let mut gvars = build(vec![
-            ("domain_name", Some(Value::str(dname.clone()))),
-            (
-                "domain_description",
-                Some(val(dm, "description").cloned().unwrap_or(Value::str(""))),
-            ),
-            ("domain_ephemeral", Some(ephemeral.clone())),
-            ("domain_trust_level", val(dm, "trust_level").cloned()),
-            ("domain_ai_provider", Some(provider)),
-            ("domain_ai_sanitize", Some(sanitize)),
-            ("incus_project", Some(Value::str(md.project.clone()))),
-            ("incus_network", Some(Value::Map(net))),
-            ("subnet_id", sid),
-        ]);
-        if let Some(p) = val(dm, "profiles").filter(|v| v.truthy()) {
-            gvars.insert_str("incus_profiles", p.clone());
-        }
-        out.push(FileContent {
-            rel: format!("group_vars/{dname}.yml"),
-            data: gvars,
-        });
+    let ephemeral = val(dm, "ephemeral").cloned().unwrap_or(Value::Bool(false));
+    let provider = val(dm, "ai_provider")
+        .cloned()
+        .unwrap_or(Value::str("local"));
+    let sanitize = match val(dm, "ai_sanitize").filter(|v| !v.is_null()) {
+        Some(v) => v.clone(),
+        None => Value::Bool(provider.is_str("cloud") || provider.is_str("local-first")),
+    };
+    let net = build(vec![
+        ("name", Some(Value::str(md.network.name.clone()))),
+        ("subnet", Some(Value::str(subnet))),
+        ("gateway", Some(Value::str(gateway))),
+    ]);
+    let mut gvars = build(vec![
+        ("domain_name", Some(Value::str(dname.clone()))),
+        (
+            "domain_description",
+            Some(val(dm, "description").cloned().unwrap_or(Value::str(""))),
+        ),
+        ("domain_ephemeral", Some(ephemeral.clone())),
+        ("domain_trust_level", val(dm, "trust_level").cloned()),
+        ("domain_ai_provider", Some(provider)),
+        ("domain_ai_sanitize", Some(sanitize)),
+        ("incus_project", Some(Value::str(md.project.clone()))),
+        ("incus_network", Some(Value::Map(net))),
+        ("subnet_id", sid),
+    ]);
+    if let Some(p) = val(dm, "profiles").filter(|v| v.truthy()) {
+        gvars.insert_str("incus_profiles", p.clone());
+    }
+    out.push(FileContent {
+        rel: format!("group_vars/{dname}.yml"),
+        data: gvars,
+    });
 
-        for ((_, mn), mm) in ms.iter().zip(&md.machines) {
-            out.push(host_vars(
-                mm,
-                map_or_empty(Some(mn)),
-                &dname,
-                &ephemeral,
-                g,
-                e,
-            ));
-        }
+    for ((_, mn), mm) in ms.iter().zip(&md.machines) {
+        out.push(host_vars(
+            mm,
+            map_or_empty(Some(mn)),
+            &dname,
+            &ephemeral,
+            g,
+            e,
+        ));
     }
     out
 }

@@ -206,8 +206,8 @@ pub struct Prepared {
 
 /// Load, validate (printing every finding to `err`), enrich and build the
 /// model; `None` when the input is invalid (findings already printed). The
-/// files are built from it by [`generate::files`] (`run` builds them on
-/// the threads that write them).
+/// files are built from it by [`generate::files`] (`run` builds each
+/// [`generate::unit`] on the thread that writes it).
 pub fn prepare(
     infra: Option<&std::path::Path>,
     context_dir: Option<&std::path::Path>,
@@ -329,15 +329,11 @@ pub fn run(opts: &SyncOptions, out: &mut dyn Write, err: &mut dyn Write) -> Resu
     // (hidden names outside, or temporaries not ending in `.yml` inside).
     let orphans = orphans::detect(&infra, &opts.base_dir)?;
     let writing = || format!("writing into {}", opts.base_dir.display());
-    // Unit 0: group_vars/all.yml; unit 1 + i: the files of domain i.
-    let make = |j: usize| match j {
-        0 => vec![generate::all_file(&infra)],
-        j => generate::domain_files(&infra, &model, &enriched, j - 1),
-    };
+    let make = |j: usize| generate::unit(&infra, &model, &enriched, j);
     let (plans, stage, temps) = render_and_stage(
         &opts.base_dir,
         &generate::dirs(&model),
-        1 + access::domains(&infra).len(),
+        generate::units(&infra),
         &make,
         opts.dry_run,
         prefetch,

@@ -384,10 +384,9 @@ impl Builder {
         for (k, v) in own {
             let dup = if merges {
                 let key = Key::of(&k.value).expect("checked above");
-                let first = seen.insert(key, k.mark);
-                let k2 = k.clone();
+                let dup = seen.insert(key, k.mark).map(|first| (first, k.clone()));
                 map.insert(k, v);
-                first.map(|m| (m, k2))
+                dup
             } else {
                 map.insert_first(k, v)
             };
@@ -571,20 +570,10 @@ mod tests {
         );
 
         // Keys equal as Python keys: the duplicate is named as written.
-        let l = load_bytes(
-            b"1: a
-x: 0
-true: b
-",
-            0,
-        )
-        .unwrap();
+        let l = load_bytes(b"1: a\nx: 0\ntrue: b\n", 0).unwrap();
         assert_eq!(l.root.value.as_map().unwrap().len(), 2);
         assert_eq!(
-            l.warnings
-                .iter()
-                .map(|w| (w.mark.line, w.message.as_str()))
-                .collect::<Vec<_>>(),
+            said(&l),
             [(
                 3,
                 "duplicate key True (first at line 1); the last value wins"
@@ -594,13 +583,7 @@ true: b
         // Beside a merge: overriding a merged key is not a duplicate, a key
         // given twice still is.
         let l = load_bytes(
-            b"b: &b {x: 1, y: 2}
-m:
-  <<: *b
-  x: 5
-  z: 1
-  x: 6
-",
+            b"b: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 5\n  z: 1\n  x: 6\n",
             0,
         )
         .unwrap();
@@ -608,15 +591,20 @@ m:
         let m = m.value.as_map().unwrap();
         assert!(matches!(m.get("x").unwrap().value, Value::Int(6)));
         assert_eq!(
-            l.warnings
-                .iter()
-                .map(|w| (w.mark.line, w.message.as_str()))
-                .collect::<Vec<_>>(),
+            said(&l),
             [(
                 6,
                 "duplicate key 'x' (first at line 4); the last value wins"
             )]
         );
+    }
+
+    /// A load's warnings: (line, message).
+    fn said(l: &Loaded) -> Vec<(u32, &str)> {
+        l.warnings
+            .iter()
+            .map(|w| (w.mark.line, w.message.as_str()))
+            .collect()
     }
 
     #[test]

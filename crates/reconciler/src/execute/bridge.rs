@@ -9,41 +9,40 @@
 //! Instances of the domains whose bridges are made start while the other
 //! domains' bridges are set up (a first apply of 20 domains hit this on 5
 //! of its 20 bridges), and at boot Incus starts instances of its own while
-//! the agent applies: such a failure is tried again, a few times. The
-//! first attempt runs beside the starts; a retry runs alone, once the
-//! starts in flight are over and with no new one begun (the run's
-//! [`Starts`] gate), so that it only fails for a reason of its own or
-//! an interface that something else than this run made vanish.
+//! the agent applies: a bridge change that fails so is tried again, a few
+//! times. The first attempt runs beside the starts; a retry runs alone,
+//! once the starts in flight are over and with no new one begun (the run's
+//! [`Starts`] gate), so that it only fails for a reason of its own or an
+//! interface that something else than this run made vanish. A failed
+//! creation leaves no network behind (Incus undoes it: seen on every
+//! retried creation of the bench), so the retry is the same request.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
 
-use anklume_incus::client::enc;
-use anklume_incus::{Client, Error};
-
-/// Attempts of one bridge set-up, the first included.
+/// Attempts of one bridge change, the first included.
 pub const TRIES: usize = 4;
 
 /// The pause before trying again (for interfaces that vanish for reasons
 /// outside this run: Incus's own starts at boot).
-const PAUSE: Duration = Duration::from_millis(100);
+pub const PAUSE: Duration = Duration::from_millis(100);
 
-/// Instance starts (shared) and bridge retries (alone) of one run.
+/// Instance state changes (shared) and bridge retries (alone) of one run.
 #[derive(Debug, Default)]
 pub struct Starts(RwLock<()>);
 
 impl Starts {
-    /// Held while an instance starts.
+    /// Held while an instance starts (or stops, restarts: its veth comes
+    /// or goes).
     pub fn start(&self) -> RwLockReadGuard<'_, ()> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Held while a bridge set-up is tried again: no instance starts.
+    /// Held while a bridge change is tried again: no instance starts.
     fn alone(&self) -> RwLockWriteGuard<'_, ()> {
         self.0
             .write()
@@ -53,134 +52,97 @@ impl Starts {
 
 /// Whether Incus failed because an interface vanished while it walked
 /// them (the race above), not because of the bridge itself.
-pub fn vanished_interface(e: &Error) -> bool {
-    let m = e.to_string();
+pub fn vanished_interface(e: &anyhow::Error) -> bool {
+    let m = format!("{e:#}");
     m.contains("bridge children interfaces") && m.contains("does not exist")
 }
 
-/// `attempt` (given the attempt's number, from 1) until it succeeds, fails
-/// otherwise than by the race, or has failed [`TRIES`] times; `cleanup`
-/// runs before each retry (what a failed attempt may have left).
+/// Run a bridge change (`steps`) until it succeeds, fails otherwise than
+/// by the race, or has failed [`TRIES`] times; every attempt after the
+/// first holds `starts` alone.
 pub fn retry(
-    mut attempt: impl FnMut(usize) -> std::result::Result<Value, Error>,
-    mut cleanup: impl FnMut() -> Result<()>,
+    starts: &Starts,
+    mut steps: impl FnMut() -> Result<()>,
     pause: Duration,
-) -> Result<Value> {
+) -> Result<()> {
     let mut tries = 1;
     loop {
-        match attempt(tries) {
-            Ok(v) => return Ok(v),
+        let r = if tries == 1 {
+            steps()
+        } else {
+            let _alone = starts.alone();
+            steps()
+        };
+        match r {
+            Ok(()) => return Ok(()),
             Err(e) if vanished_interface(&e) && tries < TRIES => {
                 tries += 1;
                 std::thread::sleep(pause);
-                cleanup()?;
             }
             Err(e) if tries > 1 => {
-                return Err(anyhow::Error::new(e).context(format!(
+                return Err(e.context(format!(
                     "{tries} attempts (an interface vanished while Incus set the bridge up)"
                 )))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// `POST /1.0/networks` of a new bridge. A creation that failed by the
-/// race may leave the network behind, unusable: it is deleted (when it is
-/// the one this run asked for: same name and description) before the next
-/// attempt.
-pub fn create(c: &Client, starts: &Starts, path: &str, body: &Value) -> Result<Value> {
-    let name = body["name"].as_str().unwrap_or_default();
-    let left = format!("/1.0/networks/{}", enc(name));
-    retry(
-        |n| {
-            let _alone = (n > 1).then(|| starts.alone());
-            c.post(path, body)
-        },
-        || {
-            let got: Option<Value> = c.get_opt(&left)?;
-            if got.is_some_and(|n| n["description"] == body["description"]) {
-                c.delete(&left)?;
-            }
-            Ok(())
-        },
-        PAUSE,
-    )
-}
-
-/// A change of a bridge's config (`PATCH`/`PUT /1.0/networks/NAME`).
-pub fn change(
-    c: &Client,
-    starts: &Starts,
-    send: impl Fn(&Client) -> std::result::Result<Value, Error>,
-) -> Result<Value> {
-    retry(
-        |n| {
-            let _alone = (n > 1).then(|| starts.alone());
-            send(c)
-        },
-        || Ok(()),
-        PAUSE,
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    fn race() -> Error {
-        Error::Api {
+    fn race() -> anyhow::Error {
+        anklume_incus::Error::Api {
             method: "POST".into(),
             path: "/1.0/networks".into(),
             code: 500,
             message: "Failed to delete bridge children interfaces: Failed to run: ip -d -j link show veth1e2c3a35: exit status 1 (Device \"veth1e2c3a35\" does not exist.)".into(),
         }
+        .into()
     }
 
-    fn other() -> Error {
-        Error::Api {
+    fn other() -> anyhow::Error {
+        anklume_incus::Error::Api {
             method: "POST".into(),
             path: "/1.0/networks".into(),
             code: 400,
             message: "Network \"net-a\" already exists".into(),
         }
+        .into()
     }
 
     #[test]
-    fn the_vanished_veth_race_is_tried_again_with_cleanup_between() {
+    fn the_vanished_veth_race_is_tried_again() {
         let calls = Cell::new(0);
-        let cleanups = Cell::new(0);
-        let v = retry(
-            |n| {
+        retry(
+            &Starts::default(),
+            || {
                 calls.set(calls.get() + 1);
-                assert_eq!(n, calls.get());
                 if calls.get() < 3 {
                     Err(race())
                 } else {
-                    Ok(Value::from("made"))
+                    Ok(())
                 }
-            },
-            || {
-                cleanups.set(cleanups.get() + 1);
-                Ok(())
             },
             Duration::ZERO,
         )
         .unwrap();
-        assert_eq!(v, "made");
-        assert_eq!((calls.get(), cleanups.get()), (3, 2));
+        assert_eq!(calls.get(), 3);
     }
 
     #[test]
     fn other_failures_are_not_retried_and_the_race_gives_up_after_the_tries() {
         let calls = Cell::new(0);
         let e = retry(
-            |_| {
+            &Starts::default(),
+            || {
                 calls.set(calls.get() + 1);
                 Err(other())
             },
-            || panic!("no cleanup without a retry"),
             Duration::ZERO,
         )
         .unwrap_err();
@@ -190,11 +152,11 @@ mod tests {
 
         calls.set(0);
         let e = retry(
-            |_| {
+            &Starts::default(),
+            || {
                 calls.set(calls.get() + 1);
                 Err(race())
             },
-            || Ok(()),
             Duration::ZERO,
         )
         .unwrap_err();
@@ -206,24 +168,31 @@ mod tests {
         );
         assert!(text.contains("does not exist"), "{text}");
     }
-}
 
-#[cfg(test)]
-mod gate_tests {
-    use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    /// A retry waits for the start in flight and no start begins during it.
+    /// The first attempt runs beside a start; a retry waits for the start
+    /// in flight, and no start begins during it.
     #[test]
     fn a_retry_runs_with_no_start_in_flight() {
         let starts = Starts::default();
         let starting = AtomicBool::new(false);
+        let calls = AtomicBool::new(false);
         std::thread::scope(|s| {
             let guard = starts.start();
             starting.store(true, Ordering::SeqCst);
             let retried = s.spawn(|| {
-                let _alone = starts.alone();
-                assert!(!starting.load(Ordering::SeqCst), "a start was in flight");
+                retry(
+                    &starts,
+                    || {
+                        if !calls.swap(true, Ordering::SeqCst) {
+                            // The first attempt: beside the start.
+                            assert!(starting.load(Ordering::SeqCst));
+                            return Err(race());
+                        }
+                        assert!(!starting.load(Ordering::SeqCst), "a start was in flight");
+                        Ok(())
+                    },
+                    Duration::ZERO,
+                )
             });
             std::thread::sleep(Duration::from_millis(50));
             assert!(
@@ -232,7 +201,7 @@ mod gate_tests {
             );
             starting.store(false, Ordering::SeqCst);
             drop(guard);
-            retried.join().unwrap();
+            retried.join().unwrap().unwrap();
         });
     }
 }

@@ -13,7 +13,7 @@ mod schedule;
 use self::schedule::carry_out;
 use crate::firewall::Firewall;
 use crate::images;
-use crate::plan::{Change, Step};
+use crate::plan::{Change, Kind, Step};
 use anklume_incus::Client;
 
 /// How many changes run at once by default (each on its own connection).
@@ -96,9 +96,9 @@ pub fn execute(
             .another()
             .with_context(|| format!("opening connection {} of {wanted} to Incus", n + 1))?;
         let shared = &shared;
-        workers.push(move |_: &Change, steps: &[Step]| run_steps(&conn, steps, fw, shared));
+        workers.push(move |ch: &Change, steps: &[Step]| run_steps(&conn, ch, steps, fw, shared));
     }
-    let main = |_: &Change, steps: &[Step]| run_steps(c, steps, fw, &shared);
+    let main = |ch: &Change, steps: &[Step]| run_steps(c, ch, steps, fw, &shared);
     Ok(carry_out(plan, main, workers, progress))
 }
 
@@ -109,8 +109,19 @@ fn parallel_work(plan: &[Change]) -> usize {
         .count()
 }
 
-fn run_steps(c: &Client, steps: &[Step], fw: &Firewall, shared: &Shared) -> Result<()> {
-    steps.iter().try_for_each(|s| run_step(c, s, fw, shared))
+fn run_steps(
+    c: &Client,
+    ch: &Change,
+    steps: &[Step],
+    fw: &Firewall,
+    shared: &Shared,
+) -> Result<()> {
+    let run = || steps.iter().try_for_each(|s| run_step(c, s, fw, shared));
+    if ch.kind == Kind::Network {
+        bridge::retry(&shared.starts, run, bridge::PAUSE)
+    } else {
+        run()
+    }
 }
 
 /// What the changes of one run share.
@@ -178,15 +189,6 @@ fn set_state(c: &Client, path: &str, body: &serde_json::Value) -> Result<()> {
 
 fn run_step(c: &Client, s: &Step, fw: &Firewall, shared: &Shared) -> Result<()> {
     match s {
-        Step::Post(p, b) if p == "/1.0/networks" => {
-            bridge::create(c, &shared.starts, p, b).map(drop)?
-        }
-        Step::Put(p, b) if p.starts_with("/1.0/networks/") => {
-            bridge::change(c, &shared.starts, |c| c.put(p, b)).map(drop)?
-        }
-        Step::Patch(p, b) if p.starts_with("/1.0/networks/") => {
-            bridge::change(c, &shared.starts, |c| c.patch(p, b)).map(drop)?
-        }
         Step::Post(p, b) => c.post(p, b).map(drop)?,
         Step::Put(p, b) => c.put(p, b).map(drop)?,
         Step::Patch(p, b) => c.patch(p, b).map(drop)?,

@@ -37,7 +37,7 @@ r boot_chain="$(systemd-analyze critical-chain --no-pager 2>/dev/null | tail -n 
 r boot_blame="$(systemd-analyze blame 2>/dev/null | grep -v '\.device$' | head -n15 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
 # What the console prompt waited for: the first-boot wizard's prompt on a
 # machine with no pool, else the serial console's login prompt.
-r boot_chain_console="$(systemd-analyze critical-chain --no-pager anklume-firstboot-console.service serial-getty@ttyS0.service 2>/dev/null | grep -v '^The time\|^The time when\|^$' | head -n24 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
+r boot_chain_console="$(systemd-analyze critical-chain --no-pager anklume-firstboot-console.service serial-getty@ttyS0.service 2>/dev/null | grep -v '^The time\|^$' | head -n24 | tr -s ' ' | sed 's/^ //' | paste -sd ';')"
 # When the first-boot unit began, waited for udev, probed and ended (its
 # time is in the console prompt's chain).
 r boot_firstboot="$(journalctl -b -o short-monotonic --no-pager -u anklume-firstboot.service 2>/dev/null | cut -c1-120 | head -n8 | paste -sd ';')"
