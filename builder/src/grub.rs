@@ -85,7 +85,7 @@ pub fn grub_cfg() -> String {
          serial --unit=0 --speed=115200\n\
          terminal_input console serial\n\
          terminal_output console serial\n\
-         set timeout=3\n\
+         set timeout=1\n\
          set default=0\n\
          set anklume_env=($anklume_esp)/{env}\n\
          load_env --file $anklume_env anklume_primary anklume_tries_a anklume_tries_b anklume_good_a anklume_good_b anklume_toram\n\

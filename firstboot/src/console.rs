@@ -15,6 +15,7 @@ use anklume_provision::consoles;
 use anklume_provision::exec::{self, Runner};
 use anklume_provision::gate::{Gate, Turn, GATE_DIR};
 use anklume_provision::probe::Probe;
+use anklume_provision::rawscan;
 use anklume_provision::unlock;
 use anklume_provision::wizard::{self, Outcome};
 use anklume_provision::Term;
@@ -125,6 +126,11 @@ pub fn one(name: &str) -> Result<ExitCode> {
 /// moved onto it. `None`: declined.
 fn make_pool() -> Result<Option<String>> {
     let term = Term::stdout();
+    // The prompt may come before udev has recorded every disk (the boot
+    // waits for it only when a LUKS or seed volume is there): the disks
+    // offered need their model, serial and names.
+    println!("Reading the disks...");
+    rawscan::wait_for_udev()?;
     let inv = Probe::new("/")
         .inventory()
         .context("reading the machine's disks")?;

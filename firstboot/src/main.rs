@@ -15,7 +15,8 @@ use anklume_provision::inventory::Inventory;
 use anklume_provision::plan::Plan;
 use anklume_provision::preseed::Preseed;
 use anklume_provision::probe::Probe;
-use anklume_provision::seed::{load_seed, SEED_LABEL, SEED_MOUNT_DIR};
+use anklume_provision::rawscan;
+use anklume_provision::seed::{self, load_seed, SEED_LABEL, SEED_MOUNT_DIR};
 use anklume_provision::unlock;
 use anklume_provision::wizard::{self, Outcome};
 use anklume_provision::Term;
@@ -170,8 +171,18 @@ fn preseed_plan(p: &Preseed, inv: &Inventory) -> Result<Plan> {
 }
 
 /// anklume-firstboot.service: a pool already here, or no seed volume, is
-/// not this run's business.
+/// not this run's business. The devices themselves are probed first: with
+/// no LUKS volume and no seed volume on any (most boots), that is known
+/// without waiting for udev's first pass over every device; otherwise udev
+/// is waited for and the inventory decides, as the wizard does.
 fn boot(cli: &Cli) -> Result<ExitCode> {
+    let found =
+        rawscan::settle(|s| s.is_luks() || seed::is_seed(Some(&s.kind), s.label.as_deref()))?;
+    let Some(found) = found else {
+        println!("No data pool yet and no {SEED_LABEL} volume: the wizard is offered on the consoles (anklume-firstboot-console.service).");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("Waited for udev's record of the block devices: {found}");
     let inv = inventory(cli)?;
     if let Some(p) = unlock::find(&inv)? {
         println!(

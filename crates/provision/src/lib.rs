@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod plan;
 pub mod preseed;
 pub mod probe;
+pub mod rawscan;
 pub mod seed;
 pub mod selector;
 pub mod size;

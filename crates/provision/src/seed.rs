@@ -29,19 +29,20 @@ pub const SEED_FSTYPES: &str = "vfat,iso9660";
 /// Where the seed volume is mounted while it is read.
 pub const SEED_MOUNT_DIR: &str = "/run/anklume/seed";
 
-/// The seed volumes of the machine (label compared without case: FAT
-/// labels are upper-case, some tools write them otherwise).
+/// A filesystem of this type and label is a seed volume (label compared
+/// without case: FAT labels are upper-case, some tools write them
+/// otherwise).
+pub fn is_seed(fs_type: Option<&str>, label: Option<&str>) -> bool {
+    label.is_some_and(|l| {
+        l.eq_ignore_ascii_case(SEED_LABEL) || l.eq_ignore_ascii_case(SEED_LABEL_FAT)
+    }) && fs_type.is_some_and(|t| matches!(t, "vfat" | "iso9660"))
+}
+
+/// The seed volumes of the machine.
 pub fn seed_volumes(inv: &Inventory) -> Vec<&BlockDevice> {
     inv.devices
         .iter()
-        .filter(|d| {
-            d.fs_label.as_deref().is_some_and(|l| {
-                l.eq_ignore_ascii_case(SEED_LABEL) || l.eq_ignore_ascii_case(SEED_LABEL_FAT)
-            }) && d
-                .fs_type
-                .as_deref()
-                .is_some_and(|t| matches!(t, "vfat" | "iso9660"))
-        })
+        .filter(|d| is_seed(d.fs_type.as_deref(), d.fs_label.as_deref()))
         .collect()
 }
 

@@ -560,6 +560,11 @@ pub struct LiveMachine;
 
 impl Machine for LiveMachine {
     fn inventory(&mut self) -> Result<Inventory> {
+        // udev's record of a LUKS volume (its label, PARTUUID) may not be
+        // there yet at boot; a machine with none has nothing to wait for.
+        if let Some(found) = crate::rawscan::settle(|s| s.is_luks())? {
+            println!("Waited for udev's record of the block devices: {found}");
+        }
         crate::probe::Probe::new("/").inventory()
     }
 

@@ -98,6 +98,7 @@ fn main() -> ExitCode {
                     "boot_blame",
                     "boot_firstboot",
                     "boot_udev_block",
+                    "boot_cpu",
                 ] {
                     if let Some(v) = o.report.get(k) {
                         eprintln!("  {k}: {v}");
