@@ -1,6 +1,6 @@
 //! The boot facts the initrd hands to userspace.
 //!
-//! The initrd's `anklume-root.sh` (dracut module `90anklume`) writes
+//! The initrd's `anklume-root.sh` (`mkosi/debian/mkosi.extra/usr/lib/anklume/initrd/`) writes
 //! [`BOOT_ENV`] once it has set up the verified root: `key=value` lines with
 //! the keys of [`BootEnv`]. The dm-verity mapping it opens is
 //! [`VERITY_NAME`]. Everything in userspace that needs these facts (status,

@@ -386,7 +386,7 @@ mod tests {
     fn the_initrds_partuuid_bytes_are_the_gpts() {
         let script = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../mkosi/debian/mkosi.skeleton/usr/lib/dracut/modules.d/90anklume/anklume-root.sh"
+            "/../../mkosi/debian/mkosi.extra/usr/lib/anklume/initrd/anklume-root.sh"
         ))
         .unwrap();
         let start = script.find("guid_bytes() {").unwrap();

@@ -1,5 +1,7 @@
 #!/bin/sh
-# anklume initrd: make the verified OS slot the root file system.
+# anklume initrd: make the verified OS slot the root file system. Run by
+# the initrd's /init (no systemd, no udev there: devices are found in
+# sysfs and their GPT entries read with `blkid -p`).
 #
 # Kernel command line, from GRUB (slot.cfg's values):
 #   anklume.slot=a|b  anklume.partuuid=UUID  anklume.roothash=HEX
@@ -9,7 +11,7 @@
 # (no anklume.slot, no anklume.partuuid):
 #   anklume.roothash=HEX  anklume.hashoffset=BYTES  anklume.version=V
 #
-# 1. find the slot partition by PARTUUID, or (UKI) the slot partition
+# 1. find the slot partition by PARTUUID (of its GPT entry), or (UKI) the slot partition
 #    (GPT type and name) whose verity tree at the hash offset has the root
 #    hash (its superblock's salt + its top hash block) — the slot is then
 #    the one its name says; on a CD (the kernel does not scan
@@ -54,13 +56,47 @@ PERSIST_TYPE=0fc63daf-8483-4772-8e79-3d69d8477de4
 PERSIST_LABEL=anklume-persist
 
 SLOT_TYPE=4f68bce3-e8cd-4db1-96e7-fbcaf984b709
+dev=""
 if [ -n "$PARTUUID" ]; then
     say "slot $SLOT, PARTUUID $PARTUUID, root hash $ROOTHASH"
-    dev=/dev/disk/by-partuuid/$PARTUUID
 else
     say "version $VERSION: the slot partition whose verity root hash is $ROOTHASH"
     dev=""
 fi
+# The partitions the kernel has (sda3, nvme0n1p2, loop0p3, ...).
+partitions() {
+    for p in /sys/class/block/*; do
+        if [ -e "$p/partition" ]; then echo "${p##*/}"; fi
+    done
+    return 0
+}
+# A partition's GPT name, as the kernel read it.
+partname() { sed -n 's/^PARTNAME=//p' "/sys/class/block/$1/uevent" 2>/dev/null; }
+# A field of a partition's GPT entry (PART_ENTRY_UUID, PART_ENTRY_TYPE),
+# read from the disk (the kernel does not show them); nothing when
+# unreadable.
+part_entry() { blkid -p -s "$2" -o value "/dev/$1" 2>/dev/null || return 0; }
+# The disk a partition is on (sda for sda3, loop0 for loop0p3).
+parent_disk() {
+    p=$(readlink -f "/sys/class/block/$1")
+    p=${p%/*}
+    echo "${p##*/}"
+}
+# Partitions already looked at and not the slot (each is read once).
+checked=" "
+# Set dev to the partition whose GPT entry has the PARTUUID $1; false
+# when there is none yet.
+by_partuuid() {
+    for n in $(partitions); do
+        case "$checked" in *" $n "*) continue ;; esac
+        if [ "$(part_entry "$n" PART_ENTRY_UUID)" = "$1" ]; then
+            dev=/dev/$n
+            return 0
+        fi
+        checked="$checked$n "
+    done
+    return 1
+}
 # Print hex string $1 as bytes.
 hex_to_bin() {
     h=$1
@@ -85,19 +121,26 @@ verity_root() {
     salt=$(echo "$h" | cut -c177-$((176 + 2 * n)))
     { hex_to_bin "$salt"; dd if="$1" bs=512 skip=$(($2 + 8)) count=8 status=none; } | sha256sum | cut -d' ' -f1
 }
-# The slot partition holding the image with our root hash, as "DEVICE
-# LABEL"; the first in lsblk's order when several do (two sticks of one
-# image, or both slots holding it).
+# Set dev and SLOT to the slot partition holding the image with our root
+# hash, the first in sysfs's order when several do (two sticks of one
+# image, or both slots holding it); false when there is none yet.
 find_by_root() {
-    lsblk -rno PATH,PARTTYPE,PARTLABEL 2>/dev/null | while read -r p t l; do
-        [ "$t" = "$SLOT_TYPE" ] || continue
-        case "$l" in anklume-slot-a | anklume-slot-b) ;; *) continue ;; esac
-        if [ "$(verity_root "$p" $((HASHOFF / 512)))" = "$ROOTHASH" ]; then
-            echo "$p $l"
-            return 0
-        fi
+    for n in $(partitions); do
+        case "$checked" in *" $n "*) continue ;; esac
+        l=$(partname "$n")
+        case "$l" in
+        anklume-slot-a | anklume-slot-b)
+            if [ "$(part_entry "$n" PART_ENTRY_TYPE)" = "$SLOT_TYPE" ] \
+                && [ "$(verity_root "/dev/$n" $((HASHOFF / 512)))" = "$ROOTHASH" ]; then
+                dev=/dev/$n
+                SLOT=${l##*-}
+                return 0
+            fi
+            ;;
+        esac
+        checked="$checked$n "
     done
-    return 0
+    return 1
 }
 # Loop devices this script made over a CD or the ISO file (released by
 # toram), and what each is over: " loop0=cd loop1=ventoy ".
@@ -185,13 +228,21 @@ ventoy_data_part() { # Ventoy's data partition, or nothing
     lsblk -rno PATH "/dev/$disk" | sed -n 2p
     return 0
 }
+# Under BIOS: a partition labelled VTOYEFI (looked for once a second: it
+# reads every device).
+vtoy_looked=0
+vtoy_bios() {
+    vtoy_looked=$((vtoy_looked + 1))
+    [ $((vtoy_looked % 10)) = 1 ] || return 1
+    blkid -l -o device -t LABEL=VTOYEFI >/dev/null 2>&1
+}
 expose_ventoy() {
     case "$exposed" in *" ventoy-file "* | *" /dev/mapper/ventoy "*) return 0 ;; esac
     if [ -b /dev/mapper/ventoy ]; then
         expose /dev/mapper/ventoy ventoy
         return 0
     fi
-    [ -r "$VTOY_VAR" ] || [ -e /dev/disk/by-label/VTOYEFI ] || return 0
+    [ -r "$VTOY_VAR" ] || vtoy_bios || return 0
     data=$(ventoy_data_part)
     [ -n "$data" ] && [ -b "$data" ] || return 0
     mkdir -p "$VTOY_MNT"
@@ -225,24 +276,36 @@ expose_ventoy() {
     expose "$iso" ventoy
     return 0
 }
-found() { # the slot partition is there (by root hash: $dev and $SLOT set)
+found() { # the slot partition is there ($dev set; by root hash: $SLOT too)
     if [ -n "$PARTUUID" ]; then
-        [ -b "$dev" ]
+        by_partuuid "$PARTUUID"
         return
     fi
-    hit=$(find_by_root)
-    [ -n "$hit" ] || return 1
-    dev=${hit%% *}
-    SLOT=${hit##*-}
-    PARTUUID=$(lsblk -rno PARTUUID "$dev" | head -n1)
+    find_by_root || return 1
+    PARTUUID=$(part_entry "${dev#/dev/}" PART_ENTRY_UUID)
 }
 # Looked for every 0.1 s: the slot usually shows up within a second or two
 # of the USB or SATA disk, and each look only tests for a device node.
+# Drivers for the hardware present (no udev here): those of every device's
+# modalias, again whenever devices appeared (a USB disk shows up after its
+# controller's driver is loaded, its SCSI disk after usb-storage). Most
+# aliases have no driver in the initrd: `modprobe -q` passes over them, and
+# its status only says that some had none, so it is not an error here.
+aliases_seen=""
+load_drivers() {
+    a=$(cat /sys/bus/*/devices/*/modalias 2>/dev/null | sort -u)
+    [ "$a" != "$aliases_seen" ] || return 0
+    aliases_seen=$a
+    # shellcheck disable=SC2086
+    modprobe -q -a -b $a || return 0
+}
+load_drivers
 i=0
 until found; do
     expose_cds
     expose_ventoy
     i=$((i + 1))
+    if [ $((i % 3)) = 0 ]; then load_drivers; fi
     if [ $i -gt 1200 ]; then
         if [ -n "$BY_ROOT" ]; then
             fail "no slot partition holds version $VERSION (verity root hash $ROOTHASH) after 120 s"
@@ -253,7 +316,7 @@ until found; do
 done
 dev=$(readlink -f "$dev")
 say "slot $SLOT is $dev (PARTUUID $PARTUUID)"
-medium=$(lsblk -no PKNAME "$dev" | head -n1)
+medium=$(parent_disk "${dev#/dev/}")
 # What the slot was found on: disk, cd or ventoy (for boot.env).
 MEDIUM=disk
 case "$media_kinds" in *" $medium="*)
@@ -287,11 +350,11 @@ if [ "$TORAM" = 1 ]; then
     fi
 fi
 
-# DM_DISABLE_UDEV: libdevmapper makes /dev/mapper/anklume-root itself
-# instead of synchronising with udev through a semaphore whose key it reads
-# from /dev/urandom, a read that blocks until the kernel's random pool is
+# DM_DISABLE_UDEV: libdevmapper makes /dev/mapper/anklume-root itself (no
+# udev here) and does not read the key of a udev semaphore from
+# /dev/urandom, a read that blocks until the kernel's random pool is
 # ready: up to 1.5 s of an early boot on a machine without RDRAND (QEMU
-# TCG). udev still sees the device's events (dm-0, its /dev/disk links).
+# TCG). The booted system's udev sees dm-0 at its coldplug.
 DM_DISABLE_UDEV=1 veritysetup open "$dev" anklume-root "$dev" "$ROOTHASH" --hash-offset="$HASHOFF" \
     || fail "dm-verity refused slot $SLOT ($dev): not booting an unverified root"
 mkdir -p /run/anklume/ro /run/anklume/rw
@@ -307,10 +370,13 @@ persist=""
 if [ "$MEDIUM" = ventoy ]; then
     say "persist: none on a Ventoy stick (the ISO file has no persist partition): volatile, changes are lost at shutdown"
 elif [ "$TORAM" != 1 ] && [ -n "$medium" ]; then
-    persist=$(lsblk -rno PATH,PARTTYPE,PARTLABEL "/dev/$medium" \
-        | while read -r p t l; do
-            [ "$t" = "$PERSIST_TYPE" ] && [ "$l" = "$PERSIST_LABEL" ] && echo "$p"
-        done | head -n1)
+    for n in $(partitions); do
+        [ "$(parent_disk "$n")" = "$medium" ] && [ "$(partname "$n")" = "$PERSIST_LABEL" ] || continue
+        if [ "$(part_entry "$n" PART_ENTRY_TYPE)" = "$PERSIST_TYPE" ]; then
+            persist=/dev/$n
+            break
+        fi
+    done
 fi
 if [ -n "$persist" ]; then
     if [ -z "$(blkid -p -s TYPE -o value "$persist")" ]; then

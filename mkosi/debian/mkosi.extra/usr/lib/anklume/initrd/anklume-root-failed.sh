@@ -1,8 +1,9 @@
 #!/bin/sh
-# anklume-root.service failed: the slot could not be found, verified or
-# mounted. When GRUB counted this try (it adds anklume.onfail=reboot), reboot
-# after a pause so that the next try or the other slot comes; otherwise (a
-# slot marked good, a CD) stop here with the error on the console.
+# anklume-root.sh failed: the slot could not be found, verified or mounted.
+# When GRUB counted this try (it adds anklume.onfail=reboot), reboot after a
+# pause so that the next try or the other slot comes; otherwise (a slot
+# marked good, a CD) stop here with the error on the console. Run by /init,
+# which is PID 1 and must not end.
 set -u
 onfail=stop
 slot=?
@@ -19,8 +20,9 @@ done
 if [ "$onfail" = reboot ]; then
     echo "anklume-root: slot $slot did not boot; this try was counted, rebooting in 10 s (the boot loader tries again or falls back to the other slot)"
     sleep 10
-    systemctl --force reboot
+    # Nothing is mounted read-write but RAM: an immediate reboot.
+    echo b > /proc/sysrq-trigger
 else
     echo "anklume-root: slot $slot did not boot and no other slot is armed; the boot stops here (see the messages above)"
-    systemctl --no-block isolate emergency.target
 fi
+while :; do sleep 3600; done
