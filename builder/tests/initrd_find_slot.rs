@@ -17,7 +17,7 @@ use anklume_build::verity;
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../mkosi/debian/mkosi.skeleton/usr/lib/dracut/modules.d/90anklume/anklume-root.sh"
+    "/../mkosi/debian/mkosi.extra/usr/lib/anklume/initrd/anklume-root.sh"
 );
 
 /// The named shell functions of the initrd script and its
